@@ -1,0 +1,29 @@
+"""ctpipe: continuous-training data pipeline on Apache Beam + TFX libraries.
+
+This file is what Beam's --setup_file stages to remote workers (Flink, Dataflow): the three
+code packages install from it. Exact versions live in requirements.lock; the ranges below only
+say what the code needs, so a worker image built from the lock satisfies them.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="ctpipe",
+    version="0.1.0",
+    description="Continuous-training data pipeline: Kafka/object storage -> validated TFRecord windows -> gated models",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                    "training", "training.*", "examples", "examples.*"]),
+    package_data={"pipeline": ["defaults/*.yaml"]},
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "apache-beam[gcp,aws]>=2.68,<2.69",
+        "tensorflow>=2.16,<2.17",
+        "tf-keras>=2.16,<2.17",
+        "tensorflow-transform>=1.16,<1.17",
+        "tensorflow-data-validation>=1.16,<1.17",
+        "kafka-python>=3.0,<3.1",
+        "prometheus-client",
+        "pyyaml",
+        "tqdm",
+    ],
+    entry_points={"console_scripts": ["ctpipe=pipeline.cli:main"]},
+)
