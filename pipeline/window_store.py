@@ -1,0 +1,83 @@
+"""The sealed-window store: layout, listing, manifests. Only sealed windows are visible.
+
+A window version directory is ``<root>/windows/<window_id>/v<N>/``; it is sealed when its
+MANIFEST.json exists (written last). Part files without a manifest belong to a crashed attempt and
+are invisible; the next attempt writes the same deterministic names over them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from pipeline import storage
+from pipeline.errors import StorageError
+
+MANIFEST = "MANIFEST.json"
+RELEASE = "RELEASE.json"
+_VERSION_RE = re.compile(r"/windows/([0-9]{8}T[0-9]{4}Z)/v([0-9]+)/" + re.escape(MANIFEST) + "$")
+
+
+def window_dir(root: str, wid: str, version: int) -> str:
+    return storage.join(root, "windows", wid, f"v{version}")
+
+
+@dataclass(frozen=True)
+class SealedWindow:
+    window_id: str
+    version: int
+    path: str
+    manifest: dict
+
+    @property
+    def verdict(self) -> str:
+        return self.manifest["validation"]["verdict"]
+
+    @property
+    def released(self) -> bool:
+        return bool(self.manifest.get("_release"))
+
+    @property
+    def usable_for_training(self) -> bool:
+        return self.verdict != "QUARANTINED" or self.released
+
+    def file_paths(self, kind: str) -> list[str]:
+        return [storage.join(self.path, f["path"]) for f in self.manifest["files"] if f["kind"] == kind]
+
+
+def _load(root: str, path: str) -> SealedWindow:
+    match = _VERSION_RE.search(path)
+    manifest = storage.read_json(path)
+    base = path[: -len(MANIFEST) - 1]
+    release_path = storage.join(base, RELEASE)
+    if storage.exists(release_path):
+        manifest = dict(manifest, _release=storage.read_json(release_path))
+    if manifest.get("window_id") != match.group(1) or manifest.get("version") != int(match.group(2)):
+        raise StorageError(f"{path}: manifest names window {manifest.get('window_id')} "
+                           f"v{manifest.get('version')}, not its own directory; the store is corrupt")
+    return SealedWindow(match.group(1), int(match.group(2)), base, manifest)
+
+
+def list_sealed(root: str, latest_only: bool = True) -> list[SealedWindow]:
+    """Sealed windows sorted by id (and version); by default only each window's newest version."""
+    paths = [p for p in storage.glob(storage.join(root, "windows", "*", "v*", MANIFEST)) if _VERSION_RE.search(p)]
+    windows = sorted((_load(root, p) for p in paths), key=lambda w: (w.window_id, w.version))
+    if not latest_only:
+        return windows
+    latest: dict[str, SealedWindow] = {}
+    for window in windows:
+        latest[window.window_id] = window
+    return [latest[k] for k in sorted(latest)]
+
+
+def latest_sealed(root: str, wid: str) -> Optional[SealedWindow]:
+    versions = [p for p in storage.glob(storage.join(root, "windows", wid, "v*", MANIFEST)) if _VERSION_RE.search(p)]
+    if not versions:
+        return None
+    return max((_load(root, p) for p in versions), key=lambda w: w.version)
+
+
+def previous_sealed(root: str, wid: str) -> Optional[SealedWindow]:
+    """Newest version of the latest sealed window that starts before ``wid``."""
+    earlier = [w for w in list_sealed(root) if w.window_id < wid]
+    return earlier[-1] if earlier else None

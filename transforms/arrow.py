@@ -1,0 +1,38 @@
+"""Events <-> Arrow RecordBatches in the TFXIO convention (every column a large_list)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyarrow as pa
+
+from transforms.decode import BYTES, FLOAT, INT
+from transforms.records import Event
+
+_ARROW_TYPES = {
+    INT: pa.large_list(pa.int64()),
+    FLOAT: pa.large_list(pa.float32()),
+    BYTES: pa.large_list(pa.large_binary()),
+}
+
+
+def _as_list(value, kind):
+    values = value if isinstance(value, list) else [value]
+    if kind == BYTES:
+        return [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
+    return values
+
+
+def events_to_record_batch(events: Sequence[Event], feature_types: dict[str, str],
+                           extra_columns: dict[str, list] | None = None) -> pa.RecordBatch:
+    """One RecordBatch of ``events``; columns are the typed features (sorted by name), absent
+    values are null lists. ``extra_columns`` (name -> one bytes value per event) are appended."""
+    names = sorted(feature_types)
+    arrays = []
+    for name in names:
+        kind = feature_types[name]
+        column = [(_as_list(e.features[name], kind) if name in e.features else None) for e in events]
+        arrays.append(pa.array(column, type=_ARROW_TYPES[kind]))
+    for name, values in (extra_columns or {}).items():
+        names.append(name)
+        arrays.append(pa.array([[v] for v in values], type=_ARROW_TYPES[BYTES]))
+    return pa.RecordBatch.from_arrays(arrays, names)

@@ -1,0 +1,26 @@
+"""Dead-letter output: every unusable record as one JSON line with reason and source position."""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+
+from pipeline import storage
+
+
+def deadletter_prefix(root: str, run_id: str) -> str:
+    date = run_id[:8]  # run ids start with the UTC date
+    return storage.join(root, "deadletter", date, run_id)
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetter -> <root>/deadletter/<date>/<run_id>-SSSSS-of-NNNNN.jsonl (Beam's atomic finalize)."""
+
+    def __init__(self, root: str, run_id: str):
+        super().__init__()
+        self._prefix = deadletter_prefix(root, run_id)
+
+    def expand(self, dead):
+        return (dead
+                | "ToJson" >> beam.Map(lambda d: json.dumps(d.to_json(), sort_keys=True))
+                | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1))

@@ -1,0 +1,62 @@
+"""Values that flow between ctpipe's transforms (small, picklable NamedTuples)."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+
+class SourceRecord(NamedTuple):
+    """One raw input record and where it came from."""
+
+    source: str
+    """File path, or ``kafka://topic/partition``."""
+    position: str
+    """Line number in a file, row index in a Parquet file, or Kafka offset."""
+    raw: Optional[bytes]
+    """The bytes as read (a JSONL/CSV line, a Kafka value; None for a Kafka tombstone)."""
+    fields: Optional[dict] = None
+    """Already-parsed fields (CSV, Parquet); None when ``raw`` still has to be parsed."""
+    ingest_time_ms: Optional[int] = None
+    """When the record reached the source (Kafka timestamp), for timeliness metrics."""
+
+
+class Event(NamedTuple):
+    """A decoded event: typed feature values plus its identity and event time."""
+
+    id: str
+    event_time_ms: int
+    features: dict
+    source: str
+    position: str
+    ingest_time_ms: Optional[int] = None
+
+
+class DeadLetter(NamedTuple):
+    """A record that could not be used, with the reason and everything needed to replay it."""
+
+    reason: str
+    """Short code, also the metric label: bad_json, not_utf8, missing_id, type_mismatch, ..."""
+    detail: str
+    """Human-readable explanation naming the field and the problem."""
+    raw: Optional[bytes]
+    source: str
+    position: str
+    event_time_ms: Optional[int] = None
+    """Set when the record's event time was readable, so the dead letter counts against its window."""
+
+    def to_json(self) -> dict[str, Any]:
+        raw = self.raw
+        text = None
+        if raw is not None:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "position": self.position,
+            "event_time_ms": self.event_time_ms,
+            "raw_utf8": text,
+            "raw_hex": None if raw is None or text is not None else raw.hex(),
+        }

@@ -1,0 +1,76 @@
+"""Statistics over all decoded events of a run, for inferring the first schema.
+
+Types are decided by majority over all events (INT and FLOAT together make FLOAT), so a few bad
+records ("temperature": "hot") cannot turn a numeric feature into a string one; events that do
+not fit the majority types are left out of the statistics (the main pass dead-letters them).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+
+from transforms.arrow import events_to_record_batch
+from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
+from transforms.validation import stats_options
+
+
+def count_types(events) -> dict[str, Counter]:
+    counts: dict[str, Counter] = {}
+    for event in events:
+        for name, value in event.features.items():
+            kind = infer_type(value)
+            if kind is not None:
+                counts.setdefault(name, Counter())[kind] += 1
+    return counts
+
+
+def merge_type_counts(count_dicts) -> dict[str, Counter]:
+    merged: dict[str, Counter] = {}
+    for counts in count_dicts:
+        for name, counter in counts.items():
+            merged.setdefault(name, Counter()).update(counter)
+    return merged
+
+
+def majority_types(counts: dict[str, Counter]) -> dict[str, str]:
+    types = {}
+    for name, counter in counts.items():
+        numeric = counter[INT] + counter[FLOAT]
+        if numeric >= counter[BYTES]:
+            types[name] = FLOAT if counter[FLOAT] else INT
+        else:
+            types[name] = BYTES
+    return types
+
+
+def _conforming(events, types):
+    kept = []
+    for event in events:
+        try:
+            features = {n: coerce_value(n, v, types[n]) for n, v in event.features.items() if n in types}
+        except ValueError:
+            continue
+        kept.append(event._replace(features=features))
+    return kept
+
+
+class StatisticsOfEvents(beam.PTransform):
+    """Events -> TFDV statistics of all of them, written as a binary DatasetFeatureStatisticsList."""
+
+    def __init__(self, output_path: str):
+        super().__init__()
+        self._path = output_path
+
+    def expand(self, events):
+        batches = events | "Batch" >> beam.BatchElements(min_batch_size=500, max_batch_size=10000)
+        types = (batches
+                 | "CountTypes" >> beam.Map(count_types)
+                 | "MergeTypes" >> beam.CombineGlobally(merge_type_counts)
+                 | "Majority" >> beam.Map(majority_types))
+        return (batches
+                | "ToArrow" >> beam.Map(lambda b, t: events_to_record_batch(_conforming(b, t), t),
+                                        beam.pvalue.AsSingleton(types))
+                | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
+                | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))
