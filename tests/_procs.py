@@ -69,6 +69,8 @@ class Service:
         """
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
+        if port_accepts(HOST, self.port):
+            raise RuntimeError(f"cannot start {self.name}: {HOST}:{self.port} is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **self.env}
         with open(self.log_path, "ab") as log:
