@@ -295,3 +295,21 @@ def test_messages_survive_broker_restart_with_s3_storage(kafka_broker_factory, k
     ranges = plan_ranges(beginning_offsets(kw, kafka_topic), before, kafka_topic, 1000)
     values = sorted(r.value for rng in ranges for r in read_range(kw, rng))
     assert values == sorted(v for _, v in _messages(300))
+
+
+def test_kwargs_for_gives_each_client_only_its_keys_and_keeps_the_mask(monkeypatch):
+    from kafka import KafkaProducer
+
+    from transforms.kafka_source import kwargs_for
+
+    monkeypatch.setenv("T_KAFKA_USER", "svc-ctpipe")
+    monkeypatch.setenv("T_KAFKA_PASS", "hunter2-secret")
+    kw = client_kwargs(_sasl_cfg(sasl_password_env="T_KAFKA_PASS"))
+    admin = kwargs_for(KafkaAdminClient, kw)
+    assert "max_partition_fetch_bytes" not in admin and "max_request_size" not in admin
+    assert admin["sasl_plain_password"] == "hunter2-secret"
+    assert "hunter2-secret" not in repr(admin)
+    assert "max_request_size" in kwargs_for(KafkaProducer, kw)
+    assert "max_partition_fetch_bytes" in kwargs_for(KafkaConsumer, kw)
+    with pytest.raises(ValueError, match="bootstrap_server"):
+        kwargs_for(KafkaConsumer, {"bootstrap_server": "typo:9092"})

@@ -344,7 +344,7 @@ def ensure_topic(client_kwargs: Mapping[str, Any], topic: str, partitions: int,
     admin = _connect(KafkaAdminClient, client_kwargs, timeout_s)
     try:
         try:
-            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}},
+            admin.create_topics({topic: {"num_partitions": partitions}},
                                 timeout_ms=int(timeout_s * 1000))
         except kafka_errors.TopicAlreadyExistsError:
             pass
