@@ -1,0 +1,147 @@
+"""Translate ctpipe's Kafka configuration into kafka-python client keyword arguments.
+
+Secrets never live in YAML: the config names an environment variable (``sasl_username_env``,
+``sasl_password_env``) or a file (``sasl_password_file``, e.g. a mounted Kubernetes secret), and
+they are resolved here, at client-construction time. The returned mapping masks the password in
+its ``repr``/``str`` so logging the kwargs cannot leak it.
+
+The one mapping serves consumers, producers and admin clients alike: it carries the connection
+settings every client shares, plus ``max_partition_fetch_bytes`` (consumer) and
+``max_request_size`` (producer) sized from ``max_message_bytes``. ``transforms.kafka_source``
+hands each client class only the keys it knows.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MASK = "***"
+_SECRET_KEYS = ("sasl_plain_password",)
+_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class KafkaClientKwargs(dict):
+    """A plain dict of kafka-python kwargs whose repr/str hide secret values."""
+
+    def __repr__(self) -> str:
+        shown = {k: (MASK if k in _SECRET_KEYS and v is not None else v) for k, v in self.items()}
+        return f"KafkaClientKwargs({shown!r})"
+
+    __str__ = __repr__
+
+
+def parse_bootstrap_servers(value: str) -> list[str]:
+    """Split a comma-separated ``host:port`` list; raise ConfigError when it is empty or malformed."""
+    servers = [s.strip() for s in (value or "").split(",") if s.strip()]
+    if not servers:
+        raise ConfigError("kafka.bootstrap_servers is empty; set it to a comma-separated list of "
+                          "host:port, e.g. 'broker-0:9092,broker-1:9092'")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"kafka.bootstrap_servers entry {server!r} is not host:port "
+                              "(e.g. 'broker-0:9092')")
+    return servers
+
+
+def _read_env(var: str, what: str) -> str:
+    value = os.environ.get(var)
+    if value is None or value == "":
+        raise ConfigError(
+            f"Kafka {what}: environment variable {var} (named in the Kafka config) is "
+            f"{'empty' if value == '' else 'not set'}; export {var} in the pipeline's environment "
+            "(for Kubernetes, from a Secret). Secrets are never read from YAML.")
+    return value
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"Kafka {what}: cannot read file {path} named by kafka.sasl_password_file "
+            f"({exc.strerror or exc}); mount the secret at that path or fix the setting.") from exc
+    if not value:
+        raise ConfigError(f"Kafka {what}: file {path} named by kafka.sasl_password_file is empty; "
+                          "write the password into it or fix the setting.")
+    return value
+
+
+def _sasl_password(cfg: Any) -> str:
+    env_var = getattr(cfg, "sasl_password_env", None)
+    path = getattr(cfg, "sasl_password_file", None)
+    if env_var and path:
+        raise ConfigError("kafka.sasl_password_env and kafka.sasl_password_file are both set; "
+                          "set exactly one of them")
+    if env_var:
+        return _read_env(env_var, "SASL password")
+    if path:
+        return _read_secret_file(path, "SASL password")
+    raise ConfigError("Kafka SASL needs a password: set kafka.sasl_password_env (an environment "
+                      "variable name) or kafka.sasl_password_file (a file path)")
+
+
+def _sasl_kwargs(cfg: Any, protocol: str) -> dict[str, Any]:
+    mechanism = getattr(cfg, "sasl_mechanism", None)
+    if not protocol.startswith("SASL_"):
+        if mechanism:
+            raise ConfigError(f"kafka.sasl_mechanism is {mechanism!r} but security_protocol is "
+                              f"{protocol}; use SASL_SSL or SASL_PLAINTEXT, or drop the mechanism")
+        return {}
+    if mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"kafka.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)} with "
+                          f"security_protocol {protocol}, not {mechanism!r}")
+    user_env = getattr(cfg, "sasl_username_env", None)
+    if not user_env:
+        raise ConfigError("Kafka SASL needs a user name: set kafka.sasl_username_env to the name of "
+                          "an environment variable holding it")
+    return {
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": _read_env(user_env, "SASL user name"),
+        "sasl_plain_password": _sasl_password(cfg),
+    }
+
+
+def _ssl_kwargs(cfg: Any, protocol: str) -> dict[str, Any]:
+    if protocol not in ("SSL", "SASL_SSL"):
+        return {}
+    out: dict[str, Any] = {"ssl_check_hostname": bool(getattr(cfg, "ssl_check_hostname", True))}
+    cafile = getattr(cfg, "ssl_cafile", None)
+    if cafile:
+        if not os.path.isfile(cafile):
+            raise ConfigError(f"kafka.ssl_cafile {cafile} does not exist or is not a file; mount "
+                              "the CA bundle there or unset it to use the system trust store")
+        out["ssl_cafile"] = cafile
+    return out
+
+
+def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
+    """kafka-python keyword arguments (connection, security, message size) for ``kafka_cfg``.
+
+    ``kafka_cfg`` has ``bootstrap_servers``, ``security_protocol``, ``sasl_mechanism``,
+    ``sasl_username_env``, ``sasl_password_env``, ``sasl_password_file``, ``ssl_cafile``,
+    ``ssl_check_hostname`` and ``max_message_bytes``. Raises ConfigError naming the setting, the
+    environment variable or the file at fault, and how to fix it.
+    """
+    protocol = getattr(kafka_cfg, "security_protocol", None) or "PLAINTEXT"
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"kafka.security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                          f"not {protocol!r}")
+    max_bytes = getattr(kafka_cfg, "max_message_bytes", None) or _DEFAULT_MAX_MESSAGE_BYTES
+    if not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ConfigError(f"kafka.max_message_bytes must be a positive integer, not {max_bytes!r}")
+    out = KafkaClientKwargs(
+        bootstrap_servers=parse_bootstrap_servers(getattr(kafka_cfg, "bootstrap_servers", "")),
+        client_id="ctpipe",
+        security_protocol=protocol,
+        max_partition_fetch_bytes=max(max_bytes, _DEFAULT_MAX_MESSAGE_BYTES),
+        max_request_size=max_bytes,
+    )
+    out.update(_ssl_kwargs(kafka_cfg, protocol))
+    out.update(_sasl_kwargs(kafka_cfg, protocol))
+    return out

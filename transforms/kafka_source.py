@@ -1,0 +1,414 @@
+"""Bounded reads of Kafka offset ranges, with kafka-python and manual partition assignment.
+
+The data path never joins a consumer group: every read is ``assign`` + ``seek`` on one
+partition and stops at a fixed end offset, so a micro-batch cycle reads exactly
+[checkpointed offset, end offset fixed at cycle start) per partition (see DESIGN.md, "Checkpoint
+protocol"). Consumer-group offsets are only *committed* (``commit_group_offsets``), after the
+checkpoint, so Kafka tooling shows the pipeline's lag.
+
+``client_kwargs`` is one mapping of kafka-python settings (``pipeline.kafka_client.client_kwargs``
+builds it from the config); each client class here receives only the keys it understands.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import apache_beam as beam
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.errors import CtpipeError
+
+DEFAULT_TIMEOUT_S = 15.0
+_POLL_MS = 200
+_KNOWN_KEYS = (set(KafkaConsumer.DEFAULT_CONFIG) | set(KafkaProducer.DEFAULT_CONFIG)
+               | set(KafkaAdminClient.DEFAULT_CONFIG))
+
+
+class KafkaSourceError(CtpipeError):
+    """A Kafka read, offset lookup, commit or produce could not be completed."""
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Offsets [start, end) of one topic partition (end exclusive)."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """One Kafka message and its source position."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Client construction
+
+
+def _bootstrap(client_kwargs: Mapping[str, Any]) -> str:
+    servers = client_kwargs.get("bootstrap_servers")
+    return servers if isinstance(servers, str) else ",".join(servers or [])
+
+
+def kwargs_for(client_cls: type, client_kwargs: Mapping[str, Any],
+               timeout_s: float = DEFAULT_TIMEOUT_S, **overrides: Any) -> dict[str, Any]:
+    """The subset of ``client_kwargs`` that ``client_cls`` accepts, plus ``overrides``.
+
+    A key no kafka-python client knows is a typo and raises ValueError. ``bootstrap_timeout_ms``
+    defaults to ``timeout_s`` so an unreachable broker fails in bounded time. The mapping's type
+    is kept, so a password-masking mapping stays masked.
+    """
+    unknown = set(client_kwargs) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"unknown kafka-python settings: {sorted(unknown)}")
+    out = copy.copy(client_kwargs) if isinstance(client_kwargs, dict) else dict(client_kwargs)
+    for key in list(out):
+        if key not in client_cls.DEFAULT_CONFIG:
+            del out[key]
+    out.setdefault("bootstrap_timeout_ms", int(timeout_s * 1000))
+    out.update(overrides)
+    return out
+
+
+def _connect(client_cls: type, client_kwargs: Mapping[str, Any], timeout_s: float,
+             **overrides: Any):
+    try:
+        return client_cls(**kwargs_for(client_cls, client_kwargs, timeout_s, **overrides))
+    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+        raise KafkaSourceError(
+            f"cannot reach Kafka at {_bootstrap(client_kwargs)} within {timeout_s:g} s "
+            f"({type(exc).__name__}); check bootstrap_servers and that the broker is up") from exc
+
+
+def _data_consumer(client_kwargs: Mapping[str, Any], timeout_s: float) -> KafkaConsumer:
+    """A group-less consumer for assign + seek reads; out-of-range offsets raise, never reset."""
+    return _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
+                    enable_auto_commit=False, auto_offset_reset="none",
+                    allow_auto_create_topics=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Offsets
+
+
+def _partitions(consumer: KafkaConsumer, topic: str, client_kwargs: Mapping[str, Any]) -> list[int]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise KafkaSourceError(f"Kafka topic {topic!r} does not exist on {_bootstrap(client_kwargs)} "
+                               "(or this client may not describe it); create it or fix the topic name")
+    return sorted(partitions)
+
+
+def _list_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], which: str,
+                  client_kwargs: Mapping[str, Any], timeout_s: float) -> dict[TopicPartition, int]:
+    lookup = consumer.end_offsets if which == "end" else consumer.beginning_offsets
+    try:
+        return lookup(tps, timeout_ms=int(timeout_s * 1000))
+    except kafka_errors.KafkaTimeoutError as exc:
+        raise KafkaSourceError(f"{which} offsets of Kafka topic {tps[0].topic!r} on "
+                               f"{_bootstrap(client_kwargs)} not returned within {timeout_s:g} s"
+                               ) from exc
+
+
+def _fetched_high_watermarks(consumer: KafkaConsumer, seek_to: Mapping[TopicPartition, int],
+                             timeout_s: float) -> dict[TopicPartition, int]:
+    """High watermark per partition as reported by a Fetch from ``seek_to``.
+
+    Why not ListOffsets alone: Tansu 0.6 (our local broker) answers ListOffsets(latest) with the
+    *base* offset of the last record batch + 1, so a batch of 300 records at offsets 0..299
+    reports end 1, while its Fetch responses carry the true high watermark (300). On Apache Kafka
+    both agree, so taking the larger of the two is correct everywhere.
+    """
+    consumer.assign(list(seek_to))
+    for tp, offset in seek_to.items():
+        consumer.seek(tp, offset)
+    found: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(found) < len(seek_to):
+        consumer.poll(timeout_ms=_POLL_MS)
+        for tp in seek_to:
+            high = consumer.highwater(tp)
+            if tp not in found and high is not None:
+                found[tp] = high
+                consumer.pause(tp)
+        if len(found) < len(seek_to) and time.monotonic() > deadline:
+            missing = sorted(tp.partition for tp in seek_to if tp not in found)
+            raise KafkaSourceError(f"no Fetch response for partitions {missing} of Kafka topic "
+                                   f"{next(iter(seek_to)).topic!r} within {timeout_s:g} s")
+    return found
+
+
+def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
+             timeout_s: float) -> dict[int, int]:
+    # A 1-byte fetch size still returns at least one batch: enough to learn the high watermark.
+    consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
+                        enable_auto_commit=False, auto_offset_reset="none",
+                        allow_auto_create_topics=False, max_partition_fetch_bytes=1)
+    try:
+        tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, client_kwargs)]
+        begin = _list_offsets(consumer, tps, "beginning", client_kwargs, timeout_s)
+        if which == "beginning":
+            found = begin
+        else:
+            listed = _list_offsets(consumer, tps, "end", client_kwargs, timeout_s)
+            seek_to = {tp: max(listed[tp] - 1, begin[tp]) for tp in tps}
+            fetched = _fetched_high_watermarks(consumer, seek_to, timeout_s)
+            found = {tp: max(listed[tp], fetched[tp]) for tp in tps}
+        return {tp.partition: found[tp] for tp in tps}
+    finally:
+        consumer.close()
+
+
+def end_offsets(client_kwargs: Mapping[str, Any], topic: str,
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, int]:
+    """Per partition, the offset the next produced message will get (exclusive end)."""
+    return _offsets(client_kwargs, topic, "end", timeout_s)
+
+
+def beginning_offsets(client_kwargs: Mapping[str, Any], topic: str,
+                      timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, int]:
+    """Per partition, the earliest offset still on the broker."""
+    return _offsets(client_kwargs, topic, "beginning", timeout_s)
+
+
+def plan_ranges(start: Mapping[int, int], end: Mapping[int, int], topic: str,
+                max_records_per_split: int) -> list[OffsetRange]:
+    """Split each partition's [start, end) into ranges of at most ``max_records_per_split``.
+
+    ``start`` and ``end`` must cover the same partitions (merge ``beginning_offsets`` into a
+    checkpoint for partitions it has not seen). Empty partitions yield no range. Ordered by
+    partition, then offset.
+    """
+    if max_records_per_split < 1:
+        raise ValueError(f"max_records_per_split must be >= 1, not {max_records_per_split}")
+    if set(start) != set(end):
+        raise ValueError(f"topic {topic!r}: start offsets cover partitions {sorted(start)} but end "
+                         f"offsets cover {sorted(end)}; give a start offset for every partition")
+    ranges: list[OffsetRange] = []
+    for partition in sorted(end):
+        lo, hi = start[partition], end[partition]
+        if lo < 0 or lo > hi:
+            raise ValueError(f"topic {topic!r} partition {partition}: start offset {lo} is not in "
+                             f"[0, end offset {hi}] (was the topic recreated?)")
+        for chunk_start in range(lo, hi, max_records_per_split):
+            ranges.append(OffsetRange(topic, partition, chunk_start,
+                                      min(chunk_start + max_records_per_split, hi)))
+    return ranges
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> Iterator[KafkaRecord]:
+    """Yield the records of ``rng`` through an already connected, group-less consumer.
+
+    Stops once the position reaches ``rng.end``, so offsets missing in [start, end) (compacted
+    away, transaction markers) are skipped, not waited for. Raises KafkaSourceError when no
+    progress is made for ``timeout_s`` or the start offset is no longer on the broker.
+    """
+    if rng.end <= rng.start:
+        return
+    tp = TopicPartition(rng.topic, rng.partition)
+    consumer.assign([tp])
+    consumer.seek(tp, rng.start)
+    position = rng.start
+    deadline = time.monotonic() + timeout_s
+    while position < rng.end:
+        try:
+            batch = consumer.poll(timeout_ms=_POLL_MS)
+            new_position = consumer.position(tp, timeout_ms=int(timeout_s * 1000))
+        except kafka_errors.OffsetOutOfRangeError as exc:
+            raise KafkaSourceError(
+                f"{rng}: offset {position} is no longer on the broker (retention deleted it); "
+                "the data was lost before it was read") from exc
+        for record in batch.get(tp, ()):
+            if record.offset >= rng.end:
+                return
+            if record.offset >= rng.start:
+                yield KafkaRecord(record.topic, record.partition, record.offset, record.key,
+                                  record.value, record.timestamp)
+        if new_position is not None and new_position > position:
+            position = new_position
+            deadline = time.monotonic() + timeout_s
+        elif time.monotonic() > deadline:
+            raise KafkaSourceError(f"{rng}: no progress past offset {position} within {timeout_s:g} s "
+                                   "(broker down, or the range ends past the partition's end?)")
+
+
+def read_range(client_kwargs: Mapping[str, Any], rng: OffsetRange,
+               timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[KafkaRecord]:
+    """Yield exactly the records with offsets in [rng.start, rng.end) of one partition."""
+    consumer = _data_consumer(client_kwargs, timeout_s)
+    try:
+        yield from _read_with(consumer, rng, timeout_s)
+    finally:
+        consumer.close()
+
+
+class _ReadRangeDoFn(beam.DoFn):
+    """OffsetRange -> its KafkaRecords; one group-less consumer per DoFn instance."""
+
+    def __init__(self, client_kwargs: Mapping[str, Any], timeout_s: float):
+        self._client_kwargs = client_kwargs
+        self._timeout_s = timeout_s
+        self._consumer: KafkaConsumer | None = None
+
+    def setup(self) -> None:
+        self._consumer = _data_consumer(self._client_kwargs, self._timeout_s)
+
+    def process(self, rng: OffsetRange) -> Iterator[KafkaRecord]:
+        yield from _read_with(self._consumer, rng, self._timeout_s)
+
+    def teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class ReadKafkaRanges(beam.PTransform):
+    """PCollection[OffsetRange] -> PCollection[KafkaRecord].
+
+    Reshuffles the ranges first so they spread over workers instead of staying fused to the
+    single Create/planning step.
+    """
+
+    def __init__(self, client_kwargs: Mapping[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S):
+        super().__init__()
+        kwargs_for(KafkaConsumer, client_kwargs)  # fail at graph construction on a bad key
+        self._client_kwargs = client_kwargs
+        self._timeout_s = timeout_s
+
+    def expand(self, ranges):
+        return (ranges
+                | "Reshuffle" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(_ReadRangeDoFn(self._client_kwargs, self._timeout_s)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Consumer-group offsets (for lag visibility only)
+
+
+def commit_group_offsets(client_kwargs: Mapping[str, Any], group_id: str, topic: str,
+                         offsets: Mapping[int, int], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Commit ``offsets`` (partition -> next offset to read) for ``group_id`` without joining it.
+
+    The consumer is assigned manually, so no JoinGroup/rebalance happens; the commit uses no
+    generation, which brokers accept for groups without active members (what Beam's KafkaIO does).
+    """
+    if not offsets:
+        return
+    consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=group_id,
+                        enable_auto_commit=False, allow_auto_create_topics=False)
+    try:
+        to_commit = {TopicPartition(topic, p): OffsetAndMetadata(off, "", -1)
+                     for p, off in sorted(offsets.items())}
+        consumer.assign(list(to_commit))
+        try:
+            consumer.commit(to_commit, timeout_ms=int(timeout_s * 1000))
+        except kafka_errors.KafkaError as exc:
+            raise KafkaSourceError(f"committing offsets {dict(offsets)} of topic {topic!r} for group "
+                                   f"{group_id!r} on {_bootstrap(client_kwargs)} failed: {exc!r}"
+                                   ) from exc
+    finally:
+        consumer.close(autocommit=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Producing (tests, demos, benchmarks)
+
+
+def ensure_topic(client_kwargs: Mapping[str, Any], topic: str, partitions: int,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Create ``topic`` with ``partitions`` partitions unless it exists; wait until it is usable.
+
+    An existing topic with fewer partitions raises KafkaSourceError.
+    """
+    admin = _connect(KafkaAdminClient, client_kwargs, timeout_s)
+    try:
+        try:
+            admin.create_topics({topic: {"num_partitions": partitions}},
+                                timeout_ms=int(timeout_s * 1000))
+        except kafka_errors.TopicAlreadyExistsError:
+            pass
+        admin.wait_for_topics([topic], timeout_ms=int(timeout_s * 1000))
+    finally:
+        admin.close()
+    have = end_offsets(client_kwargs, topic, timeout_s)
+    if len(have) < partitions:
+        raise KafkaSourceError(f"Kafka topic {topic!r} exists with {len(have)} partitions, "
+                               f"fewer than the {partitions} asked for")
+
+
+class _TokenBucket:
+    """Paces calls to ``rate`` per second with bursts of at most ``capacity``."""
+
+    def __init__(self, rate: float, capacity: float | None = None):
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 messages/s, not {rate}")
+        self.rate = rate
+        self.capacity = capacity if capacity is not None else max(1.0, rate / 10.0)
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+
+    def take(self) -> None:
+        """Block until one token is available, then consume it."""
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return
+            time.sleep((1.0 - self._tokens) / self.rate)
+
+
+def produce(client_kwargs: Mapping[str, Any], topic: str,
+            messages: Iterable[tuple[bytes | None, bytes | None]], rate: float | None = None,
+            partitions: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Send (key, value) pairs to ``topic`` and flush; return how many were sent.
+
+    ``rate`` paces sends to that many messages per second (token bucket); None sends as fast as
+    possible. ``partitions`` first ensures the topic exists with that many partitions. Keys pick
+    the partition (murmur2), so one device id's events stay in order in one partition. Raises
+    KafkaSourceError if any send failed.
+    """
+    if partitions is not None:
+        ensure_topic(client_kwargs, topic, partitions, timeout_s)
+    bucket = _TokenBucket(rate) if rate else None
+    failures: list[BaseException] = []
+    producer = _connect(KafkaProducer, client_kwargs, timeout_s, acks="all", linger_ms=5)
+    count = 0
+    try:
+        for key, value in messages:
+            if bucket is not None:
+                bucket.take()
+            producer.send(topic, key=key, value=value).add_errback(failures.append)
+            count += 1
+        producer.flush(timeout=timeout_s)
+    except kafka_errors.KafkaError as exc:
+        raise KafkaSourceError(f"producing to Kafka topic {topic!r} on {_bootstrap(client_kwargs)} "
+                               f"failed after {count} messages: {exc!r}") from exc
+    finally:
+        producer.close(timeout=timeout_s)
+    if failures:
+        raise KafkaSourceError(f"{len(failures)} of {count} messages to Kafka topic {topic!r} failed; "
+                               f"first error: {failures[0]!r}")
+    return count
