@@ -1,0 +1,35 @@
+"""Distribution strategy from the environment (the usual TF conventions).
+
+- ``TF_CONFIG`` with a cluster of more than one worker: MultiWorkerMirroredStrategy.
+- Several local GPUs: MirroredStrategy.
+- Otherwise the default strategy (one CPU or GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+
+def describe_environment() -> dict:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    workers = len(tf_config.get("cluster", {}).get("worker", []))
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return {"workers": workers, "gpus": gpus, "task": tf_config.get("task")}
+
+
+def strategy_from_environment():
+    env = describe_environment()
+    if env["workers"] > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy"
+    if env["gpus"] > 1:
+        return tf.distribute.MirroredStrategy(), "MirroredStrategy"
+    return tf.distribute.get_strategy(), "default"
+
+
+def is_chief() -> bool:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task") or {}
+    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
+                                                     and "chief" not in tf_config.get("cluster", {}))
