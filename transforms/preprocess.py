@@ -103,12 +103,22 @@ def current_transform(root: str) -> str | None:
     return fingerprint
 
 
-def _publish(_unused, fingerprint: str, staging: str, root: str) -> str:
+def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
     """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last), then
-    point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies)."""
+    point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
+
+    The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
+    ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature."""
     target = transform_dir(root, fingerprint)
     if not storage.exists(storage.join(target, COMPLETE_MARKER)):
         storage.copy_tree(staging, target)
+        storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
+        storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
+    storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
+    return fingerprint
+    if not storage.exists(storage.join(target, COMPLETE_MARKER)):
+        storage.copy_tree(staging, target)
+        storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
     storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
     return fingerprint
@@ -149,7 +159,8 @@ class AnalyzeAndTransform(beam.PTransform):
                        | "CollectDigests" >> beam.combiners.ToList()
                        | "Fingerprint" >> beam.Map(lambda d: transform_fingerprint(fn_spec, schema_text, d)))
         published = written | "PublishTransform" >> beam.Map(
-            _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root)
+            _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root,
+            raw_schema_text=self._schema_text)
         examples = (transformed
                     | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
                     | "ToExamples" >> beam.FlatMap(transformed_examples))
