@@ -116,12 +116,6 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
     storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
     return fingerprint
-    if not storage.exists(storage.join(target, COMPLETE_MARKER)):
-        storage.copy_tree(staging, target)
-        storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
-        storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
-    storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
-    return fingerprint
 
 
 class AnalyzeAndTransform(beam.PTransform):
