@@ -168,7 +168,7 @@ def cmd_demo(args, config, options):
 
 
 # Modules that own their subcommands: each has register(subparsers).
-COMMAND_MODULES = ("pipeline.registry_cmd",)
+COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.stream")
 
 
 def common_parent() -> argparse.ArgumentParser:
