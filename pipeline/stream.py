@@ -285,6 +285,8 @@ class CycleResult:
     watermark_ms: Optional[int]
     sealed: list
     commit_error: Optional[str] = None
+    seconds: dict = None
+    """wall time per phase: plan, schema, ingest, seal, checkpoint, commit"""
 
     @property
     def idle(self) -> bool:
@@ -355,19 +357,31 @@ class StreamRunner:
     def _run_cycle(self) -> CycleResult:
         config, root = self.config, self.config.storage.root
         sid = self.store.source_id
+        seconds = {}
+        mark = [time.monotonic()]
+
+        def lap(name):
+            now = time.monotonic()
+            seconds[name] = round(now - mark[0], 3)
+            mark[0] = now
+
         self._check_lock()
         checkpoint = self.store.load()
         plan, replayed = self.plan(checkpoint)
         if not plan.ranges:
-            return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [])
+            lap("plan")
+            return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [], seconds=seconds)
         if not replayed:
             self.store.save(checkpoint.replace(in_flight=plan.to_json()))
+        lap("plan")
         with metrics.timed("stream_cycle"):
             if schema_store.load(root) is None:
                 infer_schema_from_ranges(config, plan.ranges, self.kwargs, self.options)
             schema, schema_text, schema_version = schema_store.load(root)
+            lap("schema")
             self._check_lock()
             ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
+            lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
             watermark = compute_watermark(newest, config.window.lateness_s, plan.watermark_before_ms)
             touched = {p["window_id"] for p in ingest["parts"] if not p["late_side_output"]}
@@ -377,6 +391,7 @@ class StreamRunner:
             if to_seal:
                 self._check_lock()
                 sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version)
+            lap("seal")
             late = int(ingest["counters"].get("late_records", 0))
             late_counts = dict(checkpoint.late_records)
             if late:
@@ -386,6 +401,7 @@ class StreamRunner:
                                       watermark_ms=watermark, cycle=plan.cycle, in_flight=None,
                                       late_records=late_counts)
             self.store.save(done)
+            lap("checkpoint")
         for window in sealed:
             if window["written"]:
                 metrics.WINDOWS_SEALED.labels(verdict=window["verdict"]).inc()
@@ -397,8 +413,9 @@ class StreamRunner:
         except KafkaSourceError as exc:  # lag visibility only: the checkpoint already holds the truth
             commit_error = str(exc)
             print(f"ctpipe stream: warning: {exc}; the next cycle commits again", file=sys.stderr)
+        lap("commit")
         result = CycleResult(plan.cycle, replayed, plan.records, len(ingest["parts"]), int(ingest["dead"] or 0),
-                             late, watermark, sealed, commit_error)
+                             late, watermark, sealed, commit_error, seconds)
         storage.write_json_atomic(storage.join(root, "runs", f"{seal_run_id(plan, sid)}.json"), {
             "run_id": seal_run_id(plan, sid), "kind": "stream", "code_version": code_version(),
             "plan": plan.to_json(), "result": result.to_json(), "finished_at": round(self._clock(), 3)})
