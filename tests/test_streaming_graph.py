@@ -96,11 +96,11 @@ def test_a_replayed_firing_is_a_no_op(published_store):
     root = config.storage.root
     _schema, schema_text, schema_version = schema_store.load(root)
     fingerprint = current_transform(root)
-    stream = (TestStream()
-              .advance_watermark_to(T0_S + 5 * H)
-              .add_elements([_record(500 + i, 5 * H + 60 * i) for i in range(5)])
-              .advance_watermark_to_infinity())
     for attempt in range(2):
+        stream = (TestStream()
+                  .advance_watermark_to(T0_S + 5 * H)
+                  .add_elements([_record(500 + i, 5 * H + 60 * i) for i in range(5)])
+                  .advance_watermark_to_infinity())
         with BeamTestPipeline(options=PipelineOptions(["--streaming"])) as p:
             windows, _dead = build_streaming_graph(p, config, schema_text, schema_version, fingerprint, source=stream)
             assert_that(windows | beam.Map(lambda w: (w["version"], w["written"])),
