@@ -61,6 +61,8 @@ A non-zero exit leaves a consistent store: rerun the same command to continue fr
 """
 
 DEFAULT_MAX_RECORDS_PER_CYCLE = 500_000
+SCHEMA_SAMPLE_RECORDS = 20_000
+"""The first schema is inferred from at most this many records at the start of the first cycle."""
 
 
 # --------------------------------------------------------------------------- pure planning
@@ -174,8 +176,28 @@ def _decode_spec(config, schema):
     return decode_spec(config, schema)
 
 
+def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
+    """The first ``limit`` records of the planned ranges, spread over the partitions."""
+    by_partition: dict = {}
+    for rng in ranges:
+        by_partition.setdefault(rng.partition, []).append(rng)
+    share = max(1, limit // max(1, len(by_partition)))
+    out = []
+    for partition in sorted(by_partition):
+        left = share
+        for rng in by_partition[partition]:
+            if left <= 0:
+                break
+            take = min(len(rng), left)
+            out.append(OffsetRange(rng.topic, rng.partition, rng.start, rng.start + take))
+            left -= take
+    return out
+
+
 def infer_schema_from_ranges(config, ranges, kwargs, options) -> int:
-    """First cycle on an empty store: infer the schema from the planned records and store it."""
+    """First cycle on an empty store: infer the schema from a sample of the planned records
+    (``schema_sample``) and store it."""
+    ranges = schema_sample(ranges)
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     from transforms.decode import Decode

@@ -225,3 +225,31 @@ def test_range_index_finds_the_planned_range():
     for partition, offset in ((0, 20), (1, 4), (2, 0)):
         with pytest.raises(ValueError, match="no planned range"):
             index.find(partition, offset)
+
+
+def test_a_second_stream_on_a_locked_root_exits_with_lock_error(tmp_path):
+    from pipeline.config import config_from_dict
+    from pipeline.stream import _lock_name, run_stream
+
+    config = config_from_dict({"storage": {"root": str(tmp_path)},
+                               "source": {"kafka": {"bootstrap_servers": "127.0.0.1:1", "topic": "ev"}}})
+    with StorageLock(str(tmp_path), _lock_name(config)):
+        with pytest.raises(LockError) as caught:
+            run_stream(config, options=None, cycles=1)
+    assert caught.value.exit_code == 5
+
+
+def test_stream_without_a_kafka_section_is_a_config_error(tmp_path):
+    from pipeline.config import config_from_dict
+    from pipeline.stream import run_stream
+
+    with pytest.raises(ConfigError, match="source.kafka"):
+        run_stream(config_from_dict({"storage": {"root": str(tmp_path)}}), options=None)
+
+
+def test_schema_sample_takes_the_first_records_of_every_partition():
+    from pipeline.stream import schema_sample
+
+    ranges = [OffsetRange("t", 0, 0, 10), OffsetRange("t", 0, 10, 20), OffsetRange("t", 1, 5, 8)]
+    assert schema_sample(ranges, limit=30) == [OffsetRange("t", 0, 0, 10), OffsetRange("t", 0, 10, 15),
+                                               OffsetRange("t", 1, 5, 8)]

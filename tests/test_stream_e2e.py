@@ -12,6 +12,7 @@ run the issue's 100,000 (bench/bench_stream.py records that run's figures).
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -176,3 +177,89 @@ def test_broker_restart_mid_run_with_s3_storage(kafka_broker_factory, kafka_topi
         stream = StreamProcess(config, "--max-records-per-cycle", "1500")
         rc = stream.wait()
     _assert_exactly_once(root, kafka_topic, produced)
+
+
+@pytest.mark.parametrize("policy", ["new_version", "side_output"])
+def test_late_records_for_a_sealed_window_follow_the_policy(kafka_broker, kafka_topic, tmp_path, policy):
+    import datetime as dt
+
+    import yaml
+
+    from pipeline import stream, window_store
+    from pipeline.config import load_config
+    from pipeline.options import pipeline_options
+    from tests._stream_check import sealed_ids
+    from transforms.kafka_source import produce
+
+    ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
+    start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+
+    def event(ev_id, minutes):
+        ts = (start + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        return (b"dev-001", json.dumps({"id": ev_id, "ts": ts, "device_id": "dev-001", "firmware": "v1",
+                                        "temperature": 50.0 + minutes % 7, "vibration": 1.0, "humidity": 40.0,
+                                        "label": minutes % 2}).encode())
+
+    # windows 00:00 and 01:00, then an event at 03:00 moves the watermark past 01:00 + 15m lateness
+    produce(kafka_broker.client_kwargs, kafka_topic, [event(f"a-{m}", m) for m in range(0, 120, 2)] +
+            [event("wm", 180)])
+    root = str(tmp_path / "store")
+    path = write_config(str(tmp_path / "c.yaml"), root, kafka_broker.bootstrap, kafka_topic)
+    data = yaml.safe_load(open(path))
+    data["window"]["late_data"] = policy
+    yaml.safe_dump(data, open(path, "w"))
+    config = load_config(path)
+    options = pipeline_options("runner_configs/direct.yaml")
+    stream.run_stream(config, options, until_idle=True)
+    first = window_store.latest_sealed(root, "20261127T0000Z")
+    assert first.version == 1 and first.manifest["record_count"] == 30
+
+    produce(kafka_broker.client_kwargs, kafka_topic, [event("late-1", 10), event("late-2", 20)])
+    results = stream.run_stream(config, options, until_idle=True)
+    assert results[0].late_records == 2
+    checkpoint = CheckpointStore(root, kafka_topic).load()
+    assert checkpoint.late_records == {policy: 2}
+    latest = window_store.latest_sealed(root, "20261127T0000Z")
+    ids, _records, _windows = sealed_ids(root)
+    if policy == "new_version":
+        assert latest.version == 2 and latest.manifest["record_count"] == 32 and latest.manifest["supersedes"] == 1
+        assert {"late-1", "late-2"} <= set(ids)
+    else:
+        assert latest.version == 1 and not {"late-1", "late-2"} & set(ids)
+        late_files = _files(root, "late")
+        assert len(late_files) == 1 and "/late/" in late_files[0] and "20261127T0000Z" in late_files[0]
+    assert len(ids) == len(set(ids))
+
+
+def test_gen_to_kafka_keys_events_by_device_id(kafka_broker, kafka_topic):
+    import datetime as dt
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline import synthetic
+    from pipeline.config import config_from_dict
+    from pipeline.kafka_gen import produce_generated
+    from transforms.kafka_source import end_offsets
+
+    ensure_topic(kafka_broker.client_kwargs, kafka_topic, 2)
+    config = config_from_dict({"source": {"kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topic": "x"}}})
+    lines = synthetic.generate(dt.datetime(2026, 11, 27), 1, 200, malformed_per_hour=3)
+    summary = produce_generated(config, kafka_topic, lines, rate=None)
+    assert summary == {"topic": kafka_topic, "produced": 204, "valid": 201, "malformed": 3}
+    ends = end_offsets(kafka_broker.client_kwargs, kafka_topic)
+    assert sum(ends.values()) == 204
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=None, auto_offset_reset="earliest")
+    tps = [TopicPartition(kafka_topic, p) for p in ends]
+    consumer.assign(tps)
+    seen, deadline = [], time.monotonic() + 30
+    while len(seen) < 204 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            seen.extend(records)
+    consumer.close()
+    keyed = [r for r in seen if r.key is not None]
+    assert len(keyed) == 201
+    assert all(json.loads(r.value)["device_id"].encode() == r.key for r in keyed)
+    by_device = {}
+    for r in keyed:  # one device's events stay in one partition
+        by_device.setdefault(r.key, set()).add(r.partition)
+    assert all(len(parts) == 1 for parts in by_device.values())
