@@ -43,7 +43,7 @@ def run_baseline(events_glob: str, schema, out_dir: str, options) -> float:
 
     def to_instance(line):
         event = json.loads(line)
-        return {name: event[name] for name in names}
+        return {name: [event[name]] for name in names}
 
     start = time.perf_counter()
     with beam.Pipeline(options=options) as p:
