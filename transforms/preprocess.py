@@ -81,11 +81,15 @@ def transformed_examples(batch: pa.RecordBatch) -> list[tuple[str, tuple[str, by
     return [(w.decode(), (i.decode(), ex)) for w, i, ex in zip(windows, ids, examples)]
 
 
-def _publish(_unused, fingerprint: str, staging: str, root: str) -> str:
-    """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last)."""
+def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
+    """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last).
+
+    The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
+    ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature."""
     target = storage.join(root, "transforms", fingerprint)
     if not storage.exists(storage.join(target, COMPLETE_MARKER)):
         storage.copy_tree(staging, target)
+        storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
     return fingerprint
 
@@ -125,7 +129,8 @@ class AnalyzeAndTransform(beam.PTransform):
                        | "CollectDigests" >> beam.combiners.ToList()
                        | "Fingerprint" >> beam.Map(lambda d: transform_fingerprint(fn_spec, schema_text, d)))
         published = written | "PublishTransform" >> beam.Map(
-            _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root)
+            _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root,
+            raw_schema_text=self._schema_text)
         examples = (transformed
                     | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
                     | "ToExamples" >> beam.FlatMap(transformed_examples))

@@ -1,0 +1,137 @@
+"""The CT controller's training step: choose windows, train, evaluate against production, push.
+
+Run record: <root>/runs/<run_id>.json holds the inputs, every decision and the outcome.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+from pipeline import metrics, storage, window_store
+from pipeline.backfill import new_run_id, write_run_record
+from pipeline.config import Config, to_dict
+from pipeline.errors import InputError
+from pipeline.version import code_version
+
+PRODUCTION = "production"
+
+
+def config_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def select_windows(config: Config):
+    """(chosen windows, skipped [{window, reason}]) for the next candidate."""
+    sealed = window_store.list_sealed(config.storage.root)
+    skipped = [{"window": f"{w.window_id} v{w.version}", "reason": "quarantined"}
+               for w in sealed if not w.usable_for_training]
+    usable = [w for w in sealed if w.usable_for_training]
+    if not usable:
+        raise InputError(f"no sealed, non-quarantined windows under {config.storage.root}; run `ctpipe backfill` "
+                         "or `ctpipe stream` first (or release a reviewed window: `ctpipe windows release`)")
+    fingerprint = usable[-1].manifest["transform_fingerprint"]
+    chosen = [w for w in usable if w.manifest["transform_fingerprint"] == fingerprint]
+    skipped += [{"window": f"{w.window_id} v{w.version}", "reason": f"transform {w.manifest['transform_fingerprint']}"
+                 f" differs from the newest ({fingerprint})"} for w in usable if w not in chosen]
+    if len(chosen) > config.training.max_windows:
+        skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "older than training.max_windows"}
+                    for w in chosen[:-config.training.max_windows]]
+        chosen = chosen[-config.training.max_windows:]
+    return chosen, skipped, fingerprint
+
+
+def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
+    path = storage.join(root, "transforms", fingerprint)
+    if storage.is_local(path):
+        return path
+    return storage.download_tree(path, os.path.join(scratch, "transform"))
+
+
+def run_training(config: Config, force_push: bool = False) -> dict:
+    from pipeline.registry_cmd import open_configured_registry
+    from training.data import raw_eval_examples
+    from training.evaluate import evaluate_model, gate
+    from transforms.preprocess import load_function
+    from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
+
+    root = config.storage.root
+    run_id = new_run_id("train")
+    started = time.time()
+    windows, skipped, fingerprint = select_windows(config)
+    scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
+    registry = open_configured_registry(config)
+    model_name = config.registry.model_name
+    chash = config_hash(config)
+
+    production_version = registry.get_alias(model_name, PRODUCTION)
+    production_dir = production_lineage = None
+    if production_version is not None:
+        production_dir = registry.fetch(model_name, production_version, os.path.join(scratch, "production"))
+        production_lineage = registry.get(model_name, production_version).lineage
+
+    warm_dir = warm_signature = None
+    if production_dir and production_lineage.get("transform_fingerprint") == fingerprint:
+        warm_dir = os.path.join(production_dir, WARMSTART_DIR)
+        sig_path = os.path.join(warm_dir, SIGNATURE_FILE)
+        if os.path.exists(sig_path):
+            with open(sig_path, encoding="utf-8") as handle:
+                warm_signature = json.load(handle)
+
+    backup_base = os.environ.get("CTPIPE_TRAIN_BACKUP_DIR") or os.path.join(tempfile.gettempdir(), "ctpipe-backup")
+    spec = TrainSpec(
+        transform_dir=local_transform_dir(root, fingerprint, scratch), transform_fingerprint=fingerprint,
+        label_key=config.label_field, id_field=config.id_field, event_time_field=config.event_time.field,
+        eval_fraction=config.training.eval_fraction, epochs=config.training.epochs,
+        batch_size=config.training.batch_size,
+        backup_dir=backup_dir_for(backup_base, windows, fingerprint, chash))
+    export_dir = os.path.join(scratch, "candidate")
+    with metrics.timed("train"):
+        facts = train_and_export(windows, spec, load_function(config.training.model_fn, "training.model_fn"), export_dir,
+                                 warm_start_dir=warm_dir, warm_start_signature=warm_signature)
+    if warm_dir is None:
+        facts["warm_start"] = {"used": False, "reason": "no production model" if production_dir is None else
+                               "production model was trained with another transform"}
+
+    eval_windows = windows[-config.training.eval_windows:]
+    eval_examples = raw_eval_examples(eval_windows, config.id_field, config.training.eval_fraction)
+    with metrics.timed("evaluate"):
+        candidate_metrics = evaluate_model(export_dir, eval_examples, config.label_field, config.gate.slice_feature)
+        baseline_metrics = (evaluate_model(production_dir, eval_examples, config.label_field,
+                                           config.gate.slice_feature) if production_dir else None)
+    blessing = gate(candidate_metrics, baseline_metrics, config.gate.thresholds)
+    blessing.update({"candidate_metrics": candidate_metrics, "baseline_metrics": baseline_metrics,
+                     "baseline_version": production_version,
+                     "eval_windows": [f"{w.window_id} v{w.version}" for w in eval_windows],
+                     "forced": bool(force_push and not blessing["blessed"])})
+    metrics.GATE_DECISIONS.labels(outcome="blessed" if blessing["blessed"] else "rejected").inc()
+
+    lineage = {
+        "windows": [{"window_id": w.window_id, "version": w.version,
+                     "content_digest": w.manifest["content_digest"]} for w in windows],
+        "skipped_windows": skipped,
+        "transform_fingerprint": fingerprint,
+        "schema_version": windows[-1].manifest["schema_version"],
+        "config_hash": chash, "code_version": code_version(), "run_id": run_id,
+        "training": {k: v for k, v in facts.items() if k != "signature"},
+    }
+    outcome = {"run_id": run_id, "windows": lineage["windows"], "skipped_windows": skipped,
+               "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
+               "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
+               **{k: facts[k] for k in ("strategy", "train_examples", "warm_start", "training_seconds")}}
+    if blessing["blessed"] or force_push:
+        version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
+                                blessing=blessing)
+        outcome.update(pushed=True, version=version.version)
+        metrics.MODELS_PUSHED.labels(model=model_name).inc()
+        for name in ("auc", "accuracy", "log_loss", "example_count"):
+            metrics.MODEL_METRIC.labels(model=model_name, version=str(version.version), metric=name).set(
+                candidate_metrics[name])
+        if blessing["blessed"]:
+            registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
+    write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
+    if blessing["blessed"]:
+        metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()
+    return outcome

@@ -1,0 +1,143 @@
+"""Training a Keras model on sealed windows and exporting it for serving on raw tf.Examples.
+
+``train_and_export`` is the core function: no registry or controller plumbing, so it can be
+tested and reused alone. The exported SavedModel's ``serving_default`` signature takes
+``examples`` (a batch of serialized raw tf.Examples), applies the tf.Transform layer and the
+model, and returns ``probability``: serving needs nothing else. Keras weights are saved beside it
+(``warmstart/``) so the next candidate can start from them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from training.data import training_dataset
+from training.strategy import strategy_from_environment
+
+WARMSTART_DIR = "warmstart"
+SIGNATURE_FILE = "signature.json"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    transform_dir: str          # local dir with transform_fn/ and transformed_metadata/
+    transform_fingerprint: str
+    label_key: str
+    id_field: str
+    event_time_field: str
+    eval_fraction: float
+    epochs: int
+    batch_size: int
+    backup_dir: str             # BackupAndRestore state: stable per training input, survives a kill
+
+
+def input_signature(transformed_spec: dict, label_key: str) -> dict:
+    """What a model's inputs look like; warm start needs the same signature."""
+    return {k: repr(v) for k, v in sorted(transformed_spec.items()) if k != label_key}
+
+
+def _serving_fn(model, tft_output, label_key: str, drop: Sequence[str]):
+    raw_spec = tft_output.raw_feature_spec()
+    raw_spec.pop(label_key, None)
+    for name in drop:
+        raw_spec.pop(name, None)
+    model.tft_layer = tft_output.transform_features_layer()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples):
+        parsed = tf.io.parse_example(examples, raw_spec)
+        transformed = model.tft_layer(parsed)
+        inputs = {name: transformed[name] for name in model.input_names}
+        return {"probability": model(inputs)}
+
+    return serve
+
+
+def export_serving_model(model, tft_output, export_dir: str, label_key: str, optional_raw: Sequence[str]) -> None:
+    """Save ``model`` with a raw-tf.Example serving signature (tf.Transform layer inside).
+
+    Raw fields in ``optional_raw`` (id, event time) are left out of the parsing spec when the
+    transform does not need them, so serving requests need not carry them.
+    """
+    try:
+        serve = _serving_fn(model, tft_output, label_key, optional_raw)
+        concrete = serve.get_concrete_function()
+    except (KeyError, ValueError, TypeError):
+        serve = _serving_fn(model, tft_output, label_key, ())
+        concrete = serve.get_concrete_function()
+    tf.saved_model.save(model, export_dir, signatures={"serving_default": concrete})
+
+
+def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, export_dir: str,
+                     warm_start_dir: Optional[str] = None, warm_start_signature: Optional[dict] = None) -> dict:
+    """Train on ``windows`` and export to ``export_dir``; returns facts for lineage."""
+    tft_output = tft.TFTransformOutput(spec.transform_dir)
+    transformed_spec = tft_output.transformed_feature_spec()
+    if spec.label_key not in transformed_spec:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"the preprocessing_fn does not output the label {spec.label_key!r}; "
+                          "pass it through (outputs[label] = inputs[label]) or fix label_field")
+    signature = input_signature(transformed_spec, spec.label_key)
+    strategy, strategy_name = strategy_from_environment()
+    replicas = strategy.num_replicas_in_sync
+    dataset = training_dataset(windows, spec.id_field, spec.eval_fraction, transformed_spec, spec.label_key,
+                               spec.batch_size * replicas)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+
+    with strategy.scope():
+        model = model_fn(transformed_spec, spec.label_key, tft_output)
+    warm = {"used": False, "reason": "no production model"}
+    if warm_start_dir is not None:
+        if warm_start_signature != signature:
+            warm = {"used": False, "reason": "production model has a different input signature"}
+        else:
+            try:
+                model.load_weights(os.path.join(warm_start_dir, "weights")).expect_partial()
+                warm = {"used": True, "reason": "same transform fingerprint and signature as production"}
+            except (ValueError, tf.errors.OpError) as exc:
+                warm = {"used": False, "reason": f"production weights do not fit this model: {exc}"}
+
+    callbacks = [tf.keras.callbacks.BackupAndRestore(spec.backup_dir)]
+    started = time.time()
+    history = model.fit(dataset, epochs=spec.epochs, callbacks=callbacks, verbose=0)
+    duration = time.time() - started
+    examples = _count_training_examples(windows, spec)
+
+    export_serving_model(model, tft_output, export_dir, spec.label_key, (spec.id_field, spec.event_time_field))
+    os.makedirs(os.path.join(export_dir, WARMSTART_DIR), exist_ok=True)
+    model.save_weights(os.path.join(export_dir, WARMSTART_DIR, "weights"))
+    with open(os.path.join(export_dir, WARMSTART_DIR, SIGNATURE_FILE), "w", encoding="utf-8") as handle:
+        json.dump(signature, handle, sort_keys=True)
+    return {
+        "strategy": strategy_name, "replicas": replicas, "train_examples": examples,
+        "training_seconds": round(duration, 3), "examples_per_second": round(examples * spec.epochs / duration, 1)
+        if duration > 0 else None,
+        "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
+        "warm_start": warm, "signature": signature,
+    }
+
+
+def _count_training_examples(windows, spec: TrainSpec) -> int:
+    from training.data import split_dataset
+
+    return int(split_dataset(windows, spec.id_field, spec.eval_fraction, False, "raw")
+               .reduce(tf.constant(0, tf.int64), lambda n, _x: n + 1).numpy())
+
+
+def backup_dir_for(base: str, windows: Sequence, fingerprint: str, config_hash: str) -> str:
+    """A BackupAndRestore directory that is the same for the same training input (so a restarted
+    worker resumes) and different for a different input."""
+    h = hashlib.sha256(f"{fingerprint}|{config_hash}|".encode())
+    for window in windows:
+        h.update(f"{window.window_id}:v{window.version};".encode())
+    return os.path.join(base, "backup-" + h.hexdigest()[:16])
