@@ -320,7 +320,8 @@ def validate_skew(stats, skew_schema, serving_stats) -> anomalies_pb2.Anomalies:
     out = anomalies_pb2.Anomalies()
     out.drift_skew_info.extend(full.drift_skew_info)
     for name, info in full.anomaly_info.items():
-        reasons = [r for r in info.reason if "skew" in (r.short_description + r.description).lower()]
+        reasons = [r for r in info.reason
+                   if anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith("COMPARATOR_")]
         if reasons:
             out.anomaly_info[name].CopyFrom(info)
             del out.anomaly_info[name].reason[:]
