@@ -246,7 +246,8 @@ def _quiet_logs(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("apache_beam", "tensorflow", "absl", "kafka", "tensorflow_transform"):
-        logging.getLogger(name).setLevel(level if debug else logging.ERROR)
+        # Beam logs a worker's traceback at ERROR before re-raising it; ctpipe prints one line instead.
+        logging.getLogger(name).setLevel(level if debug else logging.CRITICAL)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
                 traceback.print_exc()
                 print(f"ctpipe: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
-        print(f"ctpipe: error: {cause}", file=sys.stderr)
+        print(f"ctpipe: error: {str(cause).split(' [while running')[0]}", file=sys.stderr)
         return cause.exit_code
 
 
