@@ -168,7 +168,7 @@ def cmd_demo(args, config, options):
 
 
 # Modules that own their subcommands: each has register(subparsers).
-COMMAND_MODULES = ("pipeline.registry_cmd",)
+COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.schema_cmd", "pipeline.report")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("show", parents=[common], help="the manifest of a window's newest version")
     p.add_argument("window_id")
     p.set_defaults(func=cmd_windows_show)
+    importlib.import_module("pipeline.windows_cmd").add_release_parser(wsub)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
