@@ -21,7 +21,7 @@ from typing import Optional
 
 import apache_beam as beam
 
-from pipeline import metrics, schema_store, storage, window_store
+from pipeline import metrics, quality, schema_store, storage, window_store
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.version import code_version
@@ -161,6 +161,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         "counters": counters, "windows": windows,
     }
     write_run_record(root, run_id, record)
+    quality.export_quality_metrics(root, [w["window_id"] for w in windows])
     metrics.LAST_SUCCESS.labels(job="backfill").set_to_current_time()
     return RunResult(run_id, record)
 

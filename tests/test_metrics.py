@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -54,6 +55,9 @@ def test_backfill_pushes_its_counts_to_the_pushgateway(pushgateway, make_events,
     sealed = sum(s.value for s in _samples(text, "ctpipe_windows_sealed_total"))
     assert sealed == 2
     assert _samples(text, "ctpipe_last_success_timestamp_seconds")[0].value > time.time() - 600
+    completeness = [s for s in _samples(text, "ctpipe_data_quality") if s.labels["dimension"] == "completeness"]
+    assert {s.labels["window"] for s in completeness} == {"20261127T0000Z", "20261127T0100Z"}
+    assert all(0 <= s.value <= 1 for s in completeness)
 
 
 def test_long_run_metrics_are_scraped_by_prometheus(tmp_path):
@@ -73,9 +77,12 @@ def test_long_run_metrics_are_scraped_by_prometheus(tmp_path):
         deadline = time.monotonic() + 60
         result = []
         while time.monotonic() < deadline and not result:
-            body = json.loads(urllib.request.urlopen(f"http://{HOST}:{prom_port}/api/v1/query?query={query}",
-                                                     timeout=5).read())
-            result = body["data"]["result"]
+            try:
+                body = json.loads(urllib.request.urlopen(f"http://{HOST}:{prom_port}/api/v1/query?query={query}",
+                                                         timeout=5).read())
+                result = body["data"]["result"]
+            except urllib.error.HTTPError as exc:  # 503 while the TSDB is still starting
+                assert exc.code == 503, exc
             if not result:
                 time.sleep(0.5)  # polling Prometheus' API until its next 1 s scrape lands, bounded above
         assert result, "Prometheus never scraped the ctpipe metrics endpoint"
