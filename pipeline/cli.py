@@ -9,6 +9,7 @@ Exit codes (every subcommand):
   5   another ctpipe process holds the lock on the storage root
   6   model registry refused the operation (missing version, integrity failure...)
   10  the evaluation gate rejected the candidate model (a decision, not a crash)
+  11  `windows consistency`: the two sources disagree on the window's counts or ids
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def cmd_consistency(args, config, options):
              f"(records {result['a']['records']} vs {result['b']['records']}; only here {result['only_in_a']}, "
              f"only there {result['only_in_b']})"]
     emit(args, result, lines)
-    return 0 if result["consistent"] else 1
+    return 0 if result["consistent"] else 11
 
 
 def add_release_parser(windows_subparsers) -> None:

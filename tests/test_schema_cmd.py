@@ -120,7 +120,7 @@ def test_consistency_of_the_same_window_in_two_roots(store, capsys, tmp_path):
     with open(raw, "wb") as handle:
         handle.write(tfrecord_gz_bytes(records))
     code, result, _ = ctpipe(store, capsys, "windows", "consistency", window.window_id, "--against", str(other))
-    assert code == 1 and not result["counts_agree"] and result["only_in_a"] == 2 and result["only_in_b"] == 0
+    assert code == 11 and not result["counts_agree"] and result["only_in_a"] == 2 and result["only_in_b"] == 0
 
 
 def test_help_of_every_new_command(capsys):
