@@ -25,8 +25,8 @@ import apache_beam as beam
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from transforms.records import DeadLetter, Event
+from transforms.routing import route
 
-DEADLETTER = "deadletter"
 _TYPES = {schema_pb2.INT: "INT", schema_pb2.FLOAT: "FLOAT", schema_pb2.BYTES: "BYTES"}
 
 
@@ -122,24 +122,6 @@ def check_event(event: Event, rules: RecordRules) -> Union[Event, DeadLetter]:
     return DeadLetter(broken[0], broken[1], event_json(event), event.source, event.position, event.event_time_ms)
 
 
-class _CheckDoFn(beam.DoFn):
-    def __init__(self, rules: RecordRules):
-        self._rules = rules
-        self._counters = {}
-
-    def process(self, event: Event):
-        result = check_event(event, self._rules)
-        if isinstance(result, DeadLetter):
-            counter = self._counters.get(result.reason)
-            if counter is None:
-                counter = self._counters[result.reason] = beam.metrics.Metrics.counter(
-                    "ctpipe", f"deadletter:{result.reason}")
-            counter.inc()
-            yield beam.pvalue.TaggedOutput(DEADLETTER, result)
-        else:
-            yield result
-
-
 class CheckRecords(beam.PTransform):
     """Events -> (events that fit the schema, dead letters with the broken rule)."""
 
@@ -148,5 +130,4 @@ class CheckRecords(beam.PTransform):
         self._rules = record_rules(schema)
 
     def expand(self, events):
-        out = events | "CheckRecords" >> beam.ParDo(_CheckDoFn(self._rules)).with_outputs(DEADLETTER, main="events")
-        return out.events, out[DEADLETTER]
+        return route(events, "CheckRecords", check_event, self._rules)
