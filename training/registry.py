@@ -927,10 +927,10 @@ def open_registry(uri: str, **kw: Any) -> Registry:
         from training.mlflow_registry import MlflowRegistry
         return MlflowRegistry(uri[len("mlflow+"):], **kw)
     if uri.startswith("mlflow:"):
-        from training.mlflow_registry import MlflowRegistry
         tracking = uri[len("mlflow:"):]
         if not tracking:
             raise ConfigError(f"registry uri {uri!r} names no MLflow tracking uri; use "
                               "mlflow+http://host:port or mlflow:<tracking uri>")
+        from training.mlflow_registry import MlflowRegistry
         return MlflowRegistry(tracking, **kw)
     return FileRegistry(uri, **kw)
