@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from apache_beam.io.aws import s3io
 from apache_beam.io.aws.clients.s3 import boto3_client
@@ -363,7 +363,11 @@ class Registry(abc.ABC):
 
     def set_alias(self, model: str, alias: str, version: int, *, by: str | None = None,
                   reason: str = "") -> None:
-        """Points ``alias`` at ``version`` (which must exist) and records the move."""
+        """Points ``alias`` at ``version`` (which must exist) and records the move.
+
+        Pointing an alias at the version it already names is a no-op (no history entry).
+        Unlike :meth:`promote`, this does not look at the blessing.
+        """
         validate_model_name(model)
         validate_alias(alias)
         self.get(model, version)
@@ -641,6 +645,9 @@ class FileRegistry(Registry):
 
     A push killed at any point leaves no visible version; :meth:`gc_incomplete` removes what
     it left.
+
+    Cost: listing scans every object under ``<model>/versions/`` (one LIST page per 1,000
+    objects on S3), and get/list read one COMMITTED.json per version.
 
     Concurrency: on a local (or NFS) filesystem pushes and alias moves are serialized by an
     O_EXCL lock file ``<model>/.lock``; a lock whose holder process is dead on this host is
