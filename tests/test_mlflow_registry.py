@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from test_registry import (VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
+from tests.test_registry import (VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
                            test_behaviour_alias_moves_and_history,
                            test_behaviour_promote_refuses_unblessed,
                            test_behaviour_push_list_get_fetch,
