@@ -21,7 +21,7 @@ from typing import Optional
 
 import apache_beam as beam
 
-from pipeline import metrics, schema_store, storage, window_store
+from pipeline import metrics, quality, schema_store, storage, window_store
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.version import code_version
@@ -29,6 +29,7 @@ from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, DecodeSpec
 from transforms.prepare import PrepareWindows, arrow_schema_for
 from transforms.preprocess import AnalyzeAndTransform, ApplyTransform
+from transforms.record_checks import CheckRecords
 from transforms.sources import ReadEventFiles, match_files
 from transforms.validation import ComputeWindowStats, feature_types, infer_schema
 from transforms.validate_windows import ValidateWindows, ValidationSettings
@@ -85,6 +86,8 @@ def build_window_graph(p_events, dead_inputs: list, config: Config, schema, sche
     """
     root = config.storage.root
     types = feature_types(schema)
+    p_events, record_dead = p_events | "RecordChecks" >> CheckRecords(schema)
+    dead_inputs = list(dead_inputs) + [record_dead]
     keyed, _outside = p_events | "AssignWindow" >> AssignWindow(config.window.size_s, start_ms, end_ms)
     windows, dupes = keyed | "GroupByWindow" >> GroupByWindow()
     prepared = windows | "PrepareWindow" >> PrepareWindows(types, sources_by_uri)
@@ -96,7 +99,7 @@ def build_window_graph(p_events, dead_inputs: list, config: Config, schema, sche
     _ = dead_all | "WriteDeadLetters" >> WriteDeadLetters(root, run_id)
     counts = (prepared | "RecordCounts" >> beam.Map(lambda kv: (kv[0], len(kv[1].ids))))
     settings = ValidationSettings.from_config(config, schema_text)
-    verdicts = stats | "Validate" >> ValidateWindows(root, settings, dead_all, counts)
+    verdicts = stats | "Validate" >> ValidateWindows(root, settings, dead_all, counts, keyed)
     digests = prepared | "Digests" >> beam.Map(lambda kv: (kv[0], kv[1].digest))
     if transform_fingerprint is None:
         transformed, fingerprint = batches | "Transform" >> AnalyzeAndTransform(
@@ -163,6 +166,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         "counters": counters, "windows": windows,
     }
     write_run_record(root, run_id, record)
+    quality.export_quality_metrics(root, [w["window_id"] for w in windows])
     metrics.LAST_SUCCESS.labels(job="backfill").set_to_current_time()
     return RunResult(run_id, record)
 

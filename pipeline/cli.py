@@ -9,6 +9,7 @@ Exit codes (every subcommand):
   5   another ctpipe process holds the lock on the storage root
   6   model registry refused the operation (missing version, integrity failure...)
   10  the evaluation gate rejected the candidate model (a decision, not a crash)
+  11  `windows consistency`: the two sources disagree on the window's counts or ids
 """
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def cmd_demo(args, config, options):
 
 
 # Modules that own their subcommands: each has register(subparsers).
-COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.stream")
+COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.schema_cmd", "pipeline.report", "pipeline.stream")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("show", parents=[common], help="the manifest of a window's newest version")
     p.add_argument("window_id")
     p.set_defaults(func=cmd_windows_show)
+    importlib.import_module("pipeline.windows_cmd").add_release_parser(wsub)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
@@ -245,7 +247,8 @@ def _quiet_logs(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("apache_beam", "tensorflow", "absl", "kafka", "tensorflow_transform"):
-        logging.getLogger(name).setLevel(level if debug else logging.ERROR)
+        # Beam logs a worker's traceback at ERROR before re-raising it; ctpipe prints one line instead.
+        logging.getLogger(name).setLevel(level if debug else logging.CRITICAL)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -296,7 +299,7 @@ def main(argv=None) -> int:
                 traceback.print_exc()
                 print(f"ctpipe: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
-        print(f"ctpipe: error: {cause}", file=sys.stderr)
+        print(f"ctpipe: error: {str(cause).split(' [while running')[0]}", file=sys.stderr)
         return cause.exit_code
 
 

@@ -159,13 +159,71 @@ class ValidationConfig:
     blocking_anomalies: tuple = ("SCHEMA_NEW_COLUMN", "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
                                  "UNEXPECTED_DATA_TYPE", "SCHEMA_MISSING_COLUMN",
                                  "FEATURE_TYPE_LOW_FRACTION_PRESENT", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
-                                 "COMPARATOR_L_INFINITY_HIGH")
+                                 "COMPARATOR_L_INFTY_HIGH")
     """TFDV anomaly kinds (AnomalyInfo.Type names) that quarantine a window; any other anomaly
-    gives WARN."""
+    gives WARN. Kinds found by the training/serving skew check are named ``SKEW_<kind>`` (e.g.
+    ``SKEW_COMPARATOR_L_INFTY_HIGH``); the example-count bounds give ``COMPARATOR_LOW_NUM_EXAMPLES``
+    and ``COMPARATOR_HIGH_NUM_EXAMPLES``. An unknown name is an error (a typo would never block)."""
     drift_js_threshold: float = 0.1
-    """Jensen-Shannon divergence threshold against the previous window, numeric features."""
-    drift_linf_threshold: float = 0.1
-    """L-infinity distance threshold against the previous window, categorical features."""
+    """Default Jensen-Shannon divergence threshold against the previous window, numeric features."""
+    drift_linf_threshold: float = 0.15
+    """Default L-infinity distance threshold against the previous window, categorical features.
+    Sampling noise alone moves a category's share by about sqrt(2p(1-p)/n): 0.04 for n = 300
+    records per window, so 0.1 raised false alarms on stationary data (tests/test_drift.py) and
+    0.15 is about four standard deviations. With large windows, lower it per feature (drift:)."""
+    drift: dict = field(default_factory=dict)
+    """Per-feature drift thresholds that replace the defaults: ``{feature: {js: 0.2}}`` for a
+    numeric feature, ``{feature: {linf: 0.3}}`` for a categorical one."""
+    min_count_ratio: Optional[float] = 0.5
+    """A window with fewer than this fraction of the previous window's examples gets
+    COMPARATOR_LOW_NUM_EXAMPLES (null: no lower bound)."""
+    max_count_ratio: Optional[float] = 2.0
+    """A window with more than this multiple of the previous window's examples gets
+    COMPARATOR_HIGH_NUM_EXAMPLES (null: no upper bound)."""
+    serving_stats_uri: Optional[str] = None
+    """TFDV statistics of serving data (binary DatasetFeatureStatisticsList, as
+    tfdv.write_stats_text's binary sibling / a window's stats.pb) to check training/serving skew."""
+    serving_data: Optional[str] = None
+    """Alternative to serving_stats_uri: a glob of serving events (source.files.format); their
+    statistics are computed when the run starts. The label may be absent (SERVING environment)."""
+    skew_js_threshold: float = 0.1
+    """Jensen-Shannon divergence threshold of a window against serving data, numeric features."""
+    skew_linf_threshold: float = 0.1
+    """L-infinity threshold of a window against serving data, categorical features."""
+
+    def __post_init__(self):
+        from tensorflow_metadata.proto.v0 import anomalies_pb2  # protos only: no TensorFlow import
+
+        names = set(anomalies_pb2.AnomalyInfo.Type.keys())
+        known = names | {"SKEW_" + n for n in names}  # transforms.validation.SKEW_PREFIX
+        for kind in self.blocking_anomalies:
+            if kind not in known:
+                close = sorted(k for k in known if k.split("_")[0] == str(kind).split("_")[0])[:8]
+                raise ConfigError(f"validation.blocking_anomalies: {kind!r} is not a TFDV anomaly kind; "
+                                  f"similar kinds: {', '.join(close) or '(none)'}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"validation.max_bad_fraction: {self.max_bad_fraction} must be between 0 and 1")
+        if not isinstance(self.drift, Mapping):
+            raise ConfigError(f"validation.drift: expected a mapping of feature -> {{js: x}} or {{linf: y}}, "
+                              f"got {self.drift!r}")
+        for name, rule in self.drift.items():
+            if not isinstance(rule, Mapping) or len(rule) != 1 or next(iter(rule)) not in ("js", "linf"):
+                raise ConfigError(f"validation.drift.{name}: expected {{js: <threshold>}} or "
+                                  f"{{linf: <threshold>}}, got {rule!r}")
+            value = next(iter(rule.values()))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"validation.drift.{name}: threshold {value!r} must be a number >= 0")
+        if (self.min_count_ratio is not None and self.max_count_ratio is not None
+                and self.min_count_ratio > self.max_count_ratio):
+            raise ConfigError(f"validation.min_count_ratio {self.min_count_ratio} is above "
+                              f"validation.max_count_ratio {self.max_count_ratio}")
+        if self.serving_stats_uri and self.serving_data:
+            raise ConfigError("validation: set serving_stats_uri or serving_data, not both")
+
+    @property
+    def drift_overrides(self) -> dict:
+        """feature -> (metric, threshold)."""
+        return {name: (next(iter(rule)), float(next(iter(rule.values())))) for name, rule in self.drift.items()}
 
 
 @dataclass(frozen=True)
@@ -309,6 +367,10 @@ def _coerce(hint, value, path):
         if path.endswith("gate.thresholds"):
             return tuple(_build(ThresholdConfig, v, f"{path}[{i}]") for i, v in enumerate(value))
         return tuple(value)
+    if hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {value!r}")

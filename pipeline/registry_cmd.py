@@ -1,6 +1,7 @@
 """``ctpipe registry list|show|promote|rollback``: the model registry from the command line."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -85,7 +86,7 @@ def register(subparsers) -> None:
 
     def add(name, help_text, func):
         p = sub.add_parser(name, parents=[parent], help=help_text, description=help_text,
-                           epilog="exit codes:\n" + EXIT_CODES)
+                           epilog="exit codes:\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", help="model name (default: registry.model_name)")
         p.set_defaults(func=func)
         return p

@@ -514,23 +514,18 @@ def handler(args, config, options) -> int:
     return 0
 
 
-def register(subparsers, parents=()) -> argparse.ArgumentParser:
-    """Add the ``stream`` subcommand. ``parents``: the CLI's common option parsers (--config,
-    --runner-config, --json, --debug); without them those options are added here, with defaults
-    suppressed so values given before the subcommand are kept."""
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``stream`` subcommand (with the CLI's common options: --config, --runner-config,
+    --json, --debug) to ``subparsers``."""
+    from pipeline.cli import common_parent
+
     parser = subparsers.add_parser(
-        "stream", parents=list(parents), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "stream", parents=[common_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="read Kafka in exactly-once micro-batch cycles and seal event-time windows",
         description=__doc__.split("\n\n", 1)[0] + "\n\nEach cycle reads [checkpoint, end offset fixed at "
         "cycle start) per partition, writes window parts, seals the windows the watermark passed, then "
         "checkpoints and commits the consumer group's offsets.",
         epilog=EXIT_CODES_HELP)
-    if not parents:
-        parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file")
-        parser.add_argument("--runner-config", default=argparse.SUPPRESS, help="Beam pipeline options file")
-        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                            help="one JSON line per cycle on stdout")
-        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="full tracebacks")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--cycles", type=int, default=None, metavar="N", help="run N cycles, then exit (default 1)")
     mode.add_argument("--until-idle", action="store_true",

@@ -49,6 +49,9 @@ start() {
   uri="http://127.0.0.1:$port"
   rm -f "$ENV_FILE"
   # setsid: the server gets its own process group, so stop can end its workers too.
+  # Server-side job execution (GenAI evaluation jobs: a job runner plus six huey consumer
+  # processes) is off: the model registry needs none of it and it doubles the boot time.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
   setsid "$bin" server --host 127.0.0.1 --port "$port" --workers 1 \
     --backend-store-uri "sqlite:///$DIR/mlflow/mlflow.db" \
     --artifacts-destination "$DIR/mlflow/artifacts" >"$LOG_FILE" 2>&1 </dev/null &

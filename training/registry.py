@@ -40,11 +40,15 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-from apache_beam.io.filesystem import CompressionTypes, FileSystem
+from apache_beam.io.aws import s3io
+from apache_beam.io.aws.clients.s3 import boto3_client
+from apache_beam.io.aws.s3filesystem import S3FileSystem
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -359,7 +363,11 @@ class Registry(abc.ABC):
 
     def set_alias(self, model: str, alias: str, version: int, *, by: str | None = None,
                   reason: str = "") -> None:
-        """Points ``alias`` at ``version`` (which must exist) and records the move."""
+        """Points ``alias`` at ``version`` (which must exist) and records the move.
+
+        Pointing an alias at the version it already names is a no-op (no history entry).
+        Unlike :meth:`promote`, this does not look at the blessing.
+        """
         validate_model_name(model)
         validate_alias(alias)
         self.get(model, version)
@@ -495,6 +503,58 @@ class Registry(abc.ABC):
 # File / object-store backend.
 
 
+class _SharedClientS3FileSystem(S3FileSystem):
+    """Beam's S3FileSystem with one boto3 client per thread instead of one per call.
+
+    Beam 2.68's S3FileSystem builds a fresh boto3 session and client (about 0.5 s of botocore
+    model loading on a small machine) inside every call; a registry operation makes a dozen
+    calls. This subclass routes the calls the registry makes (list, open/create, exists,
+    rename, delete) through a per-thread ``S3IO`` built once; everything else is Beam's.
+    """
+
+    def __init__(self, pipeline_options):
+        super().__init__(pipeline_options)
+        self._local_io = threading.local()
+
+    def _io(self) -> s3io.S3IO:
+        io = getattr(self._local_io, "io", None)
+        if io is None:
+            io = self._local_io.io = s3io.S3IO(client=boto3_client.Client(options=self._options))
+        return io
+
+    def _list(self, dir_or_prefix):
+        try:
+            for path, (size, updated) in self._io().list_files(dir_or_prefix,
+                                                               with_metadata=True):
+                yield FileMetadata(path, size, updated)
+        except Exception as e:  # Beam's contract: listing errors surface as BeamIOError
+            raise BeamIOError("List operation failed", {dir_or_prefix: e}) from e
+
+    def _path_open(self, path, mode, mime_type="application/octet-stream",
+                   compression_type=CompressionTypes.AUTO):
+        if FileSystem._get_compression_type(path, compression_type) != \
+                CompressionTypes.UNCOMPRESSED:
+            return super()._path_open(path, mode, mime_type, compression_type)
+        return self._io().open(path, mode, mime_type=mime_type)
+
+    def exists(self, path):
+        try:
+            return self._io().exists(path)
+        except Exception as e:  # Beam's contract: errors surface as BeamIOError
+            raise BeamIOError("exists() operation failed", {path: e}) from e
+
+    def rename(self, source_file_names, destination_file_names):
+        results = self._io().rename_files(list(zip(source_file_names, destination_file_names)))
+        failed = {(src, dst): err for src, dst, err in results if err is not None}
+        if failed:
+            raise BeamIOError("Rename operation failed", failed)
+
+    def delete(self, paths):
+        failed = {p: err for p, err in self._io().delete_paths(paths).items() if err is not None}
+        if failed:
+            raise BeamIOError("Delete operation failed", failed)
+
+
 def _filesystem_for(uri: str, pipeline_options: PipelineOptions | None) -> FileSystem:
     """The Beam FileSystem serving ``uri``, constructed with ``pipeline_options``.
 
@@ -502,6 +562,8 @@ def _filesystem_for(uri: str, pipeline_options: PipelineOptions | None) -> FileS
     class directly keeps a registry's S3/GCS endpoint and credentials its own.
     """
     scheme = FileSystems.get_scheme(uri)
+    if scheme == "s3":
+        return _SharedClientS3FileSystem(pipeline_options or PipelineOptions([]))
     classes = [c for c in FileSystem.get_all_subclasses() if c.scheme() == scheme]
     if len(classes) != 1:
         raise ConfigError(f"registry uri {uri!r}: no single Beam filesystem for scheme "
@@ -584,6 +646,9 @@ class FileRegistry(Registry):
     A push killed at any point leaves no visible version; :meth:`gc_incomplete` removes what
     it left.
 
+    Cost: listing scans every object under ``<model>/versions/`` (one LIST page per 1,000
+    objects on S3), and get/list read one COMMITTED.json per version.
+
     Concurrency: on a local (or NFS) filesystem pushes and alias moves are serialized by an
     O_EXCL lock file ``<model>/.lock``; a lock whose holder process is dead on this host is
     broken. Object stores offer no such primitive through Beam: there, run one writer per
@@ -642,6 +707,13 @@ class FileRegistry(Registry):
                 f.write(data)
 
     def _read_bytes(self, path: str) -> bytes | None:
+        """The object's bytes, None when it does not exist."""
+        if self._local:
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
         if not self._fs.exists(path):
             return None
         with self._fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
@@ -862,10 +934,10 @@ def open_registry(uri: str, **kw: Any) -> Registry:
         from training.mlflow_registry import MlflowRegistry
         return MlflowRegistry(uri[len("mlflow+"):], **kw)
     if uri.startswith("mlflow:"):
-        from training.mlflow_registry import MlflowRegistry
         tracking = uri[len("mlflow:"):]
         if not tracking:
             raise ConfigError(f"registry uri {uri!r} names no MLflow tracking uri; use "
                               "mlflow+http://host:port or mlflow:<tracking uri>")
+        from training.mlflow_registry import MlflowRegistry
         return MlflowRegistry(tracking, **kw)
     return FileRegistry(uri, **kw)

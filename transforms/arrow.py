@@ -36,3 +36,17 @@ def events_to_record_batch(events: Sequence[Event], feature_types: dict[str, str
         names.append(name)
         arrays.append(pa.array([[v] for v in values], type=_ARROW_TYPES[BYTES]))
     return pa.RecordBatch.from_arrays(arrays, names)
+
+
+
+def canonical_examples(serialized) -> list:
+    """tf.Examples re-serialized with sorted map keys.
+
+    tfx_bsl's C++ encoder writes the feature map in hash order, which changes between processes;
+    deterministic serialization makes the same rows give the same bytes on every run, which the
+    idempotent window writer and the content digests rely on.
+    """
+    from tensorflow.core.example import example_pb2
+
+    parse = example_pb2.Example.FromString
+    return [parse(s).SerializeToString(deterministic=True) for s in serialized]

@@ -15,9 +15,9 @@ from typing import Optional, Union
 import apache_beam as beam
 
 from transforms.records import DeadLetter, Event, SourceRecord
+from transforms.routing import route
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
-DEADLETTER = "deadletter"
 
 
 @dataclass(frozen=True)
@@ -155,24 +155,6 @@ def decode_record(record: SourceRecord, spec: DecodeSpec) -> Union[Event, DeadLe
     return Event(str(raw_id), event_time_ms, features, record.source, record.position, record.ingest_time_ms)
 
 
-class _DecodeDoFn(beam.DoFn):
-    def __init__(self, spec: DecodeSpec):
-        self._spec = spec
-        self._dead = {}
-
-    def process(self, record: SourceRecord):
-        result = decode_record(record, self._spec)
-        if isinstance(result, DeadLetter):
-            counter = self._dead.get(result.reason)
-            if counter is None:
-                counter = self._dead[result.reason] = beam.metrics.Metrics.counter(
-                    "ctpipe", f"deadletter:{result.reason}")
-            counter.inc()
-            yield beam.pvalue.TaggedOutput(DEADLETTER, result)
-        else:
-            yield result
-
-
 class Decode(beam.PTransform):
     """SourceRecords -> (events, deadletter)."""
 
@@ -181,6 +163,4 @@ class Decode(beam.PTransform):
         self._spec = spec
 
     def expand(self, records):
-        outputs = records | "DecodeRecords" >> beam.ParDo(_DecodeDoFn(self._spec)).with_outputs(
-            DEADLETTER, main="events")
-        return outputs.events, outputs[DEADLETTER]
+        return route(records, "DecodeRecords", decode_record, self._spec)

@@ -7,7 +7,7 @@ import apache_beam as beam
 import pyarrow as pa
 from tfx_bsl.coders import example_coder
 
-from transforms.arrow import _ARROW_TYPES, events_to_record_batch
+from transforms.arrow import _ARROW_TYPES, canonical_examples, events_to_record_batch
 from transforms.decode import BYTES
 from transforms.preprocess import ID_COLUMN, PASSTHROUGH, WINDOW_COLUMN
 from transforms.write_window import raw_digest
@@ -38,7 +38,7 @@ def prepare_window(wid: str, events: list, types: dict[str, str], sources_by_uri
     batch = events_to_record_batch(events, types, {WINDOW_COLUMN: [wid.encode()] * len(events),
                                                    ID_COLUMN: [i.encode() for i in ids]})
     prepared = PreparedWindow(batch, ids, [], "", [])
-    examples = example_coder.RecordBatchToExamples(prepared.plain_batch())
+    examples = canonical_examples(example_coder.RecordBatchToExamples(prepared.plain_batch()))
     prepared.raw_examples = list(zip(ids, examples))
     prepared.digest = raw_digest(examples)
     per_source: dict[str, int] = {}

@@ -28,6 +28,7 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from pipeline import storage
 from pipeline.errors import ConfigError, StorageError
+from transforms.arrow import canonical_examples
 
 WINDOW_COLUMN = "__window__"
 ID_COLUMN = "__id__"
@@ -76,7 +77,7 @@ def transformed_examples(batch: pa.RecordBatch) -> list[tuple[str, tuple[str, by
     """(window_id, (id, serialized tf.Example)) for each row of a transformed RecordBatch."""
     names = [n for n in batch.schema.names if n not in PASSTHROUGH]
     payload = pa.RecordBatch.from_arrays([batch.column(n) for n in names], names)
-    examples = example_coder.RecordBatchToExamples(payload)
+    examples = canonical_examples(example_coder.RecordBatchToExamples(payload))
     windows = batch.column(WINDOW_COLUMN).flatten().to_pylist()
     ids = batch.column(ID_COLUMN).flatten().to_pylist()
     return [(w.decode(), (i.decode(), ex)) for w, i, ex in zip(windows, ids, examples)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -30,7 +31,12 @@ def _open(path: str):
 
 def read_jsonl(path: str):
     with _open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
+        lineno = 0
+        while True:
+            line = handle.readline()
+            if not line:
+                break
+            lineno += 1
             line = line.rstrip(b"\r\n")
             if line.strip():
                 yield SourceRecord(path, str(lineno), line)
@@ -74,7 +80,7 @@ class _ReadFileDoFn(beam.DoFn):
             for record in _READERS[self._fmt](path):
                 self._records.inc()
                 yield record
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             # A file we cannot read at all fails the run (nothing is sealed): retrying cannot help
             # and skipping it would silently lose its records.
             raise InputError(f"input file {path} is unreadable or corrupt ({type(exc).__name__}: {exc}); "

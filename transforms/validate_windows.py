@@ -7,12 +7,16 @@ before it in storage. The output per window is (Verdict, dead-letter count, qual
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import apache_beam as beam
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline import storage, window_store
-from transforms.validation import decide, schema_from_text, validate_window, with_drift_comparators
+from pipeline.errors import ConfigError
+from transforms.validation import (
+    LINF, decide, distribution_scores, feature_thresholds, schema_from_text, validate_skew, validate_window,
+    with_drift_comparators, with_skew_comparators)
 from transforms.windowing import window_id, window_start_ms
 
 
@@ -25,13 +29,75 @@ class ValidationSettings:
     js_threshold: float
     linf_threshold: float
     skip_drift: tuple
+    drift_overrides: tuple = ()
+    """((feature, metric, threshold), ...) from validation.drift."""
+    count_ratio: Optional[tuple] = None
+    """(min, max) example count relative to the previous window; None: unbounded."""
+    serving_stats: Optional[bytes] = None
+    """Serialized DatasetFeatureStatisticsList of serving data; None: no skew check."""
+    skew_js_threshold: float = 0.1
+    skew_linf_threshold: float = 0.1
 
     @classmethod
     def from_config(cls, config, schema_text: str) -> "ValidationSettings":
         v = config.validation
+        serving = load_serving_stats(config, schema_text)
+        count_ratio = None
+        if v.min_count_ratio is not None or v.max_count_ratio is not None:
+            count_ratio = (v.min_count_ratio, v.max_count_ratio)
         return cls(schema_text, config.window.size_s, tuple(v.blocking_anomalies), v.max_bad_fraction,
                    v.drift_js_threshold, v.drift_linf_threshold,
-                   (config.id_field, config.event_time.field))
+                   (config.id_field, config.event_time.field),
+                   tuple((f, m, t) for f, (m, t) in sorted(v.drift_overrides.items())), count_ratio,
+                   None if serving is None else serving.SerializeToString(deterministic=True),
+                   v.skew_js_threshold, v.skew_linf_threshold)
+
+    @property
+    def overrides(self) -> dict:
+        return {f: (m, t) for f, m, t in self.drift_overrides}
+
+
+def load_serving_stats(config, schema_text: str) -> Optional[statistics_pb2.DatasetFeatureStatisticsList]:
+    """Serving statistics named by validation.serving_stats_uri, or computed from the events of
+    validation.serving_data (decoded with the schema's types, label optional); None if neither."""
+    v = config.validation
+    if v.serving_stats_uri:
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        try:
+            stats.ParseFromString(storage.read_bytes(v.serving_stats_uri))
+        except Exception as exc:
+            raise ConfigError(f"validation.serving_stats_uri {v.serving_stats_uri!r} is not a binary "
+                              f"DatasetFeatureStatisticsList ({exc}); point it at a stats.pb file") from exc
+        if not stats.datasets:
+            raise ConfigError(f"validation.serving_stats_uri {v.serving_stats_uri!r} holds no dataset")
+        return stats
+    if v.serving_data:
+        return serving_data_statistics(v.serving_data, config.source.files.format, schema_text,
+                                       config.event_time.field, config.id_field, config.event_time.format)
+    return None
+
+
+def serving_data_statistics(pattern: str, fmt: str, schema_text: str, event_time_field: str, id_field: str,
+                            event_time_format: str = "auto") -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of serving events (all files matching ``pattern``); undecodable lines are
+    skipped and counted in the dataset name, since serving data is only a reference here."""
+    from transforms.arrow import events_to_record_batch
+    from transforms.decode import DecodeSpec, decode_record
+    from transforms.records import Event
+    from transforms.sources import _READERS, match_files
+    from transforms.validation import feature_types, window_statistics
+
+    types = feature_types(schema_from_text(schema_text))
+    spec = DecodeSpec(event_time_field, id_field, event_time_format, types)
+    events = []
+    for path, _size in match_files(pattern):
+        for record in _READERS[fmt](path):
+            decoded = decode_record(record, spec)
+            if isinstance(decoded, Event):
+                events.append(decoded)
+    if not events:
+        raise ConfigError(f"validation.serving_data {pattern!r}: no decodable serving events")
+    return window_statistics(events_to_record_batch(events, types), "serving")
 
 
 def load_window_stats(window: window_store.SealedWindow) -> statistics_pb2.DatasetFeatureStatisticsList:
@@ -40,8 +106,11 @@ def load_window_stats(window: window_store.SealedWindow) -> statistics_pb2.Datas
     return stats
 
 
-def quality_of(stats, records: int, dead: int, dead_by_reason: dict) -> dict:
-    """Data-quality numbers of a window (issue: completeness, validity, uniqueness)."""
+def quality_of(stats, records: int, dead: int, dead_by_reason: dict, timeliness: Optional[dict] = None) -> dict:
+    """Data-quality numbers of a window: completeness (1 - missing ratio per feature), validity
+    (share of records that broke no decode or schema rule, with the violations by reason),
+    uniqueness (share of records whose id was not a duplicate) and timeliness (ingest minus
+    event time, seconds; only when the source sets ingest times, i.e. Kafka)."""
     dataset = stats.datasets[0]
     completeness = {}
     for feature in dataset.features:
@@ -53,31 +122,66 @@ def quality_of(stats, records: int, dead: int, dead_by_reason: dict) -> dict:
     total = records + dead
     dupes = dead_by_reason.get("duplicate_id", 0)
     invalid = dead - dupes
-    return {
+    out = {
         "records": records,
         "dead_letters": dead,
+        "dead_letter_reasons": dict(sorted(dead_by_reason.items())),
         "completeness": dict(sorted(completeness.items())),
         "validity": round(1 - invalid / total, 6) if total else 1.0,
         "uniqueness": round(1 - dupes / total, 6) if total else 1.0,
     }
+    if timeliness:
+        out["timeliness"] = timeliness
+    return out
 
 
-def _validate_all(all_stats, root, settings: ValidationSettings, dead_counts, record_counts):
-    schema = with_drift_comparators(schema_from_text(settings.schema_text), settings.js_threshold,
-                                    settings.linf_threshold, settings.skip_drift)
+def timeliness_of(lags_s: list) -> Optional[dict]:
+    """p50 / p95 / max of ingest-minus-event-time lags (seconds) of a window; None if no lags."""
+    if not lags_s:
+        return None
+    ordered = sorted(lags_s)
+
+    def pick(q):
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"records": len(ordered), "p50_s": pick(0.5), "p95_s": pick(0.95), "max_s": round(ordered[-1], 3)}
+
+
+def _validate_all(all_stats, root, settings: ValidationSettings, dead_counts, record_counts, lags=None):
+    base = schema_from_text(settings.schema_text)
+    schema = with_drift_comparators(base, settings.js_threshold, settings.linf_threshold, settings.skip_drift,
+                                    settings.overrides, settings.count_ratio)
+    thresholds = feature_thresholds(base, settings.js_threshold, settings.linf_threshold, settings.overrides,
+                                    settings.skip_drift)
+    serving = None
+    if settings.serving_stats is not None:
+        serving = statistics_pb2.DatasetFeatureStatisticsList()
+        serving.ParseFromString(settings.serving_stats)
+        skew_schema = with_skew_comparators(base, settings.skew_js_threshold, settings.skew_linf_threshold,
+                                            settings.skip_drift)
+        skew_thresholds = {f: (m, settings.skew_js_threshold if m != LINF else settings.skew_linf_threshold)
+                           for f, (m, _t) in thresholds.items() if f in {x.name for x in skew_schema.feature
+                                                                        if x.HasField("skew_comparator")}}
     ordered = sorted(all_stats, key=lambda kv: kv[0])
-    previous = None
+    previous, previous_id = None, None
     if ordered:
         stored = window_store.previous_sealed(root, ordered[0][0])
-        previous = load_window_stats(stored) if stored is not None else None
+        if stored is not None:
+            previous, previous_id = load_window_stats(stored), stored.window_id
     for wid, stats in ordered:
         anomalies = validate_window(stats, schema, previous)
+        skew = validate_skew(stats, skew_schema, serving) if serving is not None else None
         by_reason = dead_counts.get(wid, {})
         dead = sum(by_reason.values())
         records = record_counts.get(wid, 0)
-        verdict = decide(anomalies, settings.blocking, dead, records + dead, settings.max_bad_fraction)
-        yield wid, (verdict, dead, quality_of(stats, records, dead, by_reason))
-        previous = stats
+        verdict = decide(anomalies, settings.blocking, dead, records + dead, settings.max_bad_fraction, skew)
+        quality = quality_of(stats, records, dead, by_reason, timeliness_of((lags or {}).get(wid, [])))
+        quality["drift"] = {"against": previous_id,
+                            "features": distribution_scores(stats, previous, thresholds) if previous else {}}
+        if serving is not None:
+            quality["skew"] = {"features": distribution_scores(stats, serving, skew_thresholds)}
+        yield wid, (verdict, dead, quality)
+        previous, previous_id = stats, wid
 
 
 def _merge_reason_counts(pairs):
@@ -90,12 +194,15 @@ def _merge_reason_counts(pairs):
 class ValidateWindows(beam.PTransform):
     """(window_id, stats) -> (window_id, (Verdict, dead letters in window, quality))."""
 
-    def __init__(self, root: str, settings: ValidationSettings, dead_letters, record_counts):
+    def __init__(self, root: str, settings: ValidationSettings, dead_letters, record_counts, keyed_events=None):
+        """``keyed_events``: optional (window_id, Event) PCollection; events carrying an
+        ingest time (Kafka) give the window's timeliness."""
         super().__init__()
         self._root = root
         self._settings = settings
         self._dead = dead_letters
         self._counts = record_counts
+        self._events = keyed_events
 
     def expand(self, stats):
         size = self._settings.window_size_s
@@ -105,7 +212,16 @@ class ValidateWindows(beam.PTransform):
                                                           (d.reason, 1)))
                        | "GroupDead" >> beam.GroupByKey()
                        | "CountDead" >> beam.MapTuple(lambda wid, pairs: (wid, _merge_reason_counts(pairs))))
+        if self._events is not None:
+            lags = (self._events
+                    | "WithIngestTime" >> beam.Filter(lambda kv: kv[1].ingest_time_ms is not None)
+                    | "Lag" >> beam.MapTuple(lambda wid, e: (wid, (e.ingest_time_ms - e.event_time_ms) / 1000.0))
+                    | "GroupLags" >> beam.GroupByKey()
+                    | "LagList" >> beam.MapTuple(lambda wid, values: (wid, list(values))))
+        else:
+            lags = stats.pipeline | "NoLags" >> beam.Create([])
         return (stats
                 | "AllStats" >> beam.combiners.ToList()
                 | "ValidateAll" >> beam.FlatMap(_validate_all, self._root, self._settings,
-                                                beam.pvalue.AsDict(dead_counts), beam.pvalue.AsDict(self._counts)))
+                                                beam.pvalue.AsDict(dead_counts), beam.pvalue.AsDict(self._counts),
+                                                beam.pvalue.AsDict(lags)))

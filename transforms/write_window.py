@@ -41,25 +41,18 @@ def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:
         os.unlink(path)
 
 
-def _canonical(example: bytes) -> bytes:
-    """Deterministic serialization (map entries sorted by feature name): tfx_bsl's
-    RecordBatchToExamples emits the feature map in varying order between runs, so the same
-    example can have different bytes and the raw bytes cannot be digested as they are."""
-    return tf.train.Example.FromString(example).SerializeToString(deterministic=True)
-
-
 def content_digest(raw_examples: Sequence[bytes], transform_fingerprint: str, schema_version: int) -> str:
     h = hashlib.sha256()
     h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={len(raw_examples)}\n".encode())
     for example in raw_examples:
-        h.update(hashlib.sha256(_canonical(example)).digest())
+        h.update(hashlib.sha256(example).digest())
     return h.hexdigest()
 
 
 def raw_digest(raw_examples: Sequence[bytes]) -> str:
     h = hashlib.sha256()
     for example in raw_examples:
-        h.update(hashlib.sha256(_canonical(example)).digest())
+        h.update(hashlib.sha256(example).digest())
     return h.hexdigest()
 
 

@@ -1,0 +1,179 @@
+"""`ctpipe report [--out FILE]`: one static HTML page about the sealed windows' data quality.
+
+Plots (matplotlib Agg, PNG embedded as base64; no network assets): records and dead-letter rate
+per window coloured by verdict, drift scores over windows with their thresholds, and per-feature
+distributions of a window against its predecessor (from the stored TFDV statistics). Tables:
+every window's verdict, counts and reasons.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+
+from pipeline.errors import StorageError
+
+_COLOURS = {"PASS": "#2e7d32", "WARN": "#f9a825", "QUARANTINED": "#c62828"}
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
+           f'{html.escape(alt)}</figcaption></figure>'
+
+
+def _counts_plot(windows):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ids = [w.window_id for w in windows]
+    records = [w.manifest["record_count"] for w in windows]
+    ax.bar(range(len(ids)), records, color=[_COLOURS.get(w.verdict, "#555") for w in windows])
+    ax.set_ylabel("records (bar colour = verdict)")
+    ax2 = ax.twinx()
+    rates = [w.manifest.get("dead_letters", 0) / max(1, w.manifest["record_count"] + w.manifest.get("dead_letters", 0))
+             for w in windows]
+    ax2.plot(range(len(ids)), rates, "k.-", label="dead-letter rate")
+    ax2.set_ylabel("dead-letter rate")
+    ax.set_xticks(range(len(ids)), ids, rotation=90, fontsize=7)
+    ax2.legend(loc="upper right")
+    return fig
+
+
+def _drift_plot(windows):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    series: dict = {}
+    thresholds = {}
+    for i, w in enumerate(windows):
+        for feature, s in (((w.manifest.get("quality") or {}).get("drift") or {}).get("features") or {}).items():
+            if s["score"] is not None:
+                series.setdefault(feature, []).append((i, s["score"]))
+                thresholds[feature] = (s["metric"], s["threshold"])
+    for feature, points in sorted(series.items()):
+        metric, _t = thresholds[feature]
+        ax.plot([p[0] for p in points], [p[1] for p in points], ".-", label=f"{feature} ({metric})")
+    for metric, t in sorted({v for v in thresholds.values()}):
+        ax.axhline(t, linestyle="--", linewidth=0.8, color="grey")
+    ax.set_xticks(range(len(windows)), [w.window_id for w in windows], rotation=90, fontsize=7)
+    ax.set_ylabel("drift vs previous window")
+    if series:
+        ax.legend(fontsize=7, ncol=3)
+    return fig
+
+
+def _distribution_plots(current, previous):
+    import matplotlib.pyplot as plt
+
+    from transforms.validate_windows import load_window_stats
+    from transforms.validation import _feature_map, standard_histogram, value_frequencies
+
+    now, before = _feature_map(load_window_stats(current)), _feature_map(load_window_stats(previous))
+    out = []
+    for name in sorted(set(now) & set(before)):
+        a, b = now[name], before[name]
+        fig, ax = plt.subplots(figsize=(4.5, 2.6))
+        hist_a, hist_b = standard_histogram(a), standard_histogram(b)
+        if hist_a and hist_b:
+            for hist, label, colour in ((hist_b, previous.window_id, "#90a4ae"), (hist_a, current.window_id, "#1565c0")):
+                total = sum(c for _l, _h, c in hist) or 1
+                ax.stairs([c / total for _l, _h, c in hist], [hist[0][0]] + [h for _l, h, _c in hist],
+                          label=label, color=colour, fill=colour == "#90a4ae", alpha=0.8)
+        else:
+            fa, fb = value_frequencies(a), value_frequencies(b)
+            if not fa or not fb or len(set(fa) | set(fb)) > 30:
+                plt.close(fig)
+                continue
+            keys = sorted(set(fa) | set(fb))
+            ta, tb = sum(fa.values()) or 1, sum(fb.values()) or 1
+            xs = range(len(keys))
+            ax.bar([x - 0.2 for x in xs], [fb.get(k, 0) / tb for k in keys], 0.4, label=previous.window_id,
+                   color="#90a4ae")
+            ax.bar([x + 0.2 for x in xs], [fa.get(k, 0) / ta for k in keys], 0.4, label=current.window_id,
+                   color="#1565c0")
+            ax.set_xticks(list(xs), keys, rotation=90, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+        out.append((name, _png(fig)))
+    return out
+
+
+def render_report(root: str, window_id: str | None = None) -> str:
+    """The HTML text of the report over the sealed windows under ``root``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pipeline import window_store
+
+    windows = window_store.list_sealed(root)
+    if not windows:
+        raise StorageError(f"no sealed windows under {root}; run `ctpipe backfill` first")
+    by_id = {w.window_id: w for w in windows}
+    if window_id is not None and window_id not in by_id:
+        raise StorageError(f"no sealed window {window_id!r} under {root}; see `ctpipe windows list`")
+    focus = by_id[window_id] if window_id else windows[-1]
+    index = windows.index(focus)
+    verdicts = {v: sum(1 for w in windows if w.verdict == v) for v in ("PASS", "WARN", "QUARANTINED")}
+    rows = []
+    for w in windows:
+        dead = w.manifest.get("dead_letters", 0)
+        total = w.manifest["record_count"] + dead
+        rows.append(
+            f'<tr><td>{w.window_id}</td><td>v{w.version}</td><td>{w.manifest["record_count"]}</td><td>{dead}</td>'
+            f'<td>{dead / total if total else 0:.2%}</td><td style="color:{_COLOURS.get(w.verdict, "#000")}">'
+            f'{w.verdict}{" (released)" if w.released else ""}</td>'
+            f'<td>{html.escape("; ".join(w.manifest["validation"]["reasons"]))}</td></tr>')
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ctpipe data-quality report</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}figure{display:inline-block;margin:4px}"
+        "figcaption{font-size:11px;color:#555}</style></head><body>",
+        f"<h1>ctpipe data-quality report</h1><p>storage root: <code>{html.escape(root)}</code>; "
+        f"{len(windows)} sealed windows; " + ", ".join(f"{k}: {v}" for k, v in verdicts.items()) + "</p>",
+        "<h2>Counts, dead-letter rate and verdicts</h2>", _img(_png(_counts_plot(windows)), "records per window"),
+        "<h2>Drift scores over windows</h2>", _img(_png(_drift_plot(windows)), "drift scores"),
+    ]
+    if index > 0:
+        previous = windows[index - 1]
+        parts.append(f"<h2>Distributions: {focus.window_id} against {previous.window_id}</h2>")
+        parts += [_img(png, f"distribution of {name}") for name, png in _distribution_plots(focus, previous)]
+    else:
+        parts.append(f"<h2>Distributions</h2><p>{focus.window_id} is the first window: no predecessor.</p>")
+    parts += ["<h2>Windows</h2><table id='windows'><tr><th>window</th><th>version</th><th>records</th>"
+              "<th>dead letters</th><th>dead-letter rate</th><th>verdict</th><th>reasons</th></tr>",
+              *rows, "</table></body></html>"]
+    return "\n".join(parts)
+
+
+def cmd_report(args, config, options):
+    from pipeline.cli import emit
+
+    text = render_report(config.storage.root, args.window)
+    out = args.out or os.path.join(config.storage.root, "report.html") if "://" not in config.storage.root else args.out
+    if not out:
+        raise StorageError("the storage root is remote: pass --out FILE for the report")
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    emit(args, {"out": os.path.abspath(out), "bytes": len(text)}, [f"wrote {out} ({len(text)} bytes)"])
+    return 0
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import common_parent
+
+    p = subparsers.add_parser("report", parents=[common_parent()], help="write a static HTML data-quality report",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", help="HTML file to write (default: <storage root>/report.html)")
+    p.add_argument("--window", help="window whose distributions are shown against its predecessor "
+                                    "(default: the newest)")
+    p.set_defaults(func=cmd_report)

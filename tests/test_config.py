@@ -1,0 +1,62 @@
+import pytest
+
+from pipeline.config import Config, config_from_dict, load_config, parse_duration
+from pipeline.errors import ConfigError
+
+
+def test_defaults_are_valid_and_frozen():
+    config = Config()
+    assert config.window.size_s == 3600
+    with pytest.raises(Exception):
+        config.window = None  # frozen
+
+
+def test_unknown_key_names_full_path_and_allowed_keys():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"window": {"sise": "1h"}})
+    assert "window.sise" in str(err.value)
+    assert "allowed_lateness" in str(err.value) and "size" in str(err.value)
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match="'storge'"):
+        config_from_dict({"storge": {"root": "/x"}})
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"window": {"size": "7m"}}, "divide one day"),
+    ({"window": {"size": "soon"}}, "not a duration"),
+    ({"source": {"files": {"format": "xml"}}}, "jsonl, csv or parquet"),
+    ({"training": {"epochs": "3"}}, "training.epochs: expected an integer"),
+    ({"gate": {"thresholds": [{"metric": "f1"}]}}, "gate.thresholds.metric"),
+    ({"gate": {"thresholds": [{"metrc": "auc"}]}}, "gate.thresholds[0].metrc"),
+    ({"source": {"kafka": {"security_protocol": "SASL"}}}, "security_protocol"),
+])
+def test_bad_values_are_named(data, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(data)
+
+
+def test_load_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("storage:\n  root: s3://bucket/prefix\nwindow:\n  size: 30m\n  allowed_lateness: 5m\n"
+                    "gate:\n  thresholds:\n    - {metric: auc, lower_bound: 0.6}\n")
+    config = load_config(str(path))
+    assert config.storage.root == "s3://bucket/prefix"
+    assert config.window.size_s == 1800 and config.window.lateness_s == 300
+    assert config.gate.thresholds[0].lower_bound == 0.6
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+
+
+def test_parse_duration():
+    assert parse_duration("90s") == 90
+    assert parse_duration("1d") == 86400
+    assert parse_duration(15) == 15

@@ -1,0 +1,125 @@
+"""MlflowRegistry against a real MLflow server (sqlite store) started by scripts/mlflow_server.sh.
+
+The shared behavioural tests of tests/test_registry.py run here again with ``backend`` bound to
+MLflow; the tests below check the MLflow mapping itself.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import pytest
+from tests.test_registry import (VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
+                           test_behaviour_alias_moves_and_history,
+                           test_behaviour_promote_refuses_unblessed,
+                           test_behaviour_push_list_get_fetch,
+                           test_behaviour_rollback_to_previous_blessed,
+                           test_behaviour_rollback_without_earlier_version_raises,
+                           test_behaviour_tampered_version_raises_integrity_error,
+                           test_behaviour_unknown_version_names_known_ones)
+
+from training.registry import ModelVersion, open_registry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "mlflow_server.sh")
+
+
+@pytest.fixture(scope="session")
+def mlflow_launch(tmp_path_factory):
+    """Launches ``mlflow_server.sh start`` without waiting; stops the server at teardown."""
+    services = tmp_path_factory.mktemp("services")
+    env = {**os.environ, "CTPIPE_SERVICES_DIR": str(services),
+           "MLFLOW_BIN": os.path.join(VENV_BIN, "mlflow"), "CTPIPE_MLFLOW_START_TIMEOUT_S": "180"}
+    out = services / "start.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([SCRIPT, "start"], env=env, stdout=f, stderr=subprocess.STDOUT)
+    yield proc, services, env, out
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    stopped = subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (services / "mlflow.pid").exists()
+
+
+@pytest.fixture(autouse=True)
+def _launch_mlflow_first(mlflow_launch):
+    """Autouse, so the server boots while the SavedModel fixture imports TensorFlow."""
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_launch) -> tuple[str, str]:
+    """(tracking uri, services dir) of the running server; waits (bounded) for readiness."""
+    proc, services, _, out = mlflow_launch
+    rc = proc.wait(timeout=240)
+    assert rc == 0, out.read_text()
+    env = dict(line.split("=", 1) for line in
+               (services / "mlflow.env").read_text().splitlines() if "=" in line)
+    return env["CTPIPE_MLFLOW_URI"], str(services)
+
+
+def _run_artifact_dir(services: str, reg, mv: ModelVersion) -> str:
+    run_id = reg.client.get_model_version(mv.model, str(mv.version)).run_id
+    [path] = glob.glob(os.path.join(services, "mlflow", "artifacts", "*", run_id,
+                                    "artifacts", "model"))
+    return path
+
+
+@pytest.fixture
+def backend(mlflow_server) -> Backend:
+    uri, services = mlflow_server
+    reg = open_registry("mlflow+" + uri)
+
+    def tamper(mv: ModelVersion, rel: str, data: bytes | None) -> None:
+        path = os.path.join(_run_artifact_dir(services, reg, mv), rel)
+        if data is None:
+            os.unlink(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+
+    return Backend(reg, tamper)
+
+
+def test_push_is_a_run_and_a_model_version(backend, model, saved_model_dir):
+    reg = backend.registry
+    mv = push(reg, model, saved_model_dir, auc=0.75)
+    version = reg.client.get_model_version(model, "1")
+    assert version.tags["ctpipe.blessed"] == "true"
+    assert len(version.tags["ctpipe.checksums_sha256"]) == 64
+    run = reg.client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["auc"] == 0.75
+    assert run.data.metrics["loss.train"] == 0.1
+    assert run.data.params["transform"] == "abc123"
+    assert run.data.params["windows"] == '["20261127T0100Z/v1"]'
+    assert mv.uri == f"models:/{model}/1"
+
+
+def test_aliases_are_mlflow_aliases(backend, model, saved_model_dir):
+    reg = backend.registry
+    push(reg, model, saved_model_dir)
+    push(reg, model, saved_model_dir)
+    reg.promote(model, 2)
+    assert reg.client.get_model_version_by_alias(model, "production").version == "2"
+    # An alias moved outside ctpipe: the live alias wins, the history is reconciled.
+    reg.client.set_registered_model_alias(model, "production", "1")
+    assert reg.get_alias(model, "production") == 1
+    assert [h["version"] for h in reg.alias_history(model, "production")] == [1]
+    with pytest.raises(Exception, match="no earlier blessed version"):
+        reg.rollback(model)
+
+
+def test_open_registry_dispatch_and_script_restart_is_idempotent(mlflow_server, mlflow_launch):
+    from training.mlflow_registry import MlflowRegistry
+
+    uri, _ = mlflow_server
+    assert isinstance(open_registry("mlflow+" + uri), MlflowRegistry)
+    assert isinstance(open_registry("mlflow:" + uri), MlflowRegistry)
+    _, _, env, _ = mlflow_launch
+    again = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True,
+                           timeout=30)
+    assert again.returncode == 0 and again.stdout.strip() == f"CTPIPE_MLFLOW_URI={uri}"

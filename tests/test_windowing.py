@@ -1,0 +1,41 @@
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.records import Event
+from transforms.windowing import (AssignWindow, GroupByWindow, split_duplicates, window_id, window_id_start_ms,
+                                  window_start_ms)
+
+H = 3_600_000
+T0 = 1795737600000  # 2026-11-27T00:00Z
+
+
+def ev(i, t, src="f", pos="1"):
+    return Event(str(i), t, {"x": 1.0}, src, pos)
+
+
+def test_window_ids_round_trip():
+    assert window_id(T0) == "20261127T0000Z"
+    assert window_id(window_start_ms(T0 + H + 5, 3600)) == "20261127T0100Z"
+    assert window_id_start_ms("20261127T0100Z") == T0 + H
+    assert window_id(window_start_ms(T0 + 44 * 60_000, 1800)) == "20261127T0030Z"
+
+
+def test_split_duplicates_keeps_first_position_and_sorts():
+    events = [ev("b", T0, "f", "9"), ev("a", T0), ev("b", T0, "f", "3")]
+    kept, dupes = split_duplicates(events)
+    assert [e.id for e in kept] == ["a", "b"]
+    assert kept[1].position == "3"
+    assert [(d.reason, d.position) for d in dupes] == [("duplicate_id", "9")]
+    assert dupes[0].event_time_ms == T0
+
+
+def test_assign_and_group_with_range_and_duplicates():
+    events = [ev("1", T0 + 10), ev("2", T0 + H + 10), ev("2", T0 + H + 10, pos="7"), ev("3", T0 + 3 * H)]
+    with TestPipeline() as p:
+        keyed, outside = p | beam.Create(events) | AssignWindow(3600, T0, T0 + 2 * H)
+        windows, dead = keyed | GroupByWindow()
+        assert_that(windows | beam.MapTuple(lambda w, es: (w, [e.id for e in es])),
+                    equal_to([("20261127T0000Z", ["1"]), ("20261127T0100Z", ["2"])]), label="windows")
+        assert_that(dead | beam.Map(lambda d: d.reason), equal_to(["duplicate_id"]), label="dead")
+        assert_that(outside | beam.Map(lambda e: e.id), equal_to(["3"]), label="outside")

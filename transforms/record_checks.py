@@ -1,0 +1,133 @@
+"""Record-level schema checks after Decode: type, closed domain, numeric range -> dead-letter.
+
+``check_event`` is the pure function; ``CheckRecords`` wraps it in a PTransform with the outputs
+``events`` and ``deadletter`` (nothing is dropped). The rules come from the curated schema
+(``record_rules``): a feature's type, its string domain when the domain is closed (TFDV's
+``distribution_constraints.min_domain_mass`` is 1, the default) and ``float_domain`` /
+``int_domain`` min/max. Inferred schemas carry no ranges: ranges are curated with
+``ctpipe schema set``.
+
+A feature the schema requires in every record (``presence.min_fraction`` 1 with a fixed
+``shape``, what inference gives a feature that was always present) must be there: tf.Transform
+feeds such features as dense tensors, and one record without it fails the whole run's transform.
+
+Dead-letter reasons: ``missing_feature``, ``type_mismatch``, ``domain_violation``,
+``range_violation``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import apache_beam as beam
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from transforms.records import DeadLetter, Event
+from transforms.routing import route
+
+_TYPES = {schema_pb2.INT: "INT", schema_pb2.FLOAT: "FLOAT", schema_pb2.BYTES: "BYTES"}
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    kind: str                          # INT | FLOAT | BYTES
+    domain: Optional[frozenset] = None  # closed set of allowed strings
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    features: dict = field(default_factory=dict)
+    """feature name -> FeatureRule."""
+    required: tuple = ()
+    """Features every record must carry (sorted)."""
+
+
+def record_rules(schema: schema_pb2.Schema) -> RecordRules:
+    """The per-record rules a schema implies (see the module docstring)."""
+    domains = {d.name: frozenset(d.value) for d in schema.string_domain}
+    rules = {}
+    for feature in schema.feature:
+        if feature.type not in _TYPES:
+            continue
+        domain = None
+        closed = (not feature.HasField("distribution_constraints")
+                  or feature.distribution_constraints.min_domain_mass >= 1.0)
+        if feature.type == schema_pb2.BYTES and closed:
+            if feature.HasField("string_domain"):
+                domain = frozenset(feature.string_domain.value)
+            elif feature.HasField("domain") and feature.domain in domains:
+                domain = domains[feature.domain]
+        low = high = None
+        if feature.HasField("float_domain"):
+            low = feature.float_domain.min if feature.float_domain.HasField("min") else None
+            high = feature.float_domain.max if feature.float_domain.HasField("max") else None
+        elif feature.HasField("int_domain"):
+            low = feature.int_domain.min if feature.int_domain.HasField("min") else None
+            high = feature.int_domain.max if feature.int_domain.HasField("max") else None
+        rules[feature.name] = FeatureRule(_TYPES[feature.type], domain, low, high)
+    required = tuple(sorted(f.name for f in schema.feature
+                            if f.HasField("shape") and f.presence.min_fraction >= 1.0))
+    return RecordRules(rules, required)
+
+
+def _type_ok(value, kind: str) -> bool:
+    if kind == "BYTES":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if kind == "INT":
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def violation(event: Event, rules: RecordRules) -> Optional[tuple[str, str]]:
+    """(reason, detail) of the first rule ``event`` breaks, features in name order; None if none."""
+    for name in rules.required:
+        if name not in event.features:
+            return "missing_feature", f"feature {name!r} is required in every record by the schema but is missing"
+    for name in sorted(event.features):
+        rule = rules.features.get(name)
+        if rule is None:
+            continue  # a new column is a window-level anomaly (SCHEMA_NEW_COLUMN), not a bad record
+        value = event.features[name]
+        for item in (value if isinstance(value, list) else [value]):
+            if not _type_ok(item, rule.kind):
+                return "type_mismatch", f"feature {name!r}: expected {rule.kind}, got {type(item).__name__} {item!r}"
+            if rule.domain is not None and item not in rule.domain:
+                return ("domain_violation",
+                        f"feature {name!r}: value {item[:60]!r} is not in the schema's domain "
+                        f"({len(rule.domain)} values); add it with `ctpipe schema set` if it is valid")
+            if rule.minimum is not None and item < rule.minimum:
+                return "range_violation", f"feature {name!r}: value {item} is below the schema minimum {rule.minimum}"
+            if rule.maximum is not None and item > rule.maximum:
+                return "range_violation", f"feature {name!r}: value {item} is above the schema maximum {rule.maximum}"
+    return None
+
+
+def event_json(event: Event) -> bytes:
+    """The decoded record as JSON bytes (the dead letter's replayable payload)."""
+    return json.dumps({"id": event.id, "event_time_ms": event.event_time_ms, "features": event.features},
+                      sort_keys=True).encode()
+
+
+def check_event(event: Event, rules: RecordRules) -> Union[Event, DeadLetter]:
+    """``event`` itself when it fits the schema, else a DeadLetter naming the feature and rule."""
+    broken = violation(event, rules)
+    if broken is None:
+        return event
+    return DeadLetter(broken[0], broken[1], event_json(event), event.source, event.position, event.event_time_ms)
+
+
+class CheckRecords(beam.PTransform):
+    """Events -> (events that fit the schema, dead letters with the broken rule)."""
+
+    def __init__(self, schema: schema_pb2.Schema):
+        super().__init__()
+        self._rules = record_rules(schema)
+
+    def expand(self, events):
+        return route(events, "CheckRecords", check_event, self._rules)
