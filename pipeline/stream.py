@@ -7,7 +7,7 @@ One cycle (DESIGN.md, "Checkpoint protocol"):
    partition, [checkpointed offset, end offset) split into ranges; save the plan in the
    checkpoint (atomically) before anything else is written.
 2. Ingest graph: ReadKafkaRanges (kafka-python, assign + seek, no group rebalances) -> Decode ->
-   WritePendingParts: one part file per (window, offset range) and one dead-letter file per
+   CheckRecords -> WritePendingParts: one part file per (window, offset range) and one dead-letter file per
    range, deterministic names, temp + rename (transforms/pending.py).
 3. Watermark = min over partitions that have data of the newest event time seen, minus
    window.allowed_lateness (never moves back). Windows whose end is at or before it, and that
@@ -225,6 +225,7 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
     """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary."""
     from pipeline.backfill import decode_spec
     from transforms.decode import Decode
+    from transforms.record_checks import CheckRecords
 
     temp = tempfile.mkdtemp(prefix="ctpipe-ingest-")
     out_path = os.path.join(temp, "ingest.json")
@@ -235,7 +236,11 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
                | "Ranges" >> beam.Create(list(plan.ranges))
                | "ReadKafka" >> ReadKafkaRanges(kwargs)
                | "ToSourceRecord" >> beam.Map(to_source_record))
-    events, dead = records | "Decode" >> Decode(decode_spec(config, schema))
+    decoded, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
+    # Record checks run here, not only at sealing: their dead letters then get the range's
+    # deterministic file name, so resealing a window later (late data) cannot count them again.
+    events, check_dead = decoded | "RecordChecks" >> CheckRecords(schema)
+    dead = (decode_dead, check_dead) | "AllDeadLetters" >> beam.Flatten()
     parts, dead_files, newest = (events, dead) | "WriteParts" >> WritePendingParts(settings, plan.ranges)
     collected = {"parts": parts | "ListParts" >> beam.combiners.ToList(),
                  "dead": dead_files | "SumDead" >> beam.CombineGlobally(sum),

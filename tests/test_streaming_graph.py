@@ -145,3 +145,44 @@ def test_java_consumer_config_carries_security_from_env(monkeypatch):
     assert out["sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
                                        'username="alice" password="s3cr\\"t";')
     assert "ssl.endpoint.identification.algorithm" not in out  # hostname checking stays on
+
+
+def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store):
+    """ApplyTransform (stream mode) over a backfilled window = what AnalyzeAndTransform wrote."""
+    import glob
+
+    import tensorflow as tf
+
+    from transforms.decode import decode_record
+    from transforms.prepare import arrow_schema_for, prepare_window
+    from transforms.preprocess import ApplyTransform
+    from transforms.records import Event
+    from transforms.sources import read_jsonl
+    from transforms.validation import feature_types
+    from transforms.windowing import split_duplicates, window_of
+
+    config = published_store
+    root = config.storage.root
+    schema, _text, _version = schema_store.load(root)
+    types = feature_types(schema)
+    sealed = window_store.latest_sealed(root, "20261126T0000Z")
+    events = [e for path in sorted(glob.glob(config.source.files.uri)) for rec in read_jsonl(path)
+              if isinstance(e := decode_record(rec, config_spec(config, schema)), Event)
+              and window_of(e, 3600) == "20261126T0000Z"]
+    kept, _dupes = split_duplicates(events)
+    batch = prepare_window("20261126T0000Z", kept, types, {}).batch
+    with BeamTestPipeline() as p:
+        examples, fingerprint = (p | beam.Create([("20261126T0000Z", batch)])
+                                 | ApplyTransform(root, current_transform(root), schema, arrow_schema_for(types)))
+        stored = {i: tf.train.Example.FromString(ex) for i, ex in zip(
+            [e.id for e in kept],
+            tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP").as_numpy_iterator())}
+        assert_that(examples | beam.MapTuple(lambda wid, kv: (wid, kv[0], tf.train.Example.FromString(kv[1]) == stored[kv[0]])),
+                    equal_to([("20261126T0000Z", e.id, True) for e in kept]), label="SameExamples")
+        assert_that(fingerprint, equal_to([current_transform(root)]), label="Fingerprint")
+
+
+def config_spec(config, schema):
+    from pipeline.backfill import decode_spec
+
+    return decode_spec(config, schema)
