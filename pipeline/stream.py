@@ -22,6 +22,12 @@ A crash anywhere reruns the cycle from step 1 with the same plan: parts and dead
 rewritten under the same names with the same content, sealing is idempotent, so nothing is lost
 and nothing is counted twice.
 
+Known limits: a partition that stops receiving data holds the watermark back (min over
+partitions that have data), so its windows wait; part files are kept after sealing (they are what
+makes resealing idempotent) and are not garbage-collected yet; dead letters written at ingest are
+counted in metrics and the dead-letter store but not in the sealed window's bad fraction (only
+duplicates found at sealing are).
+
 Transform: when <root>/transforms/CURRENT names a published transform (from a backfill or an
 earlier stream cycle), windows are transformed with it (ApplyTransform); otherwise the transform
 is analyzed over the windows being sealed and published.
