@@ -516,6 +516,12 @@ class _SharedClientS3FileSystem(S3FileSystem):
         super().__init__(pipeline_options)
         self._local_io = threading.local()
 
+    @classmethod
+    def scheme(cls):
+        """Not a second handler of s3://: Beam's FileSystems looks file systems up by scheme
+        among all subclasses and refuses a scheme with two; the registry builds this one itself."""
+        return "ctpipe-registry-s3"
+
     def _io(self) -> s3io.S3IO:
         io = getattr(self._local_io, "io", None)
         if io is None:
