@@ -59,7 +59,10 @@ def scenario(tmp_path_factory):
             "registry": {"uri": str(base / "registry"), "model_name": "sensors"},
             "training": {"epochs": 5, "batch_size": 32, "max_windows": max_windows},
             "gate": {"slice_feature": "firmware",
-                     "thresholds": [{"metric": "auc", "lower_bound": 0.7, "change_absolute": -0.05},
+                     # ~120 held-out examples: AUC's standard error is ~0.04, so a clean candidate
+                     # trained on one window may trail production by a few hundredths; a flipped one
+                     # trails it by more than 0.5.
+                     "thresholds": [{"metric": "auc", "lower_bound": 0.7, "change_absolute": -0.1},
                                     {"metric": "example_count", "lower_bound": 50}]},
         })
 
