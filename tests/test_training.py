@@ -100,3 +100,25 @@ def test_second_candidate_warm_starts_and_is_compared_with_production(trained):
     assert change_checks and all(not c.get("skipped") for c in change_checks)
     assert second["lineage"]["warm_start"]["used"] and second["lineage"]["baseline_version"] == 1
     assert second["blessing"]["baseline_metrics"]["example_count"] == second["metrics"]["example_count"]
+
+
+def test_split_keeps_raw_and_transformed_rows_aligned(trained):
+    """The split is computed a batch at a time on raw ids and applied to the transformed rows:
+    both sides must still be the same rows (the labels line up) and the splits partition the data."""
+    from training.data import split_dataset
+
+    config, _first = trained
+    windows = window_store.list_sealed(config.storage.root)
+
+    def labels(dataset):
+        return [tf.train.Example.FromString(x).features.feature["label"].int64_list.value[0]
+                for x in dataset.as_numpy_iterator()]
+
+    sizes = {}
+    for want_eval in (True, False):
+        raw = labels(split_dataset(windows, "id", 0.2, want_eval, "raw"))
+        transformed = labels(split_dataset(windows, "id", 0.2, want_eval, "transformed"))
+        assert raw == transformed and 0 < sum(raw) < len(raw)
+        sizes[want_eval] = len(raw)
+    total = sum(w.manifest["record_count"] for w in windows)
+    assert sizes[True] + sizes[False] == total and 0.15 < sizes[True] / total < 0.25
