@@ -57,6 +57,8 @@ def runner_flags(path: str) -> list[str]:
         values = value if isinstance(value, list) else [value]
         for item in values:
             item = _expand(item, key)
+            if item is None:
+                continue
             if isinstance(item, bool):
                 if item:
                     flags.append(f"--{key}")

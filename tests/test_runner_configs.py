@@ -1,14 +1,15 @@
 """runner_configs/*.yaml render into Beam pipeline options that Beam itself accepts.
 
-The ctpipe CLI turns a runner config into PipelineOptions flags by this contract (documented at
-the top of runner_configs/direct.yaml): ${ENV_VAR} references in strings are expanded (an unset
-variable is an error), then `key: v` -> `--key=v`, `key: true` -> `--key`, `key: false` -> no
-flag, `key: [a, b]` -> `--key=a --key=b`. The helpers below implement that contract so these
-tests do not depend on the CLI module; every option name must be one that Beam 2.68's Python SDK
-parses, or be on the explicit allow-list of Java-side Flink options the portable runner forwards.
+The flags come from the CLI's own renderer (pipeline.options.runner_flags): ${ENV_VAR}
+references are expanded (an unset variable is an error), then `key: v` -> `--key=v`,
+`key: true` -> `--key`, `key: false` -> no flag, `key: [a, b]` -> `--key=a --key=b`. Every option
+name must be one that Beam 2.68's Python SDK parses, or be on the explicit allow-list of Java-side
+Flink options the portable runner forwards.
 """
+import os
 import re
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -24,6 +25,9 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+from pipeline.errors import ConfigError
+from pipeline.options import runner_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "runner_configs"
@@ -56,36 +60,12 @@ JAVA_FLINK_OPTIONS = {
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand(value, env):
-    if isinstance(value, str):
-        def sub(m):
-            if m.group(1) not in env:
-                raise KeyError(f"environment variable {m.group(1)} is not set")
-            return env[m.group(1)]
-        return _VAR.sub(sub, value)
-    if isinstance(value, list):
-        return [expand(v, env) for v in value]
-    return value
-
-
-def to_flags(mapping):
-    flags = []
-    for key, value in mapping.items():
-        if value is True:
-            flags.append(f"--{key}")
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            flags.extend(f"--{key}={item}" for item in value)
-        else:
-            flags.append(f"--{key}={value}")
-    return flags
-
-
 def load(name, env=TEST_ENV):
+    """(the YAML as written, the flags the CLI renders from it with ``env`` as the environment)."""
     raw = yaml.safe_load((CONFIG_DIR / name).read_text())
     assert isinstance(raw, dict) and raw, f"{name} must be a non-empty mapping"
-    return raw, {k: expand(v, env) for k, v in raw.items()}
+    with mock.patch.dict(os.environ, env, clear=True):
+        return raw, runner_flags(str(CONFIG_DIR / name))
 
 
 def beam_parser():
@@ -119,7 +99,7 @@ def test_values_are_scalars_or_scalar_lists(name):
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_every_option_is_known(name):
     _, cfg = load(name)
-    unknown = unknown_option_names(to_flags(cfg))
+    unknown = unknown_option_names(cfg)
     allowed = JAVA_FLINK_OPTIONS if name == "flink.yaml" else set()
     assert unknown <= allowed, f"{name}: options Beam does not know: {sorted(unknown - allowed)}"
 
@@ -131,13 +111,13 @@ def test_typo_is_caught():
 
 
 def test_missing_env_var_is_an_error():
-    with pytest.raises(KeyError, match="CTPIPE_GCP_PROJECT"):
+    with pytest.raises(ConfigError, match="CTPIPE_GCP_PROJECT"):
         load("dataflow.yaml", env={})
 
 
 def test_direct():
     _, cfg = load("direct.yaml")
-    opts = PipelineOptions(to_flags(cfg))
+    opts = PipelineOptions(cfg)
     assert opts.view_as(StandardOptions).runner == "DirectRunner"
     direct = opts.view_as(DirectOptions)
     assert direct.direct_running_mode == "in_memory"
@@ -146,7 +126,7 @@ def test_direct():
 
 def test_flink():
     raw, cfg = load("flink.yaml")
-    opts = PipelineOptions(to_flags(cfg))
+    opts = PipelineOptions(cfg)
     assert opts.view_as(StandardOptions).runner == "FlinkRunner"
     assert opts.view_as(StandardOptions).streaming is True
     flink = opts.view_as(FlinkRunnerOptions)
@@ -175,7 +155,7 @@ def test_dataflow(monkeypatch):
     monkeypatch.setattr(GoogleCloudOptions, "_warn_if_soft_delete_policy_enabled",
                         lambda self, arg_name: None)
     raw, cfg = load("dataflow.yaml")
-    opts = PipelineOptions(to_flags(cfg))
+    opts = PipelineOptions(cfg)
     assert opts.view_as(StandardOptions).runner == "DataflowRunner"
     gcp = opts.view_as(GoogleCloudOptions)
     assert gcp.project == TEST_ENV["CTPIPE_GCP_PROJECT"]
