@@ -28,7 +28,7 @@ from pipeline.version import code_version
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, DecodeSpec
 from transforms.prepare import PrepareWindows, arrow_schema_for
-from transforms.preprocess import AnalyzeAndTransform
+from transforms.preprocess import AnalyzeAndTransform, ApplyTransform
 from transforms.record_checks import CheckRecords
 from transforms.sources import ReadEventFiles, match_files
 from transforms.validation import ComputeWindowStats, feature_types, infer_schema
@@ -77,11 +77,12 @@ def infer_and_store_schema(config: Config, files: list[str], options) -> int:
 
 def build_window_graph(p_events, dead_inputs: list, config: Config, schema, schema_text: str, schema_version: int,
                        start_ms: Optional[int], end_ms: Optional[int], run_id: str, sources_by_uri: dict,
-                       temp_dir: str):
+                       temp_dir: str, transform_fingerprint: Optional[str] = None):
     """The shared window half of the graph: events -> sealed windows (+ dead letters).
 
     Used by backfill (files) and stream (Kafka offset ranges). Returns the PCollection of window
-    summaries.
+    summaries. ``transform_fingerprint`` None analyzes the transform over these windows (and
+    publishes it); a fingerprint applies that published transform instead (stream mode).
     """
     root = config.storage.root
     types = feature_types(schema)
@@ -100,9 +101,13 @@ def build_window_graph(p_events, dead_inputs: list, config: Config, schema, sche
     settings = ValidationSettings.from_config(config, schema_text)
     verdicts = stats | "Validate" >> ValidateWindows(root, settings, dead_all, counts, keyed)
     digests = prepared | "Digests" >> beam.Map(lambda kv: (kv[0], kv[1].digest))
-    transformed, fingerprint = batches | "Transform" >> AnalyzeAndTransform(
-        config.transform.preprocessing_fn, schema, schema_text, arrow_schema_for(types), root, digests,
-        temp_dir=temp_dir)
+    if transform_fingerprint is None:
+        transformed, fingerprint = batches | "Transform" >> AnalyzeAndTransform(
+            config.transform.preprocessing_fn, schema, schema_text, arrow_schema_for(types), root, digests,
+            temp_dir=temp_dir)
+    else:
+        transformed, fingerprint = batches | "Transform" >> ApplyTransform(
+            root, transform_fingerprint, schema, arrow_schema_for(types), temp_dir=temp_dir)
     dead_per_window = verdicts | "DeadCounts" >> beam.Map(lambda kv: (kv[0], kv[1][1]))
     grouped = ({
         "raw": prepared | "RawExamples" >> beam.Map(lambda kv: (kv[0], kv[1].raw_examples)),

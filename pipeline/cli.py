@@ -174,7 +174,7 @@ def cmd_demo(args, config, options):
 
 
 # Modules that own their subcommands: each has register(subparsers).
-COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.schema_cmd", "pipeline.report")
+COMMAND_MODULES = ("pipeline.registry_cmd", "pipeline.schema_cmd", "pipeline.report", "pipeline.stream")
 
 
 def common_parent() -> argparse.ArgumentParser:

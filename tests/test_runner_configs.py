@@ -128,7 +128,7 @@ def test_flink():
     raw, cfg = load("flink.yaml")
     opts = PipelineOptions(cfg)
     assert opts.view_as(StandardOptions).runner == "FlinkRunner"
-    assert opts.view_as(StandardOptions).streaming is True
+    assert not opts.view_as(StandardOptions).streaming  # bounded graphs; the unbounded one adds --streaming
     flink = opts.view_as(FlinkRunnerOptions)
     assert flink.flink_master == TEST_ENV["CTPIPE_FLINK_MASTER"]
     assert flink.flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS

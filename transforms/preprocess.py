@@ -27,13 +27,14 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from pipeline import storage
+from pipeline.errors import ConfigError, StorageError
 from transforms.arrow import canonical_examples
-from pipeline.errors import ConfigError
 
 WINDOW_COLUMN = "__window__"
 ID_COLUMN = "__id__"
 PASSTHROUGH = (WINDOW_COLUMN, ID_COLUMN)
 COMPLETE_MARKER = "COMPLETE"
+CURRENT_POINTER = "CURRENT"
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -82,16 +83,39 @@ def transformed_examples(batch: pa.RecordBatch) -> list[tuple[str, tuple[str, by
     return [(w.decode(), (i.decode(), ex)) for w, i, ex in zip(windows, ids, examples)]
 
 
+def transform_dir(root: str, fingerprint: str) -> str:
+    return storage.join(root, "transforms", fingerprint)
+
+
+def current_transform(root: str) -> str | None:
+    """Fingerprint named by <root>/transforms/CURRENT (the newest published transform), or None.
+
+    The pointer only names a transform whose directory is complete (COMPLETE marker present);
+    a pointer to anything else is a corrupt store and raises StorageError.
+    """
+    pointer = storage.join(root, "transforms", CURRENT_POINTER)
+    if not storage.exists(pointer):
+        return None
+    fingerprint = storage.read_bytes(pointer).decode().strip()
+    if not storage.exists(storage.join(transform_dir(root, fingerprint), COMPLETE_MARKER)):
+        raise StorageError(f"{pointer} names transform {fingerprint!r}, but "
+                           f"{transform_dir(root, fingerprint)} is not a complete transform; "
+                           "rerun `ctpipe backfill` to publish one, or delete the pointer")
+    return fingerprint
+
+
 def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
-    """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last).
+    """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last), then
+    point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
 
     The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
     ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature."""
-    target = storage.join(root, "transforms", fingerprint)
+    target = transform_dir(root, fingerprint)
     if not storage.exists(storage.join(target, COMPLETE_MARKER)):
         storage.copy_tree(staging, target)
         storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
+    storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
     return fingerprint
 
 
@@ -136,3 +160,45 @@ class AnalyzeAndTransform(beam.PTransform):
                     | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
                     | "ToExamples" >> beam.FlatMap(transformed_examples))
         return examples, published
+
+
+class ApplyTransform(beam.PTransform):
+    """Apply a published transform: (window_id, RecordBatch) -> (transformed, fingerprint).
+
+    Same inputs and outputs as ``AnalyzeAndTransform`` (``transformed``: (window_id, (id,
+    serialized transformed tf.Example)); ``fingerprint``: a singleton PCollection), but nothing is
+    analyzed: the transform_fn stored under <root>/transforms/<fingerprint>/ is loaded
+    (``tft.TFTransformOutput``, copied to a local directory first when the root is an object
+    store) and run over the batches by TFT's own TransformDataset DoFn. Using TFT's DoFn rather
+    than a hand-written one keeps the tensor <-> Arrow conversion identical to analyze mode, so a
+    window transformed either way gives the same examples.
+    """
+
+    def __init__(self, root: str, fingerprint: str, schema, arrow_schema: pa.Schema, temp_dir: str | None = None):
+        super().__init__()
+        source = transform_dir(root, fingerprint)
+        if not storage.exists(storage.join(source, COMPLETE_MARKER)):
+            raise StorageError(f"transform {fingerprint!r} is not published under {source} (no "
+                               f"{COMPLETE_MARKER} marker); run `ctpipe backfill` to publish a transform")
+        self._fingerprint = fingerprint
+        self._schema = schema
+        self._arrow_schema = arrow_schema
+        self._temp_dir = temp_dir or tempfile.mkdtemp(prefix="ctpipe-apply-")
+        local = source if storage.is_local(source) else storage.download_tree(
+            source, os.path.join(self._temp_dir, "transform", fingerprint))
+        self.output = tft.TFTransformOutput(local)
+        self._local = local
+
+    def expand(self, batches):
+        config = tensor_adapter_config(self._schema, self._arrow_schema)
+        with tft_beam.Context(temp_dir=os.path.join(self._temp_dir, "tft_tmp"), passthrough_keys=set(PASSTHROUGH),
+                              force_tf_compat_v1=False):
+            transform_fn = batches.pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(self._local)
+            data = batches | "DropKeys" >> beam.Values()
+            transformed, _meta = ((data, config), transform_fn) | "TransformDataset" >> \
+                tft_beam.TransformDataset(output_record_batches=True)
+        examples = (transformed
+                    | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
+                    | "ToExamples" >> beam.FlatMap(transformed_examples))
+        fingerprint = batches.pipeline | "Fingerprint" >> beam.Create([self._fingerprint])
+        return examples, fingerprint

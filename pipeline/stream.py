@@ -1,0 +1,551 @@
+"""``ctpipe stream``: exactly-once micro-batches from Kafka into sealed windows (bounded mode).
+
+One cycle (DESIGN.md, "Checkpoint protocol"):
+
+1. Read the checkpoint. If it holds an ``in_flight`` plan, a previous attempt crashed mid-cycle:
+   execute that plan again, unchanged. Otherwise fix this cycle's end offsets now and plan, per
+   partition, [checkpointed offset, end offset) split into ranges; save the plan in the
+   checkpoint (atomically) before anything else is written.
+2. Ingest graph: ReadKafkaRanges (kafka-python, assign + seek, no group rebalances) -> Decode ->
+   CheckRecords -> WritePendingParts: one part file per (window, offset range) and one dead-letter file per
+   range, deterministic names, temp + rename (transforms/pending.py).
+3. Watermark = min over partitions that have data of the newest event time seen, minus
+   window.allowed_lateness (never moves back). Windows whose end is at or before it, and that
+   either just passed it or received late parts this cycle, are sealed by the shared window graph
+   (pipeline/backfill.build_window_graph) over all their parts: stats, validation, transform,
+   MANIFEST last. Resealing unchanged parts is a no-op; changed parts give v<N+1>.
+4. Save the checkpoint (offsets = the plan's ends, watermark, in_flight cleared) atomically.
+5. Commit the offsets to the consumer group (lag visibility only; a failure there is reported
+   and retried next cycle, never lost data).
+
+A crash anywhere reruns the cycle from step 1 with the same plan: parts and dead-letter files are
+rewritten under the same names with the same content, sealing is idempotent, so nothing is lost
+and nothing is counted twice.
+
+Known limits: a partition that stops receiving data holds the watermark back (min over
+partitions that have data), so its windows wait; part files are kept after sealing (they are what
+makes resealing idempotent) and are not garbage-collected yet; dead letters written at ingest are
+counted in metrics and the dead-letter store but not in the sealed window's bad fraction (only
+duplicates found at sealing are).
+
+Transform: when <root>/transforms/CURRENT names a published transform (from a backfill or an
+earlier stream cycle), windows are transformed with it (ApplyTransform); otherwise the transform
+is analyzed over the windows being sealed and published.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import apache_beam as beam
+
+from pipeline import metrics, schema_store, storage
+from pipeline.checkpoint import Checkpoint, CheckpointStore
+from pipeline.errors import ConfigError, CtpipeError, InputError
+from pipeline.lock import StorageLock
+from pipeline.version import code_version
+from transforms.kafka_source import (KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets,
+                                     commit_group_offsets, end_offsets)
+from transforms.pending import (PartSettings, ReadPendingParts, WritePendingParts, list_parts,
+                                to_source_record, window_end_ms)
+
+EXIT_CODES_HELP = """exit codes:
+  0   every requested cycle completed (with --until-idle: the topic has no unread records)
+  1   unexpected internal error (a bug: rerun with --debug and report the traceback)
+  2   bad configuration or command-line value (e.g. no source.kafka section)
+  3   Kafka unreachable, topic missing, or checkpointed offsets deleted by retention
+  4   storage root holds something unexpected (corrupt checkpoint, manifest or transform pointer)
+  5   another ctpipe stream holds the lock on this storage root (or this one lost it)
+A non-zero exit leaves a consistent store: rerun the same command to continue from the checkpoint.
+"""
+
+DEFAULT_MAX_RECORDS_PER_CYCLE = 500_000
+SCHEMA_SAMPLE_RECORDS = 20_000
+"""The first schema is inferred from at most this many records at the start of the first cycle."""
+
+
+# --------------------------------------------------------------------------- pure planning
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    cycle: int
+    ranges: tuple
+    """OffsetRanges read by this cycle, split by max_records_per_split."""
+    ends: dict
+    """partition -> offset the checkpoint moves to when the cycle completes."""
+    date: str
+    """UTC date (YYYYMMDD) of the first attempt: dead-letter folder and run id."""
+    watermark_before_ms: Optional[int]
+
+    @property
+    def records(self) -> int:
+        return sum(len(r) for r in self.ranges)
+
+    def to_json(self) -> dict:
+        return {"cycle": self.cycle, "ranges": [[r.topic, r.partition, r.start, r.end] for r in self.ranges],
+                "ends": {str(p): o for p, o in sorted(self.ends.items())}, "date": self.date,
+                "watermark_before_ms": self.watermark_before_ms}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CyclePlan":
+        return cls(int(data["cycle"]), tuple(OffsetRange(t, int(p), int(s), int(e)) for t, p, s, e in data["ranges"]),
+                   {int(p): int(o) for p, o in data["ends"].items()}, data["date"], data["watermark_before_ms"])
+
+
+def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_records_per_split: int,
+               max_records_per_cycle: int, date: str) -> CyclePlan:
+    """Ranges of the next cycle: per partition [checkpoint offset, end), at most
+    ``max_records_per_cycle`` records in all (shared equally by the partitions with data).
+
+    Partitions the checkpoint has not seen start at their beginning offset. A checkpointed offset
+    below the partition's beginning means retention deleted unread records: InputError.
+    """
+    if max_records_per_cycle < 1:
+        raise ConfigError(f"--max-records-per-cycle must be >= 1, not {max_records_per_cycle}")
+    start = {}
+    for partition in sorted(end):
+        offset = checkpoint.offsets.get(partition, begin.get(partition, 0))
+        if offset < begin.get(partition, 0):
+            raise InputError(
+                f"Kafka topic {topic!r} partition {partition}: the checkpoint is at offset {offset} but the "
+                f"broker's earliest offset is {begin[partition]}; records {offset}..{begin[partition] - 1} were "
+                "deleted by retention before ctpipe read them. Raise the topic's retention; to continue "
+                "anyway, move the checkpoint file away (the windows already sealed stay)")
+        if offset > end[partition]:
+            raise InputError(f"Kafka topic {topic!r} partition {partition}: the checkpoint is at offset "
+                             f"{offset}, past the end {end[partition]}; was the topic deleted and recreated? "
+                             "Point source.kafka.topic at the right topic or move the checkpoint away")
+        start[partition] = offset
+    with_data = [p for p in sorted(end) if end[p] > start[p]]
+    capped = dict(end)
+    if with_data:
+        share = max(1, max_records_per_cycle // len(with_data))
+        for partition in with_data:
+            capped[partition] = min(end[partition], start[partition] + share)
+    ranges = []
+    for partition in sorted(capped):
+        for lo in range(start[partition], capped[partition], max_records_per_split):
+            ranges.append(OffsetRange(topic, partition, lo, min(lo + max_records_per_split, capped[partition])))
+    return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms)
+
+
+def merge_newest(before: dict, cycle: dict) -> dict:
+    """Newest event time per partition after a cycle (never moves back)."""
+    out = dict(before)
+    for partition, ts in cycle.items():
+        out[partition] = max(out.get(partition, ts), ts)
+    return out
+
+
+def compute_watermark(newest_per_partition: dict, lateness_s: int, previous: Optional[int]) -> Optional[int]:
+    """min over partitions with data of their newest event time, minus the allowed lateness;
+    never below ``previous``. None while no partition has data."""
+    if not newest_per_partition:
+        return previous
+    watermark = min(newest_per_partition.values()) - lateness_s * 1000
+    return watermark if previous is None else max(previous, watermark)
+
+
+def windows_to_seal(pending: list, touched: set, size_s: int, before: Optional[int],
+                    after: Optional[int]) -> list:
+    """Windows to (re)seal this cycle: those whose end passed the watermark in this cycle, and
+    those already sealed that received late parts this cycle."""
+    if after is None:
+        return []
+    out = []
+    for wid in sorted(pending):
+        end = window_end_ms(wid, size_s)
+        if end <= after and (before is None or end > before or wid in touched):
+            out.append(wid)
+    return out
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _save_local_json(obj, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle)
+
+
+def _decode_spec(config, schema):
+    from pipeline.backfill import decode_spec
+
+    return decode_spec(config, schema)
+
+
+def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
+    """The first ``limit`` records of the planned ranges, spread over the partitions."""
+    by_partition: dict = {}
+    for rng in ranges:
+        by_partition.setdefault(rng.partition, []).append(rng)
+    share = max(1, limit // max(1, len(by_partition)))
+    out = []
+    for partition in sorted(by_partition):
+        left = share
+        for rng in by_partition[partition]:
+            if left <= 0:
+                break
+            take = min(len(rng), left)
+            out.append(OffsetRange(rng.topic, rng.partition, rng.start, rng.start + take))
+            left -= take
+    return out
+
+
+def infer_schema_from_ranges(config, ranges, kwargs, options) -> int:
+    """First cycle on an empty store: infer the schema from a sample of the planned records
+    (``schema_sample``) and store it."""
+    ranges = schema_sample(ranges)
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from transforms.decode import Decode
+    from transforms.schema_inference import StatisticsOfEvents
+    from transforms.validation import infer_schema
+
+    out = tempfile.mkdtemp(prefix="ctpipe-schema-")
+    stats_path = os.path.join(out, "stats.pb")
+    with beam.Pipeline(options=options) as p:
+        records = (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
+                   | "ToSource" >> beam.Map(to_source_record))
+        events, _dead = records | "Decode" >> Decode(_decode_spec(config, None))
+        _ = events | "Stats" >> StatisticsOfEvents(stats_path)
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    with open(stats_path, "rb") as handle:
+        stats.ParseFromString(handle.read())
+    if not stats.datasets or stats.datasets[0].num_examples == 0:
+        raise InputError(f"no decodable events in the first {sum(len(r) for r in ranges)} records of Kafka topic "
+                         f"{config.source.kafka.topic!r}: cannot infer a schema (check event_time.field and id_field)")
+    schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
+    return schema_store.save(config.storage.root, schema)
+
+
+def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
+    """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary."""
+    from pipeline.backfill import decode_spec
+    from transforms.decode import Decode
+    from transforms.record_checks import CheckRecords
+
+    temp = tempfile.mkdtemp(prefix="ctpipe-ingest-")
+    out_path = os.path.join(temp, "ingest.json")
+    settings = PartSettings(config.storage.root, sid, config.window.size_s, plan.watermark_before_ms,
+                            config.window.late_data, plan.date)
+    pipeline = beam.Pipeline(options=options)
+    records = (pipeline
+               | "Ranges" >> beam.Create(list(plan.ranges))
+               | "ReadKafka" >> ReadKafkaRanges(kwargs)
+               | "ToSourceRecord" >> beam.Map(to_source_record))
+    decoded, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
+    # Record checks run here, not only at sealing: their dead letters then get the range's
+    # deterministic file name, so resealing a window later (late data) cannot count them again.
+    events, check_dead = decoded | "RecordChecks" >> CheckRecords(schema)
+    dead = (decode_dead, check_dead) | "AllDeadLetters" >> beam.Flatten()
+    parts, dead_files, newest = (events, dead) | "WriteParts" >> WritePendingParts(settings, plan.ranges)
+    collected = {"parts": parts | "ListParts" >> beam.combiners.ToList(),
+                 "dead": dead_files | "SumDead" >> beam.CombineGlobally(sum),
+                 "newest": newest | "ListNewest" >> beam.combiners.ToList()}
+    _ = (pipeline
+         | "One" >> beam.Create([None])
+         | "Collect" >> beam.Map(lambda _x, parts, dead, newest: {"parts": parts, "dead": dead, "newest": newest},
+                                 parts=beam.pvalue.AsSingleton(collected["parts"]),
+                                 dead=beam.pvalue.AsSingleton(collected["dead"]),
+                                 newest=beam.pvalue.AsSingleton(collected["newest"]))
+         | "Save" >> beam.Map(_save_local_json, out_path))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = metrics.record_beam_counters(result, "stream", "kafka")
+    with open(out_path, encoding="utf-8") as handle:
+        summary = json.load(handle)
+    summary["newest"] = {int(p): int(t) for p, t in summary["newest"]}
+    summary["counters"] = counters
+    return summary
+
+
+def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
+             schema_version: int) -> list:
+    """Seal ``window_ids`` from all their pending parts with the shared window graph."""
+    from pipeline.backfill import build_window_graph
+    from transforms.preprocess import current_transform
+
+    root = config.storage.root
+    parts = list_parts(root, sid)
+    paths = [info.path for wid in window_ids for info in parts.get(wid, [])]
+    sources = {}
+    for wid in window_ids:
+        for info in parts.get(wid, []):
+            uri = f"kafka://{info.range.topic}/{info.range.partition}"
+            sources.setdefault(uri, {"uri": uri, "topic": info.range.topic, "partition": info.range.partition})
+    temp = tempfile.mkdtemp(prefix="ctpipe-seal-")
+    out_path = os.path.join(temp, "summaries.json")
+    fingerprint = current_transform(root)
+    pipeline = beam.Pipeline(options=options)
+    events = pipeline | "ReadParts" >> ReadPendingParts(paths)
+    summaries = build_window_graph(events, [], config, schema, schema_text, schema_version, None, None,
+                                   seal_run_id(plan, sid), sources, temp, transform_fingerprint=fingerprint)
+    _ = (summaries
+         | "CollectSummaries" >> beam.combiners.ToList()
+         | "SaveSummaries" >> beam.Map(_save_local_json, out_path))
+    result = pipeline.run()
+    result.wait_until_finish()
+    metrics.record_beam_counters(result, "stream_seal", "pending")
+    with open(out_path, encoding="utf-8") as handle:
+        return sorted(json.load(handle), key=lambda w: w["window_id"])
+
+
+def seal_run_id(plan: CyclePlan, sid: str) -> str:
+    """Deterministic per cycle (a replay overwrites the same run record and dead-letter file)."""
+    return f"{plan.date}T000000Z-stream-{sid}-c{plan.cycle:08d}"
+
+
+# --------------------------------------------------------------------------- one cycle
+
+
+@dataclass
+class CycleResult:
+    cycle: int
+    replayed: bool
+    records: int
+    parts: int
+    dead_letters: int
+    late_records: int
+    watermark_ms: Optional[int]
+    sealed: list
+    commit_error: Optional[str] = None
+    seconds: dict = None
+    """wall time per phase: plan, schema, ingest, seal, checkpoint, commit"""
+
+    @property
+    def idle(self) -> bool:
+        return self.records == 0
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _kafka_error(exc: BaseException) -> Optional[KafkaSourceError]:
+    seen = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KafkaSourceError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class StreamRunner:
+    """Runs cycles of one Kafka source into one storage root (the lock must be held)."""
+
+    def __init__(self, config, options, lock: Optional[StorageLock] = None,
+                 max_records_per_cycle: int = DEFAULT_MAX_RECORDS_PER_CYCLE, clock=time.time):
+        if config.source.kafka is None or not config.source.kafka.topic:
+            raise ConfigError("ctpipe stream needs source.kafka with bootstrap_servers and topic in the config "
+                              "(see examples/ctpipe.yaml)")
+        from pipeline.kafka_client import client_kwargs
+
+        self.config = config
+        self.options = options
+        self.kafka = config.source.kafka
+        self.kwargs = client_kwargs(self.kafka)
+        self.store = CheckpointStore(config.storage.root, self.kafka.topic)
+        self.lock = lock
+        self.max_records_per_cycle = max_records_per_cycle
+        self._clock = clock
+
+    def _check_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.check()
+
+    def plan(self, checkpoint: Checkpoint) -> tuple[CyclePlan, bool]:
+        if checkpoint.in_flight:
+            return CyclePlan.from_json(checkpoint.in_flight), True
+        end = end_offsets(self.kwargs, self.kafka.topic)
+        begin = beginning_offsets(self.kwargs, self.kafka.topic)
+        date = dt.datetime.fromtimestamp(self._clock(), tz=dt.timezone.utc).strftime("%Y%m%d")
+        plan = plan_cycle(checkpoint, begin, end, self.kafka.topic, self.kafka.max_records_per_split,
+                          self.max_records_per_cycle, date)
+        for partition, offset in end.items():
+            metrics.KAFKA_LAG.labels(topic=self.kafka.topic, partition=str(partition)).set(
+                offset - checkpoint.offsets.get(partition, begin.get(partition, 0)))
+        return plan, False
+
+    def run_cycle(self) -> CycleResult:
+        try:
+            return self._run_cycle()
+        except CtpipeError:
+            raise
+        except Exception as exc:
+            kafka = _kafka_error(exc)
+            if kafka is not None:
+                raise InputError(str(kafka)) from exc
+            raise
+
+    def _run_cycle(self) -> CycleResult:
+        config, root = self.config, self.config.storage.root
+        sid = self.store.source_id
+        seconds = {}
+        mark = [time.monotonic()]
+
+        def lap(name):
+            now = time.monotonic()
+            seconds[name] = round(now - mark[0], 3)
+            mark[0] = now
+
+        self._check_lock()
+        checkpoint = self.store.load()
+        plan, replayed = self.plan(checkpoint)
+        if not plan.ranges:
+            lap("plan")
+            return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [], seconds=seconds)
+        if not replayed:
+            self.store.save(checkpoint.replace(in_flight=plan.to_json()))
+        lap("plan")
+        with metrics.timed("stream_cycle"):
+            if schema_store.load(root) is None:
+                infer_schema_from_ranges(config, plan.ranges, self.kwargs, self.options)
+            schema, schema_text, schema_version = schema_store.load(root)
+            lap("schema")
+            self._check_lock()
+            ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
+            lap("ingest")
+            newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
+            watermark = compute_watermark(newest, config.window.lateness_s, plan.watermark_before_ms)
+            touched = {p["window_id"] for p in ingest["parts"] if not p["late_side_output"]}
+            pending = list(list_parts(root, sid))
+            to_seal = windows_to_seal(pending, touched, config.window.size_s, plan.watermark_before_ms, watermark)
+            sealed = []
+            if to_seal:
+                self._check_lock()
+                sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version)
+            lap("seal")
+            late = int(ingest["counters"].get("late_records", 0))
+            late_counts = dict(checkpoint.late_records)
+            if late:
+                late_counts[config.window.late_data] = late_counts.get(config.window.late_data, 0) + late
+            self._check_lock()
+            done = checkpoint.replace(offsets={**checkpoint.offsets, **plan.ends}, max_event_time_ms=newest,
+                                      watermark_ms=watermark, cycle=plan.cycle, in_flight=None,
+                                      late_records=late_counts)
+            self.store.save(done)
+            lap("checkpoint")
+        for window in sealed:
+            if window["written"]:
+                metrics.WINDOWS_SEALED.labels(verdict=window["verdict"]).inc()
+        if watermark is not None:
+            metrics.WATERMARK.labels(source=sid).set(watermark / 1000)
+        commit_error = None
+        try:
+            commit_group_offsets(self.kwargs, self.kafka.group_id, self.kafka.topic, done.offsets)
+        except KafkaSourceError as exc:  # lag visibility only: the checkpoint already holds the truth
+            commit_error = str(exc)
+            print(f"ctpipe stream: warning: {exc}; the next cycle commits again", file=sys.stderr)
+        lap("commit")
+        result = CycleResult(plan.cycle, replayed, plan.records, len(ingest["parts"]), int(ingest["dead"] or 0),
+                             late, watermark, sealed, commit_error, seconds)
+        storage.write_json_atomic(storage.join(root, "runs", f"{seal_run_id(plan, sid)}.json"), {
+            "run_id": seal_run_id(plan, sid), "kind": "stream", "code_version": code_version(),
+            "plan": plan.to_json(), "result": result.to_json(), "finished_at": round(self._clock(), 3)})
+        metrics.LAST_SUCCESS.labels(job="stream").set_to_current_time()
+        return result
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _lock_name(config) -> str:
+    return f"stream-{CheckpointStore(config.storage.root, config.source.kafka.topic).source_id}"
+
+
+def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool = False,
+               interval_s: Optional[float] = None, max_records_per_cycle: int = DEFAULT_MAX_RECORDS_PER_CYCLE,
+               on_cycle=None) -> list:
+    """Run cycles under the storage-root lock; returns the CycleResults."""
+    if config.source.kafka is None:
+        raise ConfigError("ctpipe stream needs a source.kafka section in the config (bootstrap_servers, topic)")
+    if cycles is not None and cycles < 1:
+        raise ConfigError(f"--cycles must be >= 1, not {cycles}")
+    if interval_s is not None and interval_s <= 0:
+        raise ConfigError(f"--interval must be > 0 seconds, not {interval_s}")
+    storage.makedirs(config.storage.root)
+    results = []
+    with StorageLock(config.storage.root, _lock_name(config)) as lock:
+        runner = StreamRunner(config, options, lock, max_records_per_cycle)
+        if interval_s is not None:
+            metrics.serve(config.metrics.port, config.metrics.bind)
+        done = 0
+        while True:
+            started = time.monotonic()
+            result = runner.run_cycle()
+            results.append(result)
+            done += 1
+            if on_cycle is not None:
+                on_cycle(result)
+            if until_idle and result.idle:
+                break
+            if not until_idle and interval_s is None and done >= (cycles or 1):
+                break
+            if interval_s is not None:
+                remaining = interval_s - (time.monotonic() - started)
+                if remaining > 0:
+                    time.sleep(remaining)  # the schedule itself, not a race workaround
+    metrics.push(config.metrics.pushgateway, "stream")
+    return results
+
+
+def _print_cycle(result: CycleResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), sort_keys=True, default=str), flush=True)
+        return
+    if result.idle:
+        print(f"cycle {result.cycle}: no new records", flush=True)
+        return
+    sealed = ", ".join(f"{w['window_id']} v{w['version']}{'' if w['written'] else ' (unchanged)'}"
+                       for w in result.sealed) or "none"
+    wm = (dt.datetime.fromtimestamp(result.watermark_ms / 1000, tz=dt.timezone.utc).isoformat()
+          if result.watermark_ms is not None else "none")
+    print(f"cycle {result.cycle}{' (replayed)' if result.replayed else ''}: {result.records} records, "
+          f"{result.parts} parts, {result.dead_letters} dead letters, {result.late_records} late; "
+          f"watermark {wm}; sealed {sealed}", flush=True)
+
+
+def handler(args, config, options) -> int:
+    cycles = args.cycles
+    if cycles is None and not args.until_idle and args.interval is None:
+        cycles = 1
+    run_stream(config, options, cycles=cycles, until_idle=args.until_idle, interval_s=args.interval,
+               max_records_per_cycle=args.max_records_per_cycle,
+               on_cycle=lambda r: _print_cycle(r, getattr(args, "json", False)))
+    return 0
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``stream`` subcommand (with the CLI's common options: --config, --runner-config,
+    --json, --debug) to ``subparsers``."""
+    from pipeline.cli import common_parent
+
+    parser = subparsers.add_parser(
+        "stream", parents=[common_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="read Kafka in exactly-once micro-batch cycles and seal event-time windows",
+        description=__doc__.split("\n\n", 1)[0] + "\n\nEach cycle reads [checkpoint, end offset fixed at "
+        "cycle start) per partition, writes window parts, seals the windows the watermark passed, then "
+        "checkpoints and commits the consumer group's offsets.",
+        epilog=EXIT_CODES_HELP)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cycles", type=int, default=None, metavar="N", help="run N cycles, then exit (default 1)")
+    mode.add_argument("--until-idle", action="store_true",
+                      help="run cycles until one finds no unread records, then exit (for schedulers)")
+    mode.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                      help="run forever, one cycle every SECONDS (serves metrics.port while running)")
+    parser.add_argument("--max-records-per-cycle", type=int, default=DEFAULT_MAX_RECORDS_PER_CYCLE, metavar="N",
+                        help="read at most N records per cycle, shared by the partitions "
+                             f"(default {DEFAULT_MAX_RECORDS_PER_CYCLE}); smaller cycles seal sooner and "
+                             "replay less after a crash")
+    parser.set_defaults(func=handler)
+    return parser

@@ -1,0 +1,188 @@
+"""The unbounded graph's windowing, lateness and write semantics with TestStream (DirectRunner),
+and the FlinkRunner / Dataflow options it renders."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from pipeline import schema_store, synthetic, window_store
+from pipeline.config import config_from_dict
+from pipeline.errors import ConfigError
+from pipeline.streaming_graph import build_streaming_graph, dataflow_options, flink_options, java_consumer_config
+from transforms.preprocess import current_transform
+from transforms.records import SourceRecord
+
+T0 = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+T0_S = T0.timestamp()
+H = 3600
+
+
+def _event(i: int, seconds: float) -> bytes:
+    ts = (T0 + dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({"id": f"s-{i:05d}", "ts": ts, "device_id": f"dev-{i % 7:03d}", "firmware": "v1",
+                       "temperature": 55.0 + i % 10, "vibration": 1.0 + (i % 5) / 10, "humidity": 40.0,
+                       "label": i % 2}).encode()
+
+
+def _record(i: int, seconds: float, raw: bytes | None = None) -> TimestampedValue:
+    rec = SourceRecord("kafka://ev/0", str(i), raw if raw is not None else _event(i, seconds), None, None)
+    return TimestampedValue(rec, T0_S + seconds)  # arrival time; the graph re-stamps by event time
+
+
+@pytest.fixture(scope="module")
+def published_store(tmp_path_factory):
+    """A storage root with a schema and a transform published by a small backfill (CURRENT set)."""
+    from pipeline.backfill import run_backfill
+    from pipeline.options import pipeline_options
+
+    base = tmp_path_factory.mktemp("streaming")
+    data = base / "data"
+    stats = synthetic.write_jsonl(str(data), synthetic.generate(dt.datetime(2026, 11, 26), 2, 300, malformed_per_hour=0,
+                                                                out_of_range_per_hour=0), rows_per_hour=300)
+    assert stats.valid == 600
+    root = str(base / "store")
+    config = config_from_dict({"storage": {"root": root}, "source": {"files": {"uri": str(data / "*.jsonl")}},
+                               "window": {"size": "1h", "allowed_lateness": "30m"}})
+    run_backfill(config, pipeline_options("runner_configs/direct.yaml"), None, None)
+    assert current_transform(root) is not None
+    return config
+
+
+def test_on_time_and_late_firings_seal_new_versions_and_too_late_data_is_dropped(published_store):
+    config = published_store
+    root = config.storage.root
+    _schema, schema_text, schema_version = schema_store.load(root)
+    fingerprint = current_transform(root)
+    stream = (TestStream()
+              .advance_watermark_to(T0_S)
+              .add_elements([_record(i, 60 * i) for i in range(20)])            # window 00:00
+              .add_elements([_record(100 + i, H + 60 * i) for i in range(10)])  # window 01:00
+              .add_elements([_record(900, 120, b"{not json")])                  # dead letter
+              .advance_watermark_to(T0_S + H + 1)                               # 00:00 fires on time
+              .add_elements([_record(200, 30 * 60)])                            # late, within lateness
+              .advance_watermark_to(T0_S + 2 * H + 1)                           # 01:00 on time
+              .add_elements([_record(300, 40 * 60)])                            # 00:00 past lateness
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--streaming"])
+    with BeamTestPipeline(options=options) as p:
+        windows, (dead_paths, _dupes) = build_streaming_graph(p, config, schema_text, schema_version, fingerprint,
+                                                              source=stream)
+        assert_that(windows | beam.Map(lambda w: (w["window_id"], w["version"], w["records"], w["timing"])),
+                    equal_to([("20261127T0000Z", 1, 20, "ON_TIME"), ("20261127T0000Z", 2, 21, "LATE"),
+                              ("20261127T0100Z", 1, 10, "ON_TIME")]), label="Firings")
+        assert_that(dead_paths | beam.Map(os.path.basename), equal_to(["kafka-ev-0-900-bad_json.json"]),
+                    label="DeadLetters")
+    sealed = {(w.window_id, w.version): w for w in window_store.list_sealed(root, latest_only=False)
+              if w.window_id.startswith("20261127")}
+    assert sorted(sealed) == [("20261127T0000Z", 1), ("20261127T0000Z", 2), ("20261127T0100Z", 1)]
+    v2 = sealed[("20261127T0000Z", 2)].manifest
+    assert v2["record_count"] == 21 and v2["supersedes"] == 1 and v2["transform_fingerprint"] == fingerprint
+    ids = _raw_ids(sealed[("20261127T0000Z", 2)])
+    assert "s-00200" in ids and "s-00300" not in ids and len(ids) == 21
+
+
+def test_a_replayed_firing_is_a_no_op(published_store):
+    """What a runner restoring a checkpoint does: fire the same window content again."""
+    config = published_store
+    root = config.storage.root
+    _schema, schema_text, schema_version = schema_store.load(root)
+    fingerprint = current_transform(root)
+    for attempt in range(2):
+        stream = (TestStream()
+                  .advance_watermark_to(T0_S + 5 * H)
+                  .add_elements([_record(500 + i, 5 * H + 60 * i) for i in range(5)])
+                  .advance_watermark_to_infinity())
+        with BeamTestPipeline(options=PipelineOptions(["--streaming"])) as p:
+            windows, _dead = build_streaming_graph(p, config, schema_text, schema_version, fingerprint, source=stream)
+            assert_that(windows | beam.Map(lambda w: (w["version"], w["written"])),
+                        equal_to([(1, attempt == 0)]))
+
+
+def _raw_ids(window) -> list:
+    import tensorflow as tf
+
+    return [tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
+            for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator()]
+
+
+def test_flink_options_are_accepted_by_pipeline_options():
+    options = PipelineOptions(flink_options("flink-jobmanager:8081", checkpointing_interval_ms=30_000, parallelism=4))
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.view_as(StandardOptions).streaming is True
+    flink = options.view_as(FlinkRunnerOptions)
+    assert flink.flink_master == "flink-jobmanager:8081" and flink.parallelism == 4
+    # checkpointing_interval is a Java-side Flink option: Beam forwards it to the job server
+    assert options.get_all_options(retain_unknown_options=True)["checkpointing_interval"] == "30000"
+    with pytest.raises(ConfigError, match="checkpointing_interval"):
+        flink_options("m:8081", checkpointing_interval_ms=0)
+
+
+def test_dataflow_options_render_streaming_engine():
+    options = PipelineOptions(dataflow_options("proj", "europe-west1", "gs://b/tmp"))
+    assert options.view_as(StandardOptions).streaming is True
+    assert options.get_all_options()["project"] == "proj"
+
+
+def test_java_consumer_config_carries_security_from_env(monkeypatch):
+    from pipeline.config import KafkaSourceConfig
+
+    monkeypatch.setenv("K_USER", "alice")
+    monkeypatch.setenv("K_PASS", 's3cr"t')
+    cfg = KafkaSourceConfig(bootstrap_servers="b:9093", topic="ev", security_protocol="SASL_SSL",
+                            sasl_mechanism="SCRAM-SHA-512", sasl_username_env="K_USER", sasl_password_env="K_PASS")
+    out = java_consumer_config(cfg)
+    assert out["bootstrap.servers"] == "b:9093" and out["security.protocol"] == "SASL_SSL"
+    assert out["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert out["sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                       'username="alice" password="s3cr\\"t";')
+    assert "ssl.endpoint.identification.algorithm" not in out  # hostname checking stays on
+
+
+def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store):
+    """ApplyTransform (stream mode) over a backfilled window = what AnalyzeAndTransform wrote."""
+    import glob
+
+    import tensorflow as tf
+
+    from transforms.decode import decode_record
+    from transforms.prepare import arrow_schema_for, prepare_window
+    from transforms.preprocess import ApplyTransform
+    from transforms.records import Event
+    from transforms.sources import read_jsonl
+    from transforms.validation import feature_types
+    from transforms.windowing import split_duplicates, window_of
+
+    config = published_store
+    root = config.storage.root
+    schema, _text, _version = schema_store.load(root)
+    types = feature_types(schema)
+    sealed = window_store.latest_sealed(root, "20261126T0000Z")
+    events = [e for path in sorted(glob.glob(config.source.files.uri)) for rec in read_jsonl(path)
+              if isinstance(e := decode_record(rec, config_spec(config, schema)), Event)
+              and window_of(e, 3600) == "20261126T0000Z"]
+    kept, _dupes = split_duplicates(events)
+    batch = prepare_window("20261126T0000Z", kept, types, {}).batch
+    with BeamTestPipeline() as p:
+        examples, fingerprint = (p | beam.Create([("20261126T0000Z", batch)])
+                                 | ApplyTransform(root, current_transform(root), schema, arrow_schema_for(types)))
+        stored = {i: tf.train.Example.FromString(ex) for i, ex in zip(
+            [e.id for e in kept],
+            tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP").as_numpy_iterator())}
+        assert_that(examples | beam.MapTuple(lambda wid, kv: (wid, kv[0], tf.train.Example.FromString(kv[1]) == stored[kv[0]])),
+                    equal_to([("20261126T0000Z", e.id, True) for e in kept]), label="SameExamples")
+        assert_that(fingerprint, equal_to([current_transform(root)]), label="Fingerprint")
+
+
+def config_spec(config, schema):
+    from pipeline.backfill import decode_spec
+
+    return decode_spec(config, schema)

@@ -1,0 +1,273 @@
+"""Pending (unsealed) window parts of ``ctpipe stream``: written per cycle, read at sealing.
+
+Each cycle decodes the records of its planned Kafka offset ranges and writes, for every
+(window, offset range) pair that received events, one part file:
+
+    <root>/pending/<source_id>/<window_id>/<topic>-p<partition>-<start>-<end>.jsonl.gz
+
+(gzip JSON lines of the decoded events, sorted by id), and the range's dead letters to
+
+    <root>/deadletter/<date>/stream-<source_id>-p<partition>-<start>-<end>.jsonl
+
+Both names depend only on the window and the source range (and the date fixed in the cycle's
+plan), and every file goes through a temporary name and a rename. A cycle replayed after a crash
+executes the same plan (the checkpoint keeps it as ``in_flight``), so it rewrites exactly the same
+names with the same content: a replayed part replaces the crashed attempt's part instead of adding
+a second copy, so an id is never counted twice and never becomes a ``duplicate_id`` dead letter.
+
+A window's content is always the union of all its parts; parts are kept after sealing, so late
+data (a new part for an already sealed window) reseals the window from old + new parts as
+v<N+1>, and resealing unchanged parts is a no-op (same content digest).
+
+Late records (their window's end is at or before the watermark the cycle started from) follow
+``window.late_data``: ``new_version`` writes their part under pending/ like any other (the
+window is resealed); ``side_output`` writes it under ``<root>/late/<source_id>/<window_id>/``
+with the same file name, and the window stays as it is. Both are counted (``late_records``).
+"""
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import apache_beam as beam
+
+from pipeline import storage
+from transforms.kafka_source import KafkaRecord, OffsetRange
+from transforms.records import DeadLetter, Event, SourceRecord
+from transforms.windowing import window_id, window_id_start_ms, window_start_ms
+
+PART_SUFFIX = ".jsonl.gz"
+_PART_RE = re.compile(r"/([0-9]{8}T[0-9]{4}Z)/([^/]+)-p([0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
+NEW_VERSION, SIDE_OUTPUT = "new_version", "side_output"
+
+
+# --------------------------------------------------------------------------- names
+
+
+def range_key(rng: OffsetRange) -> str:
+    """``p<partition>-<start>-<end>`` with zero padding, so names sort by partition and offset."""
+    return f"p{rng.partition:05d}-{rng.start:020d}-{rng.end:020d}"
+
+
+def part_name(rng: OffsetRange) -> str:
+    return f"{rng.topic}-{range_key(rng)}{PART_SUFFIX}"
+
+
+def pending_dir(root: str, sid: str) -> str:
+    return storage.join(root, "pending", sid)
+
+
+def late_dir(root: str, sid: str) -> str:
+    return storage.join(root, "late", sid)
+
+
+def part_path(root: str, sid: str, wid: str, rng: OffsetRange, late_side_output: bool = False) -> str:
+    base = late_dir(root, sid) if late_side_output else pending_dir(root, sid)
+    return storage.join(base, wid, part_name(rng))
+
+
+def deadletter_path(root: str, sid: str, date: str, rng: OffsetRange) -> str:
+    return storage.join(root, "deadletter", date, f"stream-{sid}-{range_key(rng)}.jsonl")
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    path: str
+    window_id: str
+    range: OffsetRange
+
+
+def parse_part_path(path: str) -> Optional[PartInfo]:
+    match = _PART_RE.search(path)
+    if not match:
+        return None
+    wid, topic, partition, start, end = match.groups()
+    return PartInfo(path, wid, OffsetRange(topic, int(partition), int(start), int(end)))
+
+
+def list_parts(root: str, sid: str, late: bool = False) -> dict[str, list[PartInfo]]:
+    """window_id -> its part files (sorted), under pending/ (or late/ with ``late``)."""
+    base = late_dir(root, sid) if late else pending_dir(root, sid)
+    out: dict[str, list[PartInfo]] = {}
+    for path in storage.glob(storage.join(base, "*", "*" + PART_SUFFIX)):
+        info = parse_part_path(path)
+        if info is not None:
+            out.setdefault(info.window_id, []).append(info)
+    return out
+
+
+def window_end_ms(wid: str, size_s: int) -> int:
+    return window_id_start_ms(wid) + size_s * 1000
+
+
+# --------------------------------------------------------------------------- (de)serialization
+
+
+def event_to_json(event: Event) -> dict:
+    return {"id": event.id, "t": event.event_time_ms, "f": event.features, "s": event.source,
+            "p": event.position, "i": event.ingest_time_ms}
+
+
+def event_from_json(obj: dict) -> Event:
+    return Event(obj["id"], obj["t"], obj["f"], obj["s"], obj["p"], obj.get("i"))
+
+
+def encode_part(events: Iterable[Event]) -> bytes:
+    """gzip JSON lines, events sorted by (id, position); mtime 0 so equal content gives equal bytes."""
+    ordered = sorted(events, key=lambda e: (e.id, int(e.position) if e.position.isdigit() else 0))
+    lines = "".join(json.dumps(event_to_json(e), sort_keys=True, separators=(",", ":")) + "\n" for e in ordered)
+    return gzip.compress(lines.encode("utf-8"), mtime=0)
+
+
+def decode_part(data: bytes) -> list[Event]:
+    return [event_from_json(json.loads(line)) for line in gzip.decompress(data).decode("utf-8").splitlines() if line]
+
+
+def read_part(path: str) -> list[Event]:
+    return decode_part(storage.read_bytes(path))
+
+
+# --------------------------------------------------------------------------- Kafka records
+
+
+def to_source_record(record: KafkaRecord) -> SourceRecord:
+    return SourceRecord(f"kafka://{record.topic}/{record.partition}", str(record.offset), record.value,
+                        None, record.timestamp_ms)
+
+
+def partition_of(source: str) -> int:
+    """Partition of a ``kafka://topic/partition`` source string."""
+    return int(source.rsplit("/", 1)[1])
+
+
+class RangeIndex:
+    """Finds the planned OffsetRange holding (partition, offset)."""
+
+    def __init__(self, ranges: Iterable[OffsetRange]):
+        self._by_partition: dict[int, list[OffsetRange]] = {}
+        for rng in sorted(ranges, key=lambda r: (r.partition, r.start)):
+            self._by_partition.setdefault(rng.partition, []).append(rng)
+        self._starts = {p: [r.start for r in rs] for p, rs in self._by_partition.items()}
+
+    def find(self, partition: int, offset: int) -> OffsetRange:
+        ranges = self._by_partition.get(partition, [])
+        i = bisect.bisect_right(self._starts.get(partition, []), offset) - 1
+        if i < 0 or not ranges[i].start <= offset < ranges[i].end:
+            raise ValueError(f"partition {partition} offset {offset} is in no planned range")
+        return ranges[i]
+
+
+# --------------------------------------------------------------------------- Beam
+
+
+@dataclass(frozen=True)
+class PartSettings:
+    root: str
+    source_id: str
+    window_size_s: int
+    watermark_before_ms: Optional[int]
+    """Watermark the cycle started from: windows ending at or before it are sealed (late data)."""
+    late_policy: str
+    date: str
+    """UTC date (YYYYMMDD) fixed in the cycle plan, for the dead-letter folder."""
+
+
+class _KeyEventDoFn(beam.DoFn):
+    def __init__(self, settings: PartSettings, ranges: tuple):
+        self._s = settings
+        self._ranges = ranges
+        self._index: Optional[RangeIndex] = None
+        self._late = beam.metrics.Metrics.counter("ctpipe", "late_records")
+
+    def setup(self):
+        self._index = RangeIndex(self._ranges)
+
+    def process(self, event: Event):
+        rng = self._index.find(partition_of(event.source), int(event.position))
+        start = window_start_ms(event.event_time_ms, self._s.window_size_s)
+        wid = window_id(start)
+        wm = self._s.watermark_before_ms
+        late = wm is not None and start + self._s.window_size_s * 1000 <= wm
+        if late:
+            self._late.inc()
+        # plain tuple keys: deterministic coding for the GroupByKey
+        yield (wid, rng.topic, rng.partition, rng.start, rng.end, late and self._s.late_policy == SIDE_OUTPUT), event
+
+
+def _write_part(element, settings: PartSettings):
+    (wid, topic, partition, start, end, side), events = element
+    rng = OffsetRange(topic, partition, start, end)
+    events = list(events)
+    path = part_path(settings.root, settings.source_id, wid, rng, late_side_output=side)
+    storage.write_bytes_atomic(path, encode_part(events))
+    yield {"window_id": wid, "range": [rng.partition, rng.start, rng.end], "records": len(events),
+           "late_side_output": side, "path": path}
+
+
+def _write_dead(element, settings: PartSettings):
+    rng, dead = OffsetRange(*element[0]), element[1]
+    lines = sorted((json.dumps(d.to_json(), sort_keys=True) for d in dead),
+                   key=lambda line: json.loads(line)["position"].zfill(20))
+    storage.write_bytes_atomic(deadletter_path(settings.root, settings.source_id, settings.date, rng),
+                               ("\n".join(lines) + "\n").encode("utf-8"))
+    yield len(lines)
+
+
+class WritePendingParts(beam.PTransform):
+    """(events, dead letters) of one cycle -> part files and dead-letter files (deterministic names).
+
+    Returns (part summaries, dead-letter file counts, per-partition newest event time).
+    """
+
+    def __init__(self, settings: PartSettings, ranges: Iterable[OffsetRange]):
+        super().__init__()
+        self._settings = settings
+        self._ranges = tuple(ranges)
+
+    def expand(self, inputs):
+        events, dead = inputs
+        s = self._settings
+        index_ranges = self._ranges
+        parts = (events
+                 | "KeyByWindowAndRange" >> beam.ParDo(_KeyEventDoFn(s, index_ranges))
+                 | "GroupParts" >> beam.GroupByKey()
+                 | "WriteParts" >> beam.FlatMap(_write_part, s))
+        dead_files = (dead
+                      | "KeyDeadByRange" >> beam.ParDo(_KeyDeadDoFn(index_ranges))
+                      | "GroupDead" >> beam.GroupByKey()
+                      | "WriteDead" >> beam.FlatMap(_write_dead, s))
+        newest = (events
+                  | "PartitionTime" >> beam.Map(lambda e: (partition_of(e.source), e.event_time_ms))
+                  | "NewestPerPartition" >> beam.CombinePerKey(max))
+        return parts, dead_files, newest
+
+
+class _KeyDeadDoFn(beam.DoFn):
+    def __init__(self, ranges: tuple):
+        self._ranges = ranges
+        self._index: Optional[RangeIndex] = None
+
+    def setup(self):
+        self._index = RangeIndex(self._ranges)
+
+    def process(self, dead: DeadLetter):
+        rng = self._index.find(partition_of(dead.source), int(dead.position))
+        yield (rng.topic, rng.partition, rng.start, rng.end), dead
+
+
+class ReadPendingParts(beam.PTransform):
+    """Part file paths (fixed when the graph is built) -> their Events."""
+
+    def __init__(self, paths: Iterable[str]):
+        super().__init__()
+        self._paths = sorted(paths)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListParts" >> beam.Create(self._paths)
+                | "SpreadParts" >> beam.Reshuffle()
+                | "ReadParts" >> beam.FlatMap(read_part))
