@@ -113,6 +113,11 @@ def cmd_train(args, config, options):
 
     outcome = run_training(config, force_push=args.force)
     metrics.push(config.metrics.pushgateway, "train")
+    if outcome["role"] == "worker":  # multi-worker training: the chief evaluates and pushes
+        emit(args, outcome, [f"worker {outcome['task']}: trained {outcome['epochs_run']} epochs "
+                             f"({outcome['train_examples']} examples, {outcome['strategy']}); "
+                             "the chief evaluates and pushes"])
+        return 0
     lines = [f"candidate trained on {len(outcome['windows'])} windows "
              f"({outcome['train_examples']} examples, {outcome['strategy']}, warm start: {outcome['warm_start']['used']})",
              "metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

@@ -1,12 +1,19 @@
 """The CT controller's training step: choose windows, train, evaluate against production, push.
 
 Run record: <root>/runs/<run_id>.json holds the inputs, every decision and the outcome.
+
+Multi-worker training (``TF_CONFIG`` naming several workers, e.g. one ``ctpipe train`` per
+Kubernetes pod): every worker selects the same windows, fetches the same production weights and
+trains; only the chief (TF_CONFIG's ``chief`` task, else ``worker`` 0) evaluates, gates, pushes
+and writes the run record. The other workers export to a scratch directory (saving is collective
+under MultiWorkerMirroredStrategy) and return an outcome with ``role: worker``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -55,6 +62,7 @@ def run_training(config: Config, force_push: bool = False) -> dict:
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
     from transforms.preprocess import load_function
+    from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
 
     root = config.storage.root
@@ -87,6 +95,7 @@ def run_training(config: Config, force_push: bool = False) -> dict:
         eval_fraction=config.training.eval_fraction, epochs=config.training.epochs,
         batch_size=config.training.batch_size,
         backup_dir=backup_dir_for(backup_base, windows, fingerprint, chash))
+    chief = is_chief()
     export_dir = os.path.join(scratch, "candidate")
     with metrics.timed("train"):
         facts = train_and_export(windows, spec, load_function(config.training.model_fn, "training.model_fn"), export_dir,
@@ -94,6 +103,13 @@ def run_training(config: Config, force_push: bool = False) -> dict:
     if warm_dir is None:
         facts["warm_start"] = {"used": False, "reason": "no production model" if production_dir is None else
                                "production model was trained with another transform"}
+    if not chief:
+        # The chief evaluates and pushes; this worker's export only existed for the collective save.
+        shutil.rmtree(scratch, ignore_errors=True)
+        return {"role": "worker", "task": task_name(), "run_id": run_id, "pushed": False, "version": None,
+                "windows": [{"window_id": w.window_id, "version": w.version} for w in windows],
+                "transform_fingerprint": fingerprint, "baseline_version": production_version,
+                **{k: v for k, v in facts.items() if k != "signature"}}
 
     eval_windows = windows[-config.training.eval_windows:]
     eval_examples = raw_eval_examples(eval_windows, config.id_field, config.training.eval_fraction)
@@ -115,12 +131,19 @@ def run_training(config: Config, force_push: bool = False) -> dict:
         "transform_fingerprint": fingerprint,
         "schema_version": windows[-1].manifest["schema_version"],
         "config_hash": chash, "code_version": code_version(), "run_id": run_id,
+        "metrics": candidate_metrics,
+        "eval_windows": blessing["eval_windows"],
+        "training_duration_s": facts["training_seconds"],
+        "warm_start": facts["warm_start"],
+        "baseline_version": production_version,
         "training": {k: v for k, v in facts.items() if k != "signature"},
     }
-    outcome = {"run_id": run_id, "windows": lineage["windows"], "skipped_windows": skipped,
-               "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
+    outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
+               "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
-               **{k: facts[k] for k in ("strategy", "train_examples", "warm_start", "training_seconds")}}
+               "lineage": lineage,
+               **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
+                                        "epochs", "epochs_run", "resumed_from_epoch")}}
     if blessing["blessed"] or force_push:
         version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
                                 blessing=blessing)
@@ -132,6 +155,7 @@ def run_training(config: Config, force_push: bool = False) -> dict:
         if blessing["blessed"]:
             registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
     write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
+    shutil.rmtree(scratch, ignore_errors=True)
     if blessing["blessed"]:
         metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()
     return outcome

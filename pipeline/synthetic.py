@@ -59,20 +59,27 @@ MALFORMED = (
 
 def generate(start: dt.datetime, hours: int, rows_per_hour: int, seed: int = 7,
              malformed_per_hour: int = 2, out_of_range_per_hour: int = 1, first_index: int = 0,
-             mean_shift_from_hour: Optional[int] = None, mean_shift: float = 15.0) -> Iterator[tuple[bytes, Optional[dict]]]:
-    """Yields (line bytes, event dict or None for malformed), hour by hour in event-time order."""
+             mean_shift_from_hour: Optional[int] = None, mean_shift: float = 15.0,
+             flip_label_from_hour: Optional[int] = None) -> Iterator[tuple[bytes, Optional[dict]]]:
+    """Yields (line bytes, event dict or None for malformed), hour by hour in event-time order.
+
+    ``mean_shift_from_hour``: from this hour on the temperature mean moves by ``mean_shift`` (drift).
+    ``flip_label_from_hour``: from this hour on every label is inverted (a labelling bug: the
+    features are unchanged, so data validation sees nothing odd but the relation is reversed).
+    """
     rng = random.Random(seed)
     start_ms = int(start.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
     index = first_index
     for hour in range(hours):
         base = start_ms + hour * 3_600_000
         shift = mean_shift if mean_shift_from_hour is not None and hour >= mean_shift_from_hour else 0.0
+        flip = flip_label_from_hour is not None and hour >= flip_label_from_hour
         for _ in range(rows_per_hour):
-            ev = event(rng, index, base + rng.randrange(3_600_000), mean_shift=shift)
+            ev = event(rng, index, base + rng.randrange(3_600_000), mean_shift=shift, flip_label=flip)
             index += 1
             yield json.dumps(ev, sort_keys=True).encode(), ev
         for k in range(out_of_range_per_hour):
-            ev = event(rng, index, base + rng.randrange(3_600_000))
+            ev = event(rng, index, base + rng.randrange(3_600_000), flip_label=flip)
             ev["humidity"] = 150.0 + k  # physically impossible, still a valid FLOAT
             index += 1
             yield json.dumps(ev, sort_keys=True).encode(), ev

@@ -21,6 +21,7 @@ Alias moves from several writers race on the history tag (last write wins); run 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -183,6 +184,12 @@ class MlflowRegistry(Registry):
             token = page.token
             if not token:
                 break
+        # MLflow's search_model_versions leaves ModelVersion.aliases empty (get_model_version fills
+        # it): take them from the registered model, one call for all versions.
+        by_version: dict[int, list[str]] = {}
+        for alias, version in self.aliases(model).items():
+            by_version.setdefault(version, []).append(alias)
+        out = [dataclasses.replace(v, aliases=tuple(sorted(by_version.get(v.version, ())))) for v in out]
         return sorted(out, key=lambda v: v.version)
 
     def get(self, model: str, version: int) -> ModelVersion:

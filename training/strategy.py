@@ -28,6 +28,12 @@ def strategy_from_environment():
     return tf.distribute.get_strategy(), "default"
 
 
+def task_name() -> str:
+    """``<type>-<index>`` of this process in TF_CONFIG (``chief-0`` without TF_CONFIG)."""
+    task = describe_environment()["task"] or {}
+    return f"{task.get('type', 'chief')}-{task.get('index', 0)}"
+
+
 def is_chief() -> bool:
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     task = tf_config.get("task") or {}

@@ -5,6 +5,17 @@ tested and reused alone. The exported SavedModel's ``serving_default`` signature
 ``examples`` (a batch of serialized raw tf.Examples), applies the tf.Transform layer and the
 model, and returns ``probability``: serving needs nothing else. Keras weights are saved beside it
 (``warmstart/``) so the next candidate can start from them.
+
+Under MultiWorkerMirroredStrategy (TF_CONFIG with several workers) every worker runs this same
+function: all of them train and all of them export (saving is a collective step), the chief to
+``export_dir`` and the others to a scratch directory the caller throws away. BackupAndRestore
+keeps the state of the last finished epoch in ``backup_dir`` (shared by the workers), so after a
+crash a restarted run resumes there; the facts say which epoch it resumed from and how many epochs
+this run actually ran.
+
+``CTPIPE_TRAIN_PROGRESS_DIR``: when set, every worker rewrites
+``<dir>/progress-<task type>-<index>.json`` ({"epoch", "batch", "pid"}) after every batch, so a
+test or an operator can see that training is under way, e.g. to kill a worker mid-epoch.
 """
 from __future__ import annotations
 
@@ -19,10 +30,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from training.data import training_dataset
-from training.strategy import strategy_from_environment
+from training.strategy import describe_environment, strategy_from_environment, task_name
 
 WARMSTART_DIR = "warmstart"
 SIGNATURE_FILE = "signature.json"
+PROGRESS_DIR_ENV = "CTPIPE_TRAIN_PROGRESS_DIR"
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,57 @@ def export_serving_model(model, tft_output, export_dir: str, label_key: str, opt
     tf.saved_model.save(model, export_dir, signatures={"serving_default": concrete})
 
 
+class EpochCounter(tf.keras.callbacks.Callback):
+    """Which epochs this run actually ran (BackupAndRestore skips the ones a backup holds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(int(epoch))
+
+
+class ProgressFile(tf.keras.callbacks.Callback):
+    """Rewrites ``path`` with the current epoch and batch after every batch (atomic rename)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.epoch = 0
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def _write(self, batch: int, state: str) -> None:
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"epoch": self.epoch, "batch": batch, "state": state, "pid": os.getpid()}, handle)
+        os.replace(tmp, self.path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = int(epoch)
+        self._write(-1, "epoch_begin")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._write(int(batch), "batch_end")
+
+    def on_train_end(self, logs=None):
+        self._write(-1, "train_end")
+
+
+def training_callbacks(spec: TrainSpec) -> tuple[list, EpochCounter]:
+    counter = EpochCounter()
+    callbacks = [tf.keras.callbacks.BackupAndRestore(spec.backup_dir), counter]
+    progress_dir = os.environ.get(PROGRESS_DIR_ENV)
+    if progress_dir:
+        callbacks.append(ProgressFile(os.path.join(progress_dir, f"progress-{task_name()}.json")))
+    return callbacks, counter
+
+
 def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, export_dir: str,
                      warm_start_dir: Optional[str] = None, warm_start_signature: Optional[dict] = None) -> dict:
     """Train on ``windows`` and export to ``export_dir``; returns facts for lineage."""
+    # MultiWorkerMirroredStrategy configures the collective runtime: create it before any TF op.
+    strategy, strategy_name = strategy_from_environment()
     tft_output = tft.TFTransformOutput(spec.transform_dir)
     transformed_spec = tft_output.transformed_feature_spec()
     if spec.label_key not in transformed_spec:
@@ -86,7 +146,6 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
         raise ConfigError(f"the preprocessing_fn does not output the label {spec.label_key!r}; "
                           "pass it through (outputs[label] = inputs[label]) or fix label_field")
     signature = input_signature(transformed_spec, spec.label_key)
-    strategy, strategy_name = strategy_from_environment()
     replicas = strategy.num_replicas_in_sync
     dataset = training_dataset(windows, spec.id_field, spec.eval_fraction, transformed_spec, spec.label_key,
                                spec.batch_size * replicas)
@@ -107,11 +166,12 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
             except (ValueError, tf.errors.OpError) as exc:
                 warm = {"used": False, "reason": f"production weights do not fit this model: {exc}"}
 
-    callbacks = [tf.keras.callbacks.BackupAndRestore(spec.backup_dir)]
+    callbacks, counter = training_callbacks(spec)
     started = time.time()
     history = model.fit(dataset, epochs=spec.epochs, callbacks=callbacks, verbose=0)
     duration = time.time() - started
     examples = _count_training_examples(windows, spec)
+    epochs_run = len(counter.epochs)
 
     export_serving_model(model, tft_output, export_dir, spec.label_key, (spec.id_field, spec.event_time_field))
     os.makedirs(os.path.join(export_dir, WARMSTART_DIR), exist_ok=True)
@@ -119,9 +179,12 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
     with open(os.path.join(export_dir, WARMSTART_DIR, SIGNATURE_FILE), "w", encoding="utf-8") as handle:
         json.dump(signature, handle, sort_keys=True)
     return {
-        "strategy": strategy_name, "replicas": replicas, "train_examples": examples,
-        "training_seconds": round(duration, 3), "examples_per_second": round(examples * spec.epochs / duration, 1)
-        if duration > 0 else None,
+        "strategy": strategy_name, "replicas": replicas, "workers": max(1, describe_environment()["workers"]),
+        "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+        "train_examples": examples, "batch_size": spec.batch_size, "epochs": spec.epochs,
+        "epochs_run": epochs_run, "resumed_from_epoch": counter.epochs[0] if counter.epochs else spec.epochs,
+        "training_seconds": round(duration, 3),
+        "examples_per_second": round(examples * epochs_run / duration, 1) if duration > 0 and epochs_run else None,
         "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
         "warm_start": warm, "signature": signature,
     }
