@@ -17,11 +17,11 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import apache_beam as beam
 
-from pipeline import metrics, quality, schema_store, storage, window_store
+from pipeline import metrics, quality, schema_store, storage
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.version import code_version
@@ -53,23 +53,23 @@ def new_run_id(kind: str) -> str:
     return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{uuid.uuid4().hex[:6]}"
 
 
-def infer_and_store_schema(config: Config, files: list[str], options) -> int:
-    """First run on an empty store: infer the schema from the input's statistics and store it."""
-    from transforms.schema_inference import StatisticsOfEvents
-
-    out = tempfile.mkdtemp(prefix="ctpipe-schema-")
-    stats_path = os.path.join(out, "stats.pb")
-    with beam.Pipeline(options=options) as p:
-        records = p | "Read" >> ReadEventFiles(files, config.source.files.format)
-        events, _dead = records | "Decode" >> Decode(decode_spec(config))
-        _ = events | "Stats" >> StatisticsOfEvents(stats_path)
+def infer_and_store_schema(config: Config, options, read_records: Callable, described_as: str) -> int:
+    """First run on an empty store: infer the schema from the statistics of the records that
+    ``read_records(pipeline)`` yields (SourceRecords), store it as schema v1, return its version.
+    ``described_as`` names the input in the error when nothing decodes."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
+    from transforms.schema_inference import StatisticsOfEvents
+
+    stats_path = os.path.join(tempfile.mkdtemp(prefix="ctpipe-schema-"), "stats.pb")
+    with beam.Pipeline(options=options) as p:
+        events, _dead = read_records(p) | "Decode" >> Decode(decode_spec(config))
+        _ = events | "Stats" >> StatisticsOfEvents(stats_path)
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     with open(stats_path, "rb") as handle:
         stats.ParseFromString(handle.read())
     if not stats.datasets or stats.datasets[0].num_examples == 0:
-        raise InputError(f"no decodable events in {config.source.files.uri!r}: cannot infer a schema "
+        raise InputError(f"no decodable events in {described_as}: cannot infer a schema "
                          "(check event_time.field and id_field)")
     schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
     return schema_store.save(config.storage.root, schema)
@@ -138,7 +138,9 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
     paths = [p for p, _size in files]
     with metrics.timed("backfill"):
         if schema_store.load(root) is None:
-            infer_and_store_schema(config, paths, options)
+            infer_and_store_schema(
+                config, options, lambda p: p | "Read" >> ReadEventFiles(paths, config.source.files.format),
+                repr(config.source.files.uri))
         schema, schema_text, schema_version = schema_store.load(root)
         sources_by_uri = {p: {"uri": p, "bytes": size} for p, size in files}
         temp_dir = tempfile.mkdtemp(prefix="ctpipe-backfill-")

@@ -19,10 +19,9 @@ import importlib
 import json
 import logging
 import sys
-import time
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.errors import ConfigError, CtpipeError
+from pipeline.errors import ConfigError, CtpipeError, find_in_chain
 
 EXIT_CODES = __doc__.split("Exit codes (every subcommand):\n", 1)[1]
 
@@ -256,27 +255,6 @@ def _quiet_logs(debug: bool) -> None:
         logging.getLogger(name).setLevel(level if debug else logging.CRITICAL)
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The CtpipeError a runner wrapped, if any (Beam re-raises worker errors inside its own)."""
-    seen = set()
-    current = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, CtpipeError):
-            return current
-        current = current.__cause__ or current.__context__
-    text = str(exc)
-    for cls in CtpipeError.__subclasses__():
-        marker = f"{cls.__module__}.{cls.__name__}: " if cls.__module__ else ""
-        if marker and marker in text:
-            message = text.split(marker, 1)[1].split("\n", 1)[0]
-            return cls(message.strip().rstrip("'\" [while running"))
-        if f"{cls.__name__}: " in text:
-            message = text.split(f"{cls.__name__}: ", 1)[1].split("\n", 1)[0]
-            return cls(message.split(" [while running")[0].strip().rstrip("'\""))
-    return exc
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -296,14 +274,14 @@ def main(argv=None) -> int:
         print("ctpipe: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line, documented exit code
-        cause = _root_cause(exc)
-        if args.debug or not isinstance(cause, CtpipeError):
-            if not isinstance(cause, CtpipeError):
-                import traceback
+        cause = find_in_chain(exc, CtpipeError)
+        if args.debug or cause is None:
+            import traceback
 
-                traceback.print_exc()
-                print(f"ctpipe: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-                return 1
+            traceback.print_exc()
+        if cause is None:
+            print(f"ctpipe: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         print(f"ctpipe: error: {str(cause).split(' [while running')[0]}", file=sys.stderr)
         return cause.exit_code
 

@@ -5,6 +5,24 @@ one line on stderr and a documented exit code (see pipeline/cli.py).
 """
 
 
+from typing import Optional, Type, TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def find_in_chain(exc: BaseException, cls: Type[E]) -> Optional[E]:
+    """The first exception of type ``cls`` in ``exc``'s cause/context chain (runners such as Beam's
+    re-raise a worker's error wrapped in their own), or None."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, cls):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class CtpipeError(Exception):
     """Base class of every error ctpipe raises on purpose."""
 

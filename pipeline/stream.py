@@ -48,7 +48,7 @@ import apache_beam as beam
 
 from pipeline import metrics, schema_store, storage
 from pipeline.checkpoint import Checkpoint, CheckpointStore
-from pipeline.errors import ConfigError, CtpipeError, InputError
+from pipeline.errors import ConfigError, CtpipeError, InputError, find_in_chain
 from pipeline.lock import StorageLock
 from pipeline.version import code_version
 from transforms.kafka_source import (KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets,
@@ -203,28 +203,14 @@ def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
 def infer_schema_from_ranges(config, ranges, kwargs, options) -> int:
     """First cycle on an empty store: infer the schema from a sample of the planned records
     (``schema_sample``) and store it."""
+    from pipeline.backfill import infer_and_store_schema
+
     ranges = schema_sample(ranges)
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    from transforms.decode import Decode
-    from transforms.schema_inference import StatisticsOfEvents
-    from transforms.validation import infer_schema
-
-    out = tempfile.mkdtemp(prefix="ctpipe-schema-")
-    stats_path = os.path.join(out, "stats.pb")
-    with beam.Pipeline(options=options) as p:
-        records = (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
-                   | "ToSource" >> beam.Map(to_source_record))
-        events, _dead = records | "Decode" >> Decode(_decode_spec(config, None))
-        _ = events | "Stats" >> StatisticsOfEvents(stats_path)
-    stats = statistics_pb2.DatasetFeatureStatisticsList()
-    with open(stats_path, "rb") as handle:
-        stats.ParseFromString(handle.read())
-    if not stats.datasets or stats.datasets[0].num_examples == 0:
-        raise InputError(f"no decodable events in the first {sum(len(r) for r in ranges)} records of Kafka topic "
-                         f"{config.source.kafka.topic!r}: cannot infer a schema (check event_time.field and id_field)")
-    schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
-    return schema_store.save(config.storage.root, schema)
+    return infer_and_store_schema(
+        config, options,
+        lambda p: (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
+                   | "ToSource" >> beam.Map(to_source_record)),
+        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}")
 
 
 def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
@@ -329,17 +315,6 @@ class CycleResult:
         return dict(self.__dict__)
 
 
-def _kafka_error(exc: BaseException) -> Optional[KafkaSourceError]:
-    seen = set()
-    current = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, KafkaSourceError):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
 class StreamRunner:
     """Runs cycles of one Kafka source into one storage root (the lock must be held)."""
 
@@ -382,7 +357,7 @@ class StreamRunner:
         except CtpipeError:
             raise
         except Exception as exc:
-            kafka = _kafka_error(exc)
+            kafka = find_in_chain(exc, KafkaSourceError)
             if kafka is not None:
                 raise InputError(str(kafka)) from exc
             raise

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from pipeline import schema_store, synthetic, window_store
+from pipeline import synthetic, window_store
 from pipeline.backfill import infer_and_store_schema, run_backfill
+from transforms.sources import ReadEventFiles
 from pipeline.config import config_from_dict
 from pipeline.options import pipeline_options
 
@@ -71,12 +72,12 @@ def stationary(tmp_path_factory, options):
 @pytest.fixture(scope="module")
 def drifted(tmp_path_factory, options):
     tmp = str(tmp_path_factory.mktemp("drifted"))
-    clean = _config(tmp, "clean")
     _write(os.path.join(tmp, "clean", "in", "events.jsonl"),
            [json.dumps(ev, sort_keys=True).encode() for h in range(3) for ev in _hour_events(h)])
     config = _config(tmp, "d")
     # The curated schema comes from clean data (as `ctpipe schema infer` on reviewed windows would).
-    infer_and_store_schema(config, [os.path.join(tmp, "clean", "in", "events.jsonl")], options)
+    clean_files = [os.path.join(tmp, "clean", "in", "events.jsonl")]
+    infer_and_store_schema(config, options, lambda p: p | ReadEventFiles(clean_files, "jsonl"), "the clean data")
     lines = []
     for hour in range(HOURS):
         events = _hour_events(hour, mean_shift=15.0 if hour >= SHIFT_HOUR else 0.0)
