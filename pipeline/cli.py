@@ -38,6 +38,13 @@ def parse_time(text: str, flag: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+def progress(iterable, total: int, unit: str):
+    """A progress bar on stderr for long work, only when a person is watching (stderr is a TTY)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, unit=unit, disable=not sys.stderr.isatty(), leave=False)
+
+
 def emit(args, data, text_lines) -> None:
     """Print ``data`` as JSON with --json, else the human lines."""
     if getattr(args, "json", False):
@@ -58,6 +65,8 @@ def cmd_gen(args, config, options):
                                malformed_per_hour=args.malformed_per_hour,
                                out_of_range_per_hour=args.out_of_range_per_hour,
                                mean_shift_from_hour=args.drift_from_hour)
+    lines = progress(lines, total=args.hours * (args.rows_per_hour + args.malformed_per_hour
+                                                + args.out_of_range_per_hour), unit="events")
     if args.to_kafka:
         from pipeline.kafka_gen import produce_generated
 
