@@ -428,7 +428,7 @@ class Registry(abc.ABC):
                 raise RegistryError(
                     f"cannot roll back alias {alias!r} of model {model!r}: it points at version "
                     f"{state.version} and its history {seen} holds no earlier blessed version; "
-                    "point it at a known-good version explicitly with promote() or set_alias()")
+                    "point it at a known-good version explicitly (`ctpipe registry promote VERSION`, or promote() in Python)")
             log = {"from": state.version, "to": v, "at": _utc_iso(self._clock),
                    "by": by or self._user, "reason": reason or "rollback"}
             self._write_alias(model, alias, AliasState(
