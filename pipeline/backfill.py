@@ -77,7 +77,7 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
 
 def build_window_graph(p_events, dead_inputs: list, config: Config, schema, schema_text: str, schema_version: int,
                        start_ms: Optional[int], end_ms: Optional[int], run_id: str, sources_by_uri: dict,
-                       temp_dir: str, transform_fingerprint: Optional[str] = None):
+                       temp_dir: str, transform_fingerprint: Optional[str] = None, counted_dead=None):
     """The shared window half of the graph: events -> sealed windows (+ dead letters).
 
     Used by backfill (files) and stream (Kafka offset ranges). Returns the PCollection of window
@@ -99,7 +99,11 @@ def build_window_graph(p_events, dead_inputs: list, config: Config, schema, sche
     _ = dead_all | "WriteDeadLetters" >> WriteDeadLetters(root, run_id)
     counts = (prepared | "RecordCounts" >> beam.Map(lambda kv: (kv[0], len(kv[1].ids))))
     settings = ValidationSettings.from_config(config, schema_text)
-    verdicts = stats | "Validate" >> ValidateWindows(root, settings, dead_all, counts, keyed)
+    # ``counted_dead``: dead letters an earlier stage already wrote (stream ingest); they count
+    # toward their window's bad fraction but are not written again.
+    dead_for_windows = dead_all if counted_dead is None else (
+        (dead_all, counted_dead) | "DeadToCount" >> beam.Flatten())
+    verdicts = stats | "Validate" >> ValidateWindows(root, settings, dead_for_windows, counts, keyed)
     digests = prepared | "Digests" >> beam.Map(lambda kv: (kv[0], kv[1].digest))
     if transform_fingerprint is None:
         transformed, fingerprint = batches | "Transform" >> AnalyzeAndTransform(

@@ -53,7 +53,7 @@ from pipeline.lock import StorageLock
 from pipeline.version import code_version
 from transforms.kafka_source import (KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets,
                                      commit_group_offsets, end_offsets)
-from transforms.pending import (PartSettings, ReadPendingParts, WritePendingParts, list_parts,
+from transforms.pending import (PartSettings, ReadPendingParts, WritePendingParts, ingest_dead_letters, list_parts,
                                 to_source_record, window_end_ms)
 
 EXIT_CODES_HELP = """exit codes:
@@ -273,8 +273,11 @@ def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schem
     fingerprint = current_transform(root)
     pipeline = beam.Pipeline(options=options)
     events = pipeline | "ReadParts" >> ReadPendingParts(paths)
+    ingest_dead = ingest_dead_letters(root, sid, window_ids, config.window.size_s)
+    counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)
     summaries = build_window_graph(events, [], config, schema, schema_text, schema_version, None, None,
-                                   seal_run_id(plan, sid), sources, temp, transform_fingerprint=fingerprint)
+                                   seal_run_id(plan, sid), sources, temp, transform_fingerprint=fingerprint,
+                                   counted_dead=counted)
     _ = (summaries
          | "CollectSummaries" >> beam.combiners.ToList()
          | "SaveSummaries" >> beam.Map(_save_local_json, out_path))

@@ -263,3 +263,41 @@ def test_gen_to_kafka_keys_events_by_device_id(kafka_broker, kafka_topic):
     for r in keyed:  # one device's events stay in one partition
         by_device.setdefault(r.key, set()).add(r.partition)
     assert all(len(parts) == 1 for parts in by_device.values())
+
+
+def test_ingest_dead_letters_count_toward_the_window_bad_fraction(kafka_broker, kafka_topic, tmp_path):
+    """Records dead-lettered at ingest (type mismatch) are counted at sealing: 10 bad of 50 in one
+    window exceeds max_bad_fraction 0.1, so the window is QUARANTINED with 10 dead letters."""
+    import datetime as dt
+
+    import yaml
+
+    from pipeline import stream, window_store
+    from pipeline.config import load_config
+    from pipeline.options import pipeline_options
+    from transforms.kafka_source import produce
+
+    ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
+    start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+
+    def event(ev_id, minutes, temperature):
+        ts = (start + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        return (b"dev-001", json.dumps({"id": ev_id, "ts": ts, "device_id": "dev-001", "firmware": "v1",
+                                        "temperature": temperature, "vibration": 1.0, "humidity": 40.0,
+                                        "label": minutes % 2}).encode())
+
+    good = [event(f"g-{m}", m, 50.0 + m % 7) for m in range(40)]
+    bad = [event(f"b-{m}", m + 40, "hot") for m in range(10)]
+    produce(kafka_broker.client_kwargs, kafka_topic, good + bad + [event("wm", 180, 51.0)])
+    root = str(tmp_path / "store")
+    path = write_config(str(tmp_path / "c.yaml"), root, kafka_broker.bootstrap, kafka_topic)
+    data = yaml.safe_load(open(path))
+    data["validation"]["max_bad_fraction"] = 0.1
+    yaml.safe_dump(data, open(path, "w"))
+    stream.run_stream(load_config(path), pipeline_options("runner_configs/direct.yaml"), until_idle=True)
+    window = window_store.latest_sealed(root, "20261127T0000Z")
+    assert window.manifest["record_count"] == 40
+    assert window.manifest["dead_letters"] == 10
+    assert window.verdict == "QUARANTINED"
+    assert any("max_bad_fraction" in r for r in window.manifest["validation"]["reasons"])
+    assert not window.usable_for_training

@@ -74,6 +74,27 @@ def deadletter_path(root: str, sid: str, date: str, rng: OffsetRange) -> str:
     return storage.join(root, "deadletter", date, f"stream-{sid}-{range_key(rng)}.jsonl")
 
 
+def ingest_dead_letters(root: str, sid: str, window_ids, window_size_s: int) -> list:
+    """Dead letters written at ingest for source ``sid`` whose event time falls in ``window_ids``
+    (records that had a readable event time but were unusable), so sealing can count them toward
+    each window's bad fraction. Payloads are not needed for counting and are left out."""
+    from transforms.windowing import window_id, window_start_ms
+
+    wanted = set(window_ids)
+    out = []
+    for path in storage.glob(storage.join(root, "deadletter", "*", f"stream-{sid}-*.jsonl")):
+        for line in storage.read_bytes(path).decode("utf-8").splitlines():
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            when = doc.get("event_time_ms")
+            if when is None or window_id(window_start_ms(when, window_size_s)) not in wanted:
+                continue
+            out.append(DeadLetter(doc["reason"], doc.get("detail", ""), None, doc.get("source", ""),
+                                  str(doc.get("position", "")), when))
+    return out
+
+
 @dataclass(frozen=True)
 class PartInfo:
     path: str
