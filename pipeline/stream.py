@@ -24,9 +24,9 @@ and nothing is counted twice.
 
 Known limits: a partition that stops receiving data holds the watermark back (min over
 partitions that have data), so its windows wait; part files are kept after sealing (they are what
-makes resealing idempotent) and are not garbage-collected yet; dead letters written at ingest are
-counted in metrics and the dead-letter store but not in the sealed window's bad fraction (only
-duplicates found at sealing are).
+makes resealing idempotent) and are not garbage-collected yet. Dead letters written at ingest
+that carry an event time are read back at sealing and count toward their window's bad fraction
+(they are not written twice).
 
 Transform: when <root>/transforms/CURRENT names a published transform (from a backfill or an
 earlier stream cycle), windows are transformed with it (ApplyTransform); otherwise the transform
