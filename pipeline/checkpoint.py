@@ -47,6 +47,7 @@ class Checkpoint:
     cycle: int = 0
     in_flight: Optional[dict] = None
     late_records: dict = field(default_factory=dict)       # policy -> count
+    last_records_at: dict = field(default_factory=dict)    # int partition -> unix s of its last read records
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +59,7 @@ class Checkpoint:
             "cycle": self.cycle,
             "in_flight": self.in_flight,
             "late_records": dict(sorted(self.late_records.items())),
+            "last_records_at": {str(p): t for p, t in sorted(self.last_records_at.items())},
             "updated_at": round(time.time(), 3),
         }
 
@@ -75,6 +77,7 @@ class Checkpoint:
                 cycle=int(data["cycle"]),
                 in_flight=data.get("in_flight"),
                 late_records=dict(data.get("late_records") or {}),
+                last_records_at={int(p): float(t) for p, t in (data.get("last_records_at") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"{path}: checkpoint field missing or malformed ({exc!r}); restore it from "

@@ -89,12 +89,22 @@ class KafkaSourceConfig:
     """Values larger than this go to dead-letter as oversize."""
     max_records_per_split: int = 20_000
     """Offset ranges are split into pieces of at most this many records across Beam workers."""
+    idle_partition_timeout: Optional[str] = None
+    """A partition that has delivered no records for this long (e.g. "30m") stops holding the
+    watermark back; its later records may then be late (see window.late_data). Off by default:
+    the watermark waits for every partition that has ever had data."""
+
+    def idle_timeout_s(self) -> Optional[float]:
+        if self.idle_partition_timeout is None:
+            return None
+        return parse_duration(self.idle_partition_timeout, key="source.kafka.idle_partition_timeout")
 
     def __post_init__(self):
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ConfigError(
                 f"source.kafka.security_protocol: {self.security_protocol!r} is not one of "
                 "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        self.idle_timeout_s()  # validates the duration
         if self.sasl_mechanism not in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
             raise ConfigError(
                 f"source.kafka.sasl_mechanism: {self.sasl_mechanism!r} is not one of "

@@ -22,9 +22,11 @@ A crash anywhere reruns the cycle from step 1 with the same plan: parts and dead
 rewritten under the same names with the same content, sealing is idempotent, so nothing is lost
 and nothing is counted twice.
 
-Known limits: a partition that stops receiving data holds the watermark back (min over
-partitions that have data), so its windows wait; part files are kept after sealing (they are what
-makes resealing idempotent) and are not garbage-collected yet. Dead letters written at ingest
+A partition that stops receiving data holds the watermark back (min over partitions that have
+data) unless ``source.kafka.idle_partition_timeout`` is set: then a partition silent for that
+long is left out of the min, and its later records may be late. Known limit: part files are
+kept after sealing (they are what makes resealing idempotent) and are not garbage-collected
+yet. Dead letters written at ingest
 that carry an event time are read back at sealing and count toward their window's bad fraction
 (they are not written twice).
 
@@ -145,12 +147,22 @@ def merge_newest(before: dict, cycle: dict) -> dict:
     return out
 
 
-def compute_watermark(newest_per_partition: dict, lateness_s: int, previous: Optional[int]) -> Optional[int]:
-    """min over partitions with data of their newest event time, minus the allowed lateness;
-    never below ``previous``. None while no partition has data."""
-    if not newest_per_partition:
+def idle_partitions(last_records_at: dict, now_s: float, timeout_s: Optional[float]) -> set:
+    """Partitions whose last records were read more than ``timeout_s`` ago (none when off)."""
+    if timeout_s is None:
+        return set()
+    return {p for p, at in last_records_at.items() if now_s - at > timeout_s}
+
+
+def compute_watermark(newest_per_partition: dict, lateness_s: int, previous: Optional[int],
+                      idle: frozenset = frozenset()) -> Optional[int]:
+    """min over partitions with data (idle ones left out, unless all are idle) of their newest
+    event time, minus the allowed lateness; never below ``previous``. None while no partition has
+    data."""
+    active = {p: t for p, t in newest_per_partition.items() if p not in idle} or newest_per_partition
+    if not active:
         return previous
-    watermark = min(newest_per_partition.values()) - lateness_s * 1000
+    watermark = min(active.values()) - lateness_s * 1000
     return watermark if previous is None else max(previous, watermark)
 
 
@@ -394,7 +406,14 @@ class StreamRunner:
             ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
             lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
-            watermark = compute_watermark(newest, config.window.lateness_s, plan.watermark_before_ms)
+            now = self._clock()
+            # When each partition last delivered records; a partition with data but no entry yet
+            # (older checkpoint) starts its idle clock now.
+            records_at = {p: checkpoint.last_records_at.get(p, now) for p in newest}
+            records_at.update({p: now for p in ingest["newest"]})
+            idle = idle_partitions(records_at, now, self.kafka.idle_timeout_s())
+            watermark = compute_watermark(newest, config.window.lateness_s, plan.watermark_before_ms,
+                                          frozenset(idle))
             touched = {p["window_id"] for p in ingest["parts"] if not p["late_side_output"]}
             pending = list(list_parts(root, sid))
             to_seal = windows_to_seal(pending, touched, config.window.size_s, plan.watermark_before_ms, watermark)
@@ -410,7 +429,7 @@ class StreamRunner:
             self._check_lock()
             done = checkpoint.replace(offsets={**checkpoint.offsets, **plan.ends}, max_event_time_ms=newest,
                                       watermark_ms=watermark, cycle=plan.cycle, in_flight=None,
-                                      late_records=late_counts)
+                                      late_records=late_counts, last_records_at=records_at)
             self.store.save(done)
             lap("checkpoint")
         for window in sealed:

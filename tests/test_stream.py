@@ -14,7 +14,8 @@ import pytest
 from pipeline.checkpoint import Checkpoint, CheckpointStore, source_id
 from pipeline.errors import ConfigError, InputError, LockError, StorageError
 from pipeline.lock import StorageLock
-from pipeline.stream import CyclePlan, compute_watermark, merge_newest, plan_cycle, windows_to_seal
+from pipeline.stream import (CyclePlan, compute_watermark, idle_partitions, merge_newest, plan_cycle,
+                             windows_to_seal)
 from transforms.kafka_source import OffsetRange
 from transforms.pending import (RangeIndex, decode_part, deadletter_path, encode_part, parse_part_path,
                                 part_path)
@@ -71,6 +72,29 @@ def test_watermark_is_the_slowest_partition_minus_lateness_and_never_moves_back(
     assert compute_watermark(newest, 900, 5 * H) == 5 * H
     assert compute_watermark({}, 900, None) is None
     assert compute_watermark({}, 900, 42) == 42
+
+
+def test_idle_partitions_stop_holding_the_watermark_back_only_when_configured():
+    newest = {0: 4 * H, 1: 9 * H}
+    last = {0: 1000.0, 1: 4000.0}
+    assert idle_partitions(last, 4000.0, None) == set()  # off by default
+    assert idle_partitions(last, 4000.0, 1800) == {0}
+    assert compute_watermark(newest, 900, None, frozenset({0})) == 9 * H - 900_000
+    assert compute_watermark(newest, 900, None, frozenset()) == 4 * H - 900_000
+    # all partitions idle: nothing is left to say time moved on except their own data
+    assert compute_watermark(newest, 900, None, frozenset({0, 1})) == 4 * H - 900_000
+
+
+def test_idle_timeout_is_validated_and_kept_in_the_checkpoint(tmp_path):
+    from pipeline.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="idle_partition_timeout"):
+        config_from_dict({"source": {"kafka": {"idle_partition_timeout": "soon"}}})
+    kafka = config_from_dict({"source": {"kafka": {"idle_partition_timeout": "30m"}}}).source.kafka
+    assert kafka.idle_timeout_s() == 1800
+    store = CheckpointStore(str(tmp_path), "t")
+    store.save(Checkpoint("t", offsets={0: 5}, last_records_at={0: 123.5}))
+    assert store.load().last_records_at == {0: 123.5}
 
 
 def test_merge_newest_keeps_the_maximum_per_partition():
