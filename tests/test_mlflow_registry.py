@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from tests.test_registry import (VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
+from tests.test_registry import (overwrite_or_delete, VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
                            test_behaviour_alias_moves_and_history,
                            test_behaviour_promote_refuses_unblessed,
                            test_behaviour_push_list_get_fetch,
@@ -73,13 +73,7 @@ def backend(mlflow_server) -> Backend:
     reg = open_registry("mlflow+" + uri)
 
     def tamper(mv: ModelVersion, rel: str, data: bytes | None) -> None:
-        path = os.path.join(_run_artifact_dir(services, reg, mv), rel)
-        if data is None:
-            os.unlink(path)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
+        overwrite_or_delete(os.path.join(_run_artifact_dir(services, reg, mv), rel), data)
 
     return Backend(reg, tamper)
 

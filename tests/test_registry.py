@@ -119,15 +119,19 @@ class Backend:
     tamper: Callable[[ModelVersion, str, bytes | None], None]
 
 
+def overwrite_or_delete(path: str, data: bytes | None) -> None:
+    """Tamper with a stored file: replace its bytes, or delete it when ``data`` is None."""
+    if data is None:
+        os.unlink(path)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
 def file_backend(root: str) -> Backend:
     def tamper(mv: ModelVersion, rel: str, data: bytes | None) -> None:
-        path = os.path.join(mv.uri, rel)
-        if data is None:
-            os.unlink(path)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
+        overwrite_or_delete(os.path.join(mv.uri, rel), data)
 
     return Backend(FileRegistry(root), tamper)
 
