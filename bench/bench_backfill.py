@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
 
-    from pipeline import schema_store, synthetic
+    from core import schema_store
+    from pipeline import synthetic
     from pipeline.backfill import run_backfill
     from pipeline.config import config_from_dict
     from pipeline.options import pipeline_options

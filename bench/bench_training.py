@@ -35,7 +35,8 @@ import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads
 
 
 def build_windows(workdir: str, hours: int, rows: int):
-    from pipeline import synthetic, window_store
+    from core import window_store
+    from pipeline import synthetic
     from pipeline.backfill import run_backfill
     from pipeline.config import config_from_dict
     from pipeline.options import pipeline_options
@@ -57,8 +58,8 @@ def build_windows(workdir: str, hours: int, rows: int):
 
 def run_ctpipe(config, windows, epochs: int, batch_size: int, scratch: str) -> dict:
     from pipeline.controller import local_transform_dir
-    from transforms.preprocess import load_function
     from training.trainer import TrainSpec, train_and_export
+    from transforms.preprocess import load_function
 
     fingerprint = windows[-1].manifest["transform_fingerprint"]
     spec = TrainSpec(transform_dir=local_transform_dir(config.storage.root, fingerprint, scratch),

@@ -29,14 +29,24 @@ def main() -> None:
     import tensorflow_data_validation as tfdv
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from core.records import SourceRecord
     from pipeline import synthetic
     from transforms.arrow import events_to_record_batch
     from transforms.decode import DecodeSpec, decode_record
     from transforms.record_checks import check_event, record_rules
-    from transforms.records import SourceRecord
     from transforms.validation import (
-        decide, distribution_scores, feature_thresholds, feature_types, infer_schema, stats_options, validate_skew,
-        validate_window, window_statistics, with_drift_comparators, with_skew_comparators)
+        decide,
+        distribution_scores,
+        feature_thresholds,
+        feature_types,
+        infer_schema,
+        stats_options,
+        validate_skew,
+        validate_window,
+        window_statistics,
+        with_drift_comparators,
+        with_skew_comparators,
+    )
 
     spec = DecodeSpec("ts", "id")
     windows = []

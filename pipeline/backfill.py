@@ -21,18 +21,19 @@ from typing import Callable, Optional
 
 import apache_beam as beam
 
-from pipeline import metrics, quality, schema_store, storage
+from core import layout, schema_store, storage
+from core.errors import InputError
+from core.version import code_version
+from pipeline import metrics, quality
 from pipeline.config import Config
-from pipeline.errors import InputError
-from pipeline.version import code_version
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, DecodeSpec
 from transforms.prepare import PrepareWindows, arrow_schema_for
 from transforms.preprocess import AnalyzeAndTransform, ApplyTransform
 from transforms.record_checks import CheckRecords
 from transforms.sources import ReadEventFiles, match_files
-from transforms.validation import ComputeWindowStats, feature_types, infer_schema
 from transforms.validate_windows import ValidateWindows, ValidationSettings
+from transforms.validation import ComputeWindowStats, feature_types, infer_schema
 from transforms.windowing import AssignWindow, GroupByWindow
 
 
@@ -129,7 +130,7 @@ def build_window_graph(p_events, dead_inputs: list, config: Config, schema, sche
 
 
 def write_run_record(root: str, run_id: str, record: dict) -> None:
-    storage.write_json_atomic(storage.join(root, "runs", f"{run_id}.json"), record)
+    storage.write_json_atomic(layout.run_record_path(root, run_id), record)
 
 
 def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int]) -> RunResult:

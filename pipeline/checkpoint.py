@@ -12,7 +12,7 @@ A checkpoint is the only state that decides what the next cycle reads. Its field
   crashed attempt and overwrites it (see pipeline/stream.py, "Checkpoint protocol").
 - ``late_records``: late records seen so far, by policy (new_version / side_output).
 
-Writes go through ``pipeline.storage.write_json_atomic`` (temp + rename), so a reader sees the
+Writes go through ``core.storage.write_json_atomic`` (temp + rename), so a reader sees the
 old checkpoint or the new one, never a torn one.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from pipeline import storage
-from pipeline.errors import StorageError
+from core import layout, storage
+from core.errors import StorageError
 
 FORMAT = "ctpipe.checkpoint/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -34,8 +34,7 @@ def source_id(topic: str) -> str:
     return "kafka-" + _SAFE.sub("_", topic)
 
 
-def checkpoint_path(root: str, sid: str) -> str:
-    return storage.join(root, "checkpoints", f"{sid}.json")
+checkpoint_path = layout.checkpoint_path
 
 
 @dataclass(frozen=True)

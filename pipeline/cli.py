@@ -21,7 +21,7 @@ import logging
 import sys
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.errors import ConfigError, CtpipeError, find_in_chain
+from core.errors import ConfigError, CtpipeError, find_in_chain
 
 EXIT_CODES = __doc__.split("Exit codes (every subcommand):\n", 1)[1]
 
@@ -142,7 +142,7 @@ def cmd_train(args, config, options):
 
 
 def cmd_windows_list(args, config, options):
-    from pipeline import window_store
+    from core import window_store
 
     windows = window_store.list_sealed(config.storage.root, latest_only=not args.all_versions)
     rows = [{"window_id": w.window_id, "version": w.version, "records": w.manifest["record_count"],
@@ -159,8 +159,8 @@ def cmd_windows_list(args, config, options):
 
 
 def cmd_windows_show(args, config, options):
-    from pipeline import window_store
-    from pipeline.errors import StorageError
+    from core import window_store
+    from core.errors import StorageError
 
     window = window_store.latest_sealed(config.storage.root, args.window_id)
     if window is None:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "ctpipe.yaml"
 

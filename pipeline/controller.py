@@ -17,11 +17,13 @@ import shutil
 import tempfile
 import time
 
-from pipeline import metrics, storage, window_store
+from core import storage, window_store
+from core.errors import InputError
+from core.transform_store import transform_dir
+from core.version import code_version
+from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
 from pipeline.config import Config, to_dict
-from pipeline.errors import InputError
-from pipeline.version import code_version
 
 PRODUCTION = "production"
 
@@ -51,7 +53,7 @@ def select_windows(config: Config):
 
 
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
-    path = storage.join(root, "transforms", fingerprint)
+    path = transform_dir(root, fingerprint)
     if storage.is_local(path):
         return path
     return storage.download_tree(path, os.path.join(scratch, "transform"))
@@ -61,9 +63,9 @@ def run_training(config: Config, force_push: bool = False) -> dict:
     from pipeline.registry_cmd import open_configured_registry
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
-    from transforms.preprocess import load_function
     from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
+    from transforms.preprocess import load_function
 
     root = config.storage.root
     run_id = new_run_id("train")

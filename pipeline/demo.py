@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from pipeline import synthetic, window_store
+from core import window_store
+from pipeline import synthetic
 from pipeline.config import config_from_dict
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 from transforms.kafka_source import produce
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pipeline import metrics, window_store
+from core import window_store
+from pipeline import metrics
 
 
 def export_quality_metrics(root: str, window_ids: Optional[list] = None) -> int:
@@ -45,7 +46,7 @@ def window_ids_of(window: window_store.SealedWindow, id_field: str) -> list[str]
     """The event ids held by a sealed window (from its raw examples)."""
     import tensorflow as tf
 
-    from pipeline import storage
+    from core import storage
 
     ids = []
     for path in window.file_paths("raw"):

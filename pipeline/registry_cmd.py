@@ -44,7 +44,7 @@ def cmd_show(args, config, options):
     if version is None:
         version = registry.get_alias(name, args.alias)
         if version is None:
-            from pipeline.errors import RegistryError
+            from core.errors import RegistryError
 
             raise RegistryError(f"model {name!r} has no {args.alias!r} alias yet; pass a VERSION")
     mv = registry.get(name, version)

@@ -12,7 +12,7 @@ import html
 import io
 import os
 
-from pipeline.errors import StorageError
+from core.errors import StorageError
 
 _COLOURS = {"PASS": "#2e7d32", "WARN": "#f9a825", "QUARANTINED": "#c62828"}
 
@@ -113,7 +113,7 @@ def render_report(root: str, window_id: str | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    from pipeline import window_store
+    from core import window_store
 
     windows = window_store.list_sealed(root)
     if not windows:

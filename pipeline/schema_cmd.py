@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.errors import ConfigError, StorageError
+from core.errors import ConfigError, StorageError
 
 
 def statistics_of_windows(windows):
@@ -19,7 +19,7 @@ def statistics_of_windows(windows):
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
-    from pipeline import storage
+    from core import storage
     from transforms.validation import window_statistics
 
     serialized = []
@@ -48,7 +48,7 @@ def _local_copy(path, data):
 
 
 def choose_windows(root, window_ids=None, last=None):
-    from pipeline import window_store
+    from core import window_store
 
     sealed = window_store.list_sealed(root)
     if window_ids:
@@ -70,7 +70,8 @@ def validate_schema_text(text: str, source: str, config):
     """Parse and check a curated schema; errors name the file and the fix."""
     from google.protobuf import text_format
 
-    from transforms.validation import SERVING, TRAINING, schema_from_text
+    from core.schema_store import schema_from_text
+    from transforms.validation import SERVING, TRAINING
 
     try:
         schema = schema_from_text(text)
@@ -132,9 +133,10 @@ def schema_diff(a, b) -> dict:
 
 
 def cmd_infer(args, config, options):
-    from pipeline import schema_store
+    from core import schema_store
+    from core.schema_store import schema_to_text
     from pipeline.cli import emit
-    from transforms.validation import infer_schema, schema_to_text
+    from transforms.validation import infer_schema
 
     windows = choose_windows(config.storage.root, args.window, args.last)
     schema = infer_schema(statistics_of_windows(windows), config.label_field, config.id_field,
@@ -150,7 +152,7 @@ def cmd_infer(args, config, options):
 
 
 def cmd_show(args, config, options):
-    from pipeline import schema_store
+    from core import schema_store
     from pipeline.cli import emit
 
     loaded = schema_store.load(config.storage.root, args.version)
@@ -171,7 +173,7 @@ def _version(text: str) -> int:
 
 
 def cmd_diff(args, config, options):
-    from pipeline import schema_store
+    from core import schema_store
     from pipeline.cli import emit
 
     a, b = _version(args.a), _version(args.b)
@@ -190,7 +192,7 @@ def cmd_diff(args, config, options):
 
 
 def cmd_set(args, config, options):
-    from pipeline import schema_store
+    from core import schema_store
     from pipeline.cli import emit
 
     if args.file == "-":

@@ -48,15 +48,29 @@ from typing import Optional
 
 import apache_beam as beam
 
-from pipeline import metrics, schema_store, storage
+from core import layout, schema_store, storage
+from core.errors import ConfigError, CtpipeError, InputError, find_in_chain
+from core.lock import StorageLock
+from core.version import code_version
+from pipeline import metrics
 from pipeline.checkpoint import Checkpoint, CheckpointStore
-from pipeline.errors import ConfigError, CtpipeError, InputError, find_in_chain
-from pipeline.lock import StorageLock
-from pipeline.version import code_version
-from transforms.kafka_source import (KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets,
-                                     commit_group_offsets, end_offsets)
-from transforms.pending import (PartSettings, ReadPendingParts, WritePendingParts, ingest_dead_letters, list_parts,
-                                to_source_record, window_end_ms)
+from transforms.kafka_source import (
+    KafkaSourceError,
+    OffsetRange,
+    ReadKafkaRanges,
+    beginning_offsets,
+    commit_group_offsets,
+    end_offsets,
+)
+from transforms.pending import (
+    PartSettings,
+    ReadPendingParts,
+    WritePendingParts,
+    ingest_dead_letters,
+    list_parts,
+    to_source_record,
+    window_end_ms,
+)
 
 EXIT_CODES_HELP = """exit codes:
   0   every requested cycle completed (with --until-idle: the topic has no unread records)
@@ -269,8 +283,8 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
 def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
              schema_version: int) -> list:
     """Seal ``window_ids`` from all their pending parts with the shared window graph."""
+    from core.transform_store import current_transform
     from pipeline.backfill import build_window_graph
-    from transforms.preprocess import current_transform
 
     root = config.storage.root
     parts = list_parts(root, sid)
@@ -446,7 +460,7 @@ class StreamRunner:
         lap("commit")
         result = CycleResult(plan.cycle, replayed, plan.records, len(ingest["parts"]), int(ingest["dead"] or 0),
                              late, watermark, sealed, commit_error, seconds)
-        storage.write_json_atomic(storage.join(root, "runs", f"{seal_run_id(plan, sid)}.json"), {
+        storage.write_json_atomic(layout.run_record_path(root, seal_run_id(plan, sid)), {
             "run_id": seal_run_id(plan, sid), "kind": "stream", "code_version": code_version(),
             "plan": plan.to_json(), "result": result.to_json(), "finished_at": round(self._clock(), 3)})
         metrics.LAST_SUCCESS.labels(job="stream").set_to_current_time()

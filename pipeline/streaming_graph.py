@@ -34,14 +34,14 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
 
-from pipeline import storage, window_store
-from pipeline.errors import ConfigError
-from pipeline.version import code_version
+from core import layout, storage, window_store
+from core.errors import ConfigError
+from core.layout import window_id
+from core.records import DeadLetter, SourceRecord
+from core.version import code_version
 from transforms.decode import Decode, DecodeSpec
 from transforms.preprocess import PASSTHROUGH
-from transforms.records import DeadLetter, SourceRecord
-from transforms.windowing import split_duplicates, window_id
-
+from transforms.windowing import split_duplicates
 
 # --------------------------------------------------------------------------- runner options
 
@@ -134,9 +134,11 @@ class _SealPaneDoFn(beam.DoFn):
         import tensorflow_transform as tft
         from tfx_bsl.tfxio import tensor_adapter
 
+        from core.schema_store import schema_from_text
+        from core.transform_store import transform_dir
         from transforms.prepare import arrow_schema_for
-        from transforms.preprocess import tensor_adapter_config, transform_dir
-        from transforms.validation import feature_types, schema_from_text
+        from transforms.preprocess import tensor_adapter_config
+        from transforms.validation import feature_types
 
         self._schema = schema_from_text(self._schema_text)
         self._types = feature_types(self._schema)
@@ -212,8 +214,7 @@ class _SealPaneDoFn(beam.DoFn):
 
 def _write_dead_letter(dead: DeadLetter, root: str) -> str:
     """One file per dead letter, named by its source position: a replay rewrites the same name."""
-    safe = dead.source.replace("://", "-").replace("/", "-")
-    path = storage.join(root, "deadletter", "unbounded", f"{safe}-{dead.position}-{dead.reason}.json")
+    path = layout.deadletter_record_path(root, dead.source, dead.position, dead.reason)
     storage.write_bytes_atomic(path, json.dumps(dead.to_json(), sort_keys=True).encode())
     return path
 
@@ -226,8 +227,8 @@ def build_streaming_graph(pipeline, config, schema_text: str, schema_version: in
     ``source`` yields SourceRecords; None reads source.kafka with the cross-language ReadFromKafka.
     ``fingerprint`` names the published transform to apply.
     """
+    from core.schema_store import schema_from_text
     from pipeline.backfill import decode_spec as spec_for
-    from transforms.validation import schema_from_text
 
     root = config.storage.root
     if source is None:

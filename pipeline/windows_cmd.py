@@ -11,11 +11,11 @@ import datetime as dt
 import getpass
 import os
 
-from pipeline.errors import ConfigError, StorageError
+from core.errors import ConfigError, StorageError
 
 
 def release_window(root: str, window_id: str, reason: str, by: str, now: dt.datetime | None = None) -> dict:
-    from pipeline import storage, window_store
+    from core import storage, window_store
 
     if not reason or not reason.strip():
         raise ConfigError("--reason: say why the window is safe to use (it is recorded with the release)")
@@ -46,7 +46,7 @@ def cmd_release(args, config, options):
 
 
 def cmd_consistency(args, config, options):
-    from pipeline import window_store
+    from core import window_store
     from pipeline.cli import emit
     from pipeline.quality import window_consistency
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
 
-from pipeline import window_store
+from core import window_store
 from transforms.pending import list_parts, read_part
 
 OVERSIZE_LIMIT = 4000  # source.kafka.max_message_bytes used by these runs

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 
-from pipeline import schema_store, window_store
+from core import schema_store, window_store
 from pipeline.backfill import run_backfill
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

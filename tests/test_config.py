@@ -1,7 +1,7 @@
 import pytest
 
+from core.errors import ConfigError
 from pipeline.config import Config, config_from_dict, load_config, parse_duration
-from pipeline.errors import ConfigError
 
 
 def test_defaults_are_valid_and_frozen():

@@ -3,8 +3,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from core.records import DeadLetter, Event, SourceRecord
 from transforms.decode import BYTES, FLOAT, INT, Decode, DecodeSpec, decode_record, parse_event_time
-from transforms.records import DeadLetter, Event, SourceRecord
 
 SPEC = DecodeSpec(event_time_field="ts", id_field="id",
                   feature_types={"x": FLOAT, "n": INT, "c": BYTES}, max_value_bytes=200)

@@ -8,11 +8,12 @@ import os
 
 import pytest
 
-from pipeline import synthetic, window_store
+from core import window_store
+from pipeline import synthetic
 from pipeline.backfill import infer_and_store_schema, run_backfill
-from transforms.sources import ReadEventFiles
 from pipeline.config import config_from_dict
 from pipeline.options import pipeline_options
+from transforms.sources import ReadEventFiles
 
 START = dt.datetime(2026, 11, 27)
 HOURS, ROWS = 24, 300

@@ -25,7 +25,7 @@ import os
 
 import pytest
 
-from pipeline import storage, window_store
+from core import storage, window_store
 from training.registry import open_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,11 +15,21 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 from pipeline.kafka_client import client_kwargs
 from transforms.kafka_source import (
-    KafkaRecord, KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets,
-    commit_group_offsets, end_offsets, ensure_topic, plan_ranges, produce, read_range)
+    KafkaRecord,
+    KafkaSourceError,
+    OffsetRange,
+    ReadKafkaRanges,
+    beginning_offsets,
+    commit_group_offsets,
+    end_offsets,
+    ensure_topic,
+    plan_ranges,
+    produce,
+    read_range,
+)
 
 N_MESSAGES = 600
 PARTITIONS = 3

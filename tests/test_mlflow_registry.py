@@ -10,15 +10,22 @@ import os
 import subprocess
 
 import pytest
-from tests.test_registry import (overwrite_or_delete, VENV_BIN, Backend, model, push, saved_model_dir,  # noqa: F401
-                           test_behaviour_alias_moves_and_history,
-                           test_behaviour_promote_refuses_unblessed,
-                           test_behaviour_push_list_get_fetch,
-                           test_behaviour_rollback_to_previous_blessed,
-                           test_behaviour_rollback_without_earlier_version_raises,
-                           test_behaviour_tampered_version_raises_integrity_error,
-                           test_behaviour_unknown_version_names_known_ones)
 
+from tests.test_registry import (  # noqa: F401
+    VENV_BIN,
+    Backend,
+    model,
+    overwrite_or_delete,
+    push,
+    saved_model_dir,
+    test_behaviour_alias_moves_and_history,
+    test_behaviour_promote_refuses_unblessed,
+    test_behaviour_push_list_get_fetch,
+    test_behaviour_rollback_to_previous_blessed,
+    test_behaviour_rollback_without_earlier_version_raises,
+    test_behaviour_tampered_version_raises_integrity_error,
+    test_behaviour_unknown_version_names_known_ones,
+)
 from training.registry import ModelVersion, open_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -24,9 +24,8 @@ from typing import Callable
 
 import pytest
 
-from pipeline.errors import ConfigError, IntegrityError, RegistryError
-from training.registry import (CHECKSUMS_FILE, COMMITTED_FILE, FileRegistry, ModelVersion,
-                               Registry, open_registry)
+from core.errors import ConfigError, IntegrityError, RegistryError
+from training.registry import CHECKSUMS_FILE, COMMITTED_FILE, FileRegistry, ModelVersion, Registry, open_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)

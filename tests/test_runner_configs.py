@@ -23,10 +23,10 @@ from apache_beam.options.pipeline_options import (
     SetupOptions,
     StandardOptions,
     WorkerOptions,
+    _BeamArgumentParser,
 )
-from apache_beam.options.pipeline_options import _BeamArgumentParser
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 from pipeline.options import runner_flags
 
 ROOT = Path(__file__).resolve().parents[1]

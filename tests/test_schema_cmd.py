@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import cli, schema_store, synthetic, window_store
+from core import schema_store, window_store
+from pipeline import cli, synthetic
 
 HOURS, ROWS = 3, 200
 
@@ -113,8 +114,9 @@ def test_consistency_of_the_same_window_in_two_roots(store, capsys, tmp_path):
     # The other copy lost records: counts and ids disagree, and the command says so.
     other_window = window_store.latest_sealed(str(other), window.window_id)
     raw = other_window.file_paths("raw")[0]
-    from transforms.write_window import tfrecord_gz_bytes
     import tensorflow as tf
+
+    from transforms.write_window import tfrecord_gz_bytes
 
     records = [r.numpy() for r in tf.data.TFRecordDataset([raw], compression_type="GZIP")][:-2]
     with open(raw, "wb") as handle:

@@ -11,16 +11,14 @@ import sys
 
 import pytest
 
+from core.errors import ConfigError, InputError, LockError, StorageError
+from core.layout import window_id_start_ms
+from core.lock import StorageLock
+from core.records import Event
 from pipeline.checkpoint import Checkpoint, CheckpointStore, source_id
-from pipeline.errors import ConfigError, InputError, LockError, StorageError
-from pipeline.lock import StorageLock
-from pipeline.stream import (CyclePlan, compute_watermark, idle_partitions, merge_newest, plan_cycle,
-                             windows_to_seal)
+from pipeline.stream import CyclePlan, compute_watermark, idle_partitions, merge_newest, plan_cycle, windows_to_seal
 from transforms.kafka_source import OffsetRange
-from transforms.pending import (RangeIndex, decode_part, deadletter_path, encode_part, parse_part_path,
-                                part_path)
-from transforms.records import Event
-from transforms.windowing import window_id_start_ms
+from transforms.pending import RangeIndex, deadletter_path, decode_part, encode_part, parse_part_path, part_path
 
 H = 3_600_000
 

@@ -185,7 +185,8 @@ def test_late_records_for_a_sealed_window_follow_the_policy(kafka_broker, kafka_
 
     import yaml
 
-    from pipeline import stream, window_store
+    from core import window_store
+    from pipeline import stream
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
     from tests._stream_check import sealed_ids
@@ -272,7 +273,8 @@ def test_ingest_dead_letters_count_toward_the_window_bad_fraction(kafka_broker, 
 
     import yaml
 
-    from pipeline import stream, window_store
+    from core import window_store
+    from pipeline import stream
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
     from transforms.kafka_source import produce

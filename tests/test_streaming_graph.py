@@ -14,12 +14,13 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline import schema_store, synthetic, window_store
+from core import schema_store, window_store
+from core.errors import ConfigError
+from core.records import SourceRecord
+from core.transform_store import current_transform
+from pipeline import synthetic
 from pipeline.config import config_from_dict
-from pipeline.errors import ConfigError
 from pipeline.streaming_graph import build_streaming_graph, dataflow_options, flink_options, java_consumer_config
-from transforms.preprocess import current_transform
-from transforms.records import SourceRecord
 
 T0 = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 T0_S = T0.timestamp()
@@ -153,10 +154,10 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
 
     import tensorflow as tf
 
+    from core.records import Event
     from transforms.decode import decode_record
     from transforms.prepare import arrow_schema_for, prepare_window
     from transforms.preprocess import ApplyTransform
-    from transforms.records import Event
     from transforms.sources import read_jsonl
     from transforms.validation import feature_types
     from transforms.windowing import split_duplicates, window_of

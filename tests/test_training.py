@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import window_store
+from core import window_store
 from pipeline.backfill import run_backfill
 from pipeline.controller import run_training
 from training.data import raw_eval_examples
@@ -52,9 +52,9 @@ def test_first_candidate_is_blessed_pushed_and_promoted(trained):
 
 
 def test_lineage_has_inputs_code_metrics_duration_and_warm_start(trained):
-    from pipeline import storage
+    from core import storage
+    from core.version import code_version
     from pipeline.controller import config_hash
-    from pipeline.version import code_version
 
     config, first = trained
     stored = open_registry(config.registry.uri).get("sensors", 1)

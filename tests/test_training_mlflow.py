@@ -12,8 +12,8 @@ import os
 
 import pytest
 import yaml
-from tests.test_mlflow_registry import mlflow_launch, mlflow_server  # noqa: F401  (fixtures)
 
+from tests.test_mlflow_registry import mlflow_launch, mlflow_server  # noqa: F401  (fixtures)
 from training.registry import open_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,14 +8,22 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from core.errors import ConfigError
+from core.records import DeadLetter, Event
 from pipeline import metrics
 from pipeline.config import config_from_dict
-from pipeline.errors import ConfigError
 from transforms.record_checks import check_event, record_rules
-from transforms.records import DeadLetter, Event
 from transforms.validation import (
-    decide, distribution_scores, feature_thresholds, infer_schema, validate_skew, validate_window,
-    window_statistics, with_drift_comparators, with_skew_comparators)
+    decide,
+    distribution_scores,
+    feature_thresholds,
+    infer_schema,
+    validate_skew,
+    validate_window,
+    window_statistics,
+    with_drift_comparators,
+    with_skew_comparators,
+)
 
 
 def _batch(n, seed, shift=0.0, colours=("red", "green", "blue"), weights=(1, 1, 1)):
@@ -112,7 +120,7 @@ def test_config_validation_names_the_bad_value():
 
 
 def test_timeliness_and_metrics_export(tmp_path):
-    from pipeline import storage
+    from core import storage
     from pipeline.quality import export_quality_metrics
     from transforms.validate_windows import quality_of, timeliness_of
 

@@ -2,9 +2,9 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.records import Event
-from transforms.windowing import (AssignWindow, GroupByWindow, split_duplicates, window_id, window_id_start_ms,
-                                  window_start_ms)
+from core.layout import window_id, window_id_start_ms, window_start_ms
+from core.records import Event
+from transforms.windowing import AssignWindow, GroupByWindow, split_duplicates
 
 H = 3_600_000
 T0 = 1795737600000  # 2026-11-27T00:00Z

@@ -33,10 +33,9 @@ from typing import Any, Iterator, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
-                                          ErrorCode)
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from pipeline.errors import RegistryError
+from core.errors import RegistryError
 from training.registry import AliasState, Clock, ModelVersion, Registry, validate_model_name
 
 ARTIFACT_PATH = "model"

@@ -52,7 +52,7 @@ from apache_beam.io.filesystem import BeamIOError, CompressionTypes, FileMetadat
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.errors import ConfigError, IntegrityError, RegistryError
+from core.errors import ConfigError, IntegrityError, RegistryError
 
 METRICS_FILE = "metrics.json"
 LINEAGE_FILE = "lineage.json"

@@ -141,7 +141,7 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
     tft_output = tft.TFTransformOutput(spec.transform_dir)
     transformed_spec = tft_output.transformed_feature_spec()
     if spec.label_key not in transformed_spec:
-        from pipeline.errors import ConfigError
+        from core.errors import ConfigError
 
         raise ConfigError(f"the preprocessing_fn does not output the label {spec.label_key!r}; "
                           "pass it through (outputs[label] = inputs[label]) or fix label_field")

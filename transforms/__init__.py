@@ -1,7 +1,3 @@
 """Beam PTransforms of ctpipe and the pure functions inside them."""
 
-import os as _os
-
-# tf.Transform and MultiWorkerMirroredStrategy need Keras 2 (tf-keras); must be set before TF loads.
-_os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import core  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlow loads)

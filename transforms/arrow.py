@@ -5,8 +5,8 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from core.records import Event
 from transforms.decode import BYTES, FLOAT, INT
-from transforms.records import Event
 
 _ARROW_TYPES = {
     INT: pa.large_list(pa.int64()),

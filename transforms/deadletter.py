@@ -5,12 +5,9 @@ import json
 
 import apache_beam as beam
 
-from pipeline import storage
+from core import layout
 
-
-def deadletter_prefix(root: str, run_id: str) -> str:
-    date = run_id[:8]  # run ids start with the UTC date
-    return storage.join(root, "deadletter", date, run_id)
+deadletter_prefix = layout.deadletter_run_prefix
 
 
 class WriteDeadLetters(beam.PTransform):

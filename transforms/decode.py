@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 import apache_beam as beam
 
-from transforms.records import DeadLetter, Event, SourceRecord
+from core.records import DeadLetter, Event, SourceRecord
 from transforms.routing import route
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"

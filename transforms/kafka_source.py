@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
-from pipeline.errors import CtpipeError
+from core.errors import CtpipeError
 
 DEFAULT_TIMEOUT_S = 15.0
 _POLL_MS = 200

@@ -35,13 +35,13 @@ from typing import Iterable, Optional
 
 import apache_beam as beam
 
-from pipeline import storage
+from core import layout, storage
+from core.layout import window_id, window_id_start_ms, window_start_ms
+from core.records import DeadLetter, Event, SourceRecord
 from transforms.kafka_source import KafkaRecord, OffsetRange
-from transforms.records import DeadLetter, Event, SourceRecord
-from transforms.windowing import window_id, window_id_start_ms, window_start_ms
 
 PART_SUFFIX = ".jsonl.gz"
-_PART_RE = re.compile(r"/([0-9]{8}T[0-9]{4}Z)/([^/]+)-p([0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
+_PART_RE = re.compile(f"/({layout.WINDOW_ID_PATTERN})/" + r"([^/]+)-p([0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
 NEW_VERSION, SIDE_OUTPUT = "new_version", "side_output"
 
 
@@ -57,12 +57,8 @@ def part_name(rng: OffsetRange) -> str:
     return f"{rng.topic}-{range_key(rng)}{PART_SUFFIX}"
 
 
-def pending_dir(root: str, sid: str) -> str:
-    return storage.join(root, "pending", sid)
-
-
-def late_dir(root: str, sid: str) -> str:
-    return storage.join(root, "late", sid)
+pending_dir = layout.pending_dir
+late_dir = layout.late_dir
 
 
 def part_path(root: str, sid: str, wid: str, rng: OffsetRange, late_side_output: bool = False) -> str:
@@ -71,18 +67,17 @@ def part_path(root: str, sid: str, wid: str, rng: OffsetRange, late_side_output:
 
 
 def deadletter_path(root: str, sid: str, date: str, rng: OffsetRange) -> str:
-    return storage.join(root, "deadletter", date, f"stream-{sid}-{range_key(rng)}.jsonl")
+    return layout.deadletter_range_path(root, sid, date, range_key(rng))
 
 
 def ingest_dead_letters(root: str, sid: str, window_ids, window_size_s: int) -> list:
     """Dead letters written at ingest for source ``sid`` whose event time falls in ``window_ids``
     (records that had a readable event time but were unusable), so sealing can count them toward
     each window's bad fraction. Payloads are not needed for counting and are left out."""
-    from transforms.windowing import window_id, window_start_ms
 
     wanted = set(window_ids)
     out = []
-    for path in storage.glob(storage.join(root, "deadletter", "*", f"stream-{sid}-*.jsonl")):
+    for path in storage.glob(layout.deadletter_range_glob(root, sid)):
         for line in storage.read_bytes(path).decode("utf-8").splitlines():
             if not line.strip():
                 continue

@@ -26,15 +26,14 @@ import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-from pipeline import storage
-from pipeline.errors import ConfigError, StorageError
+from core import storage
+from core.errors import ConfigError, StorageError
+from core.transform_store import COMPLETE_MARKER, set_current, transform_dir
 from transforms.arrow import canonical_examples
 
 WINDOW_COLUMN = "__window__"
 ID_COLUMN = "__id__"
 PASSTHROUGH = (WINDOW_COLUMN, ID_COLUMN)
-COMPLETE_MARKER = "COMPLETE"
-CURRENT_POINTER = "CURRENT"
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -83,27 +82,6 @@ def transformed_examples(batch: pa.RecordBatch) -> list[tuple[str, tuple[str, by
     return [(w.decode(), (i.decode(), ex)) for w, i, ex in zip(windows, ids, examples)]
 
 
-def transform_dir(root: str, fingerprint: str) -> str:
-    return storage.join(root, "transforms", fingerprint)
-
-
-def current_transform(root: str) -> str | None:
-    """Fingerprint named by <root>/transforms/CURRENT (the newest published transform), or None.
-
-    The pointer only names a transform whose directory is complete (COMPLETE marker present);
-    a pointer to anything else is a corrupt store and raises StorageError.
-    """
-    pointer = storage.join(root, "transforms", CURRENT_POINTER)
-    if not storage.exists(pointer):
-        return None
-    fingerprint = storage.read_bytes(pointer).decode().strip()
-    if not storage.exists(storage.join(transform_dir(root, fingerprint), COMPLETE_MARKER)):
-        raise StorageError(f"{pointer} names transform {fingerprint!r}, but "
-                           f"{transform_dir(root, fingerprint)} is not a complete transform; "
-                           "rerun `ctpipe backfill` to publish one, or delete the pointer")
-    return fingerprint
-
-
 def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
     """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last), then
     point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
@@ -115,7 +93,7 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
         storage.copy_tree(staging, target)
         storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
-    storage.write_bytes_atomic(storage.join(root, "transforms", CURRENT_POINTER), fingerprint.encode())
+    set_current(root, fingerprint)
     return fingerprint
 
 

@@ -24,7 +24,7 @@ from typing import Optional, Union
 import apache_beam as beam
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from transforms.records import DeadLetter, Event
+from core.records import DeadLetter, Event
 from transforms.routing import route
 
 _TYPES = {schema_pb2.INT: "INT", schema_pb2.FLOAT: "FLOAT", schema_pb2.BYTES: "BYTES"}

@@ -5,7 +5,7 @@ from typing import Callable
 
 import apache_beam as beam
 
-from transforms.records import DeadLetter
+from core.records import DeadLetter
 
 DEADLETTER = "deadletter"
 

@@ -9,8 +9,8 @@ import zlib
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import InputError
-from transforms.records import SourceRecord
+from core.errors import InputError
+from core.records import SourceRecord
 
 
 def match_files(pattern: str) -> list[tuple[str, int]]:

@@ -12,12 +12,20 @@ from typing import Optional
 import apache_beam as beam
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import storage, window_store
-from pipeline.errors import ConfigError
+from core import storage, window_store
+from core.errors import ConfigError
+from core.layout import window_id, window_start_ms
+from core.schema_store import schema_from_text
 from transforms.validation import (
-    LINF, decide, distribution_scores, feature_thresholds, schema_from_text, validate_skew, validate_window,
-    with_drift_comparators, with_skew_comparators)
-from transforms.windowing import window_id, window_start_ms
+    LINF,
+    decide,
+    distribution_scores,
+    feature_thresholds,
+    validate_skew,
+    validate_window,
+    with_drift_comparators,
+    with_skew_comparators,
+)
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,9 @@ def serving_data_statistics(pattern: str, fmt: str, schema_text: str, event_time
                             event_time_format: str = "auto") -> statistics_pb2.DatasetFeatureStatisticsList:
     """TFDV statistics of serving events (all files matching ``pattern``); undecodable lines are
     skipped and counted in the dataset name, since serving data is only a reference here."""
+    from core.records import Event
     from transforms.arrow import events_to_record_batch
     from transforms.decode import DecodeSpec, decode_record
-    from transforms.records import Event
     from transforms.sources import _READERS, match_files
     from transforms.validation import feature_types, window_statistics
 

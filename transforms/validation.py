@@ -13,7 +13,6 @@ from typing import Mapping, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow_data_validation as tfdv
-from google.protobuf import text_format
 from tensorflow_data_validation.statistics import stats_impl
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
@@ -55,14 +54,6 @@ def infer_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, label_field
 
 def feature_types(schema: schema_pb2.Schema) -> dict[str, str]:
     return {f.name: _TYPE_NAMES[f.type] for f in schema.feature if f.type in _TYPE_NAMES}
-
-
-def schema_to_text(schema: schema_pb2.Schema) -> str:
-    return text_format.MessageToString(schema)
-
-
-def schema_from_text(text: str) -> schema_pb2.Schema:
-    return text_format.Parse(text, schema_pb2.Schema())
 
 
 JS, LINF = "js", "linf"

@@ -1,29 +1,12 @@
 """Fixed event-time windows: ids, assignment, and per-window grouping with de-duplication."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Iterable, Optional
 
 import apache_beam as beam
 
-from transforms.records import DeadLetter, Event
-
-WINDOW_ID_FORMAT = "%Y%m%dT%H%MZ"
-
-
-def window_start_ms(event_time_ms: int, size_s: int) -> int:
-    size_ms = size_s * 1000
-    return event_time_ms - event_time_ms % size_ms
-
-
-def window_id(start_ms: int) -> str:
-    """Window id: its UTC start, e.g. ``20261127T0100Z``."""
-    return dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.timezone.utc).strftime(WINDOW_ID_FORMAT)
-
-
-def window_id_start_ms(wid: str) -> int:
-    parsed = dt.datetime.strptime(wid, WINDOW_ID_FORMAT).replace(tzinfo=dt.timezone.utc)
-    return int(parsed.timestamp() * 1000)
+from core.layout import window_id, window_start_ms
+from core.records import DeadLetter, Event
 
 
 def window_of(event: Event, size_s: int) -> str:

@@ -18,8 +18,8 @@ import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import text_format
 
-from pipeline import storage, window_store
-from transforms.windowing import window_id_start_ms
+from core import storage, window_store
+from core.layout import window_id_start_ms
 
 RAW_FILE = "raw-00000-of-00001.tfrecord.gz"
 DATA_FILE = "data-00000-of-00001.tfrecord.gz"

@@ -26,8 +26,8 @@ import time
 import uuid
 from typing import Optional
 
-from pipeline import storage
-from pipeline.errors import LockError
+from core import layout, storage
+from core.errors import LockError
 
 
 def _pid_alive(pid: int) -> bool:
@@ -48,7 +48,7 @@ class StorageLock:
         if stale_after_s <= heartbeat_s:
             raise ValueError(f"stale_after_s ({stale_after_s}) must exceed heartbeat_s ({heartbeat_s})")
         self.root = root
-        self.path = storage.join(root, "locks", f"{name}.lock")
+        self.path = layout.lock_path(root, name)
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
         self._clock = clock

@@ -4,19 +4,31 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from pipeline import storage
-from pipeline.errors import StorageError
-from transforms.validation import schema_from_text, schema_to_text
+from core import layout, storage
+from core.errors import StorageError
 
 _RE = re.compile(r"/schema/v([0-9]+)/schema\.pbtxt$")
 
 
-def schema_path(root: str, version: int) -> str:
-    return storage.join(root, "schema", f"v{version}", "schema.pbtxt")
+def schema_to_text(schema) -> str:
+    """TFMD text format of a Schema proto (what schema.pbtxt holds)."""
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(schema)
+
+
+def schema_from_text(text: str):
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    return text_format.Parse(text, schema_pb2.Schema())
+
+
+schema_path = layout.schema_path
 
 
 def versions(root: str) -> list[int]:
-    return sorted(int(m.group(1)) for p in storage.glob(storage.join(root, "schema", "v*", "schema.pbtxt"))
+    return sorted(int(m.group(1)) for p in storage.glob(layout.schema_glob(root))
                   if (m := _RE.search(p)))
 
 

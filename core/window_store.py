@@ -6,20 +6,15 @@ are invisible; the next attempt writes the same deterministic names over them.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline import storage
-from pipeline.errors import StorageError
+from core import storage
+from core.errors import StorageError
+from core.layout import MANIFEST, RELEASE, manifest_glob, window_dir
+from core.layout import MANIFEST_PATH_RE as _VERSION_RE
 
-MANIFEST = "MANIFEST.json"
-RELEASE = "RELEASE.json"
-_VERSION_RE = re.compile(r"/windows/([0-9]{8}T[0-9]{4}Z)/v([0-9]+)/" + re.escape(MANIFEST) + "$")
-
-
-def window_dir(root: str, wid: str, version: int) -> str:
-    return storage.join(root, "windows", wid, f"v{version}")
+__all__ = ["MANIFEST", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "window_dir"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,7 @@ def _load(root: str, path: str) -> SealedWindow:
 
 def list_sealed(root: str, latest_only: bool = True) -> list[SealedWindow]:
     """Sealed windows sorted by id (and version); by default only each window's newest version."""
-    paths = [p for p in storage.glob(storage.join(root, "windows", "*", "v*", MANIFEST)) if _VERSION_RE.search(p)]
+    paths = [p for p in storage.glob(manifest_glob(root)) if _VERSION_RE.search(p)]
     windows = sorted((_load(root, p) for p in paths), key=lambda w: (w.window_id, w.version))
     if not latest_only:
         return windows
@@ -71,7 +66,7 @@ def list_sealed(root: str, latest_only: bool = True) -> list[SealedWindow]:
 
 
 def latest_sealed(root: str, wid: str) -> Optional[SealedWindow]:
-    versions = [p for p in storage.glob(storage.join(root, "windows", wid, "v*", MANIFEST)) if _VERSION_RE.search(p)]
+    versions = [p for p in storage.glob(manifest_glob(root, wid)) if _VERSION_RE.search(p)]
     if not versions:
         return None
     return max((_load(root, p) for p in versions), key=lambda w: w.version)

@@ -1,0 +1,144 @@
+"""The layout of a storage root and the window-id format: the one place that names paths.
+
+Every path ctpipe reads or writes under ``<root>`` is built here (shared/DESIGN.md, "Storage
+layout"); nothing else joins directory names onto a root by hand:
+
+    <root>/windows/<window_id>/v<N>/          TFRecord parts, stats.pb, anomalies.pbtxt, MANIFEST.json
+    <root>/pending/<source_id>/<window_id>/   stream parts not yet sealed (kept: resealing is idempotent)
+    <root>/late/<source_id>/<window_id>/      late parts under the side_output policy
+    <root>/checkpoints/<source_id>.json
+    <root>/deadletter/<date>/...              one layout, three producers (see ``deadletter_*``)
+    <root>/schema/v<N>/schema.pbtxt
+    <root>/transforms/<fingerprint>/          transform_fn/, transformed_metadata/, metadata/, COMPLETE
+    <root>/transforms/CURRENT                 fingerprint the stream applies
+    <root>/runs/<run_id>.json
+    <root>/locks/<name>.lock
+
+Window id: the window's UTC start as ``YYYYMMDDTHHMMZ`` (``20261127T0100Z``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from core import storage
+
+WINDOW_ID_FORMAT = "%Y%m%dT%H%MZ"
+WINDOW_ID_PATTERN = r"[0-9]{8}T[0-9]{4}Z"
+"""Regular expression (no anchors) of a window id, for parsing paths."""
+_WINDOW_ID_RE = re.compile(f"^{WINDOW_ID_PATTERN}$")
+
+MANIFEST = "MANIFEST.json"
+RELEASE = "RELEASE.json"
+TRANSFORM_COMPLETE = "COMPLETE"
+TRANSFORM_CURRENT = "CURRENT"
+
+
+# --------------------------------------------------------------------------- window ids
+
+
+def window_start_ms(event_time_ms: int, size_s: int) -> int:
+    size_ms = size_s * 1000
+    return event_time_ms - event_time_ms % size_ms
+
+
+def window_id(start_ms: int) -> str:
+    """Window id: its UTC start, e.g. ``20261127T0100Z``."""
+    return dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.timezone.utc).strftime(WINDOW_ID_FORMAT)
+
+
+def window_id_start_ms(wid: str) -> int:
+    parsed = dt.datetime.strptime(wid, WINDOW_ID_FORMAT).replace(tzinfo=dt.timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def is_window_id(text: str) -> bool:
+    return bool(_WINDOW_ID_RE.match(text))
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def windows_dir(root: str) -> str:
+    return storage.join(root, "windows")
+
+
+def window_dir(root: str, wid: str, version: int) -> str:
+    return storage.join(root, "windows", wid, f"v{version}")
+
+
+def manifest_glob(root: str, wid: str = "*") -> str:
+    return storage.join(root, "windows", wid, "v*", MANIFEST)
+
+
+MANIFEST_PATH_RE = re.compile(f"/windows/({WINDOW_ID_PATTERN})/v([0-9]+)/" + re.escape(MANIFEST) + "$")
+
+
+# --------------------------------------------------------------------------- stream state
+
+
+def checkpoint_path(root: str, sid: str) -> str:
+    return storage.join(root, "checkpoints", f"{sid}.json")
+
+
+def pending_dir(root: str, sid: str) -> str:
+    return storage.join(root, "pending", sid)
+
+
+def late_dir(root: str, sid: str) -> str:
+    return storage.join(root, "late", sid)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def deadletter_dir(root: str, date: str) -> str:
+    """Dead letters of one UTC date (``YYYYMMDD``)."""
+    return storage.join(root, "deadletter", date)
+
+
+def deadletter_run_prefix(root: str, run_id: str) -> str:
+    """Prefix of a bounded run's dead-letter shards (run ids start with their UTC date)."""
+    return storage.join(deadletter_dir(root, run_id[:8]), run_id)
+
+
+def deadletter_range_path(root: str, sid: str, date: str, range_key: str) -> str:
+    """Dead letters of one planned source range of ``ctpipe stream``."""
+    return storage.join(deadletter_dir(root, date), f"stream-{sid}-{range_key}.jsonl")
+
+
+def deadletter_range_glob(root: str, sid: str) -> str:
+    return storage.join(root, "deadletter", "*", f"stream-{sid}-*.jsonl")
+
+
+def deadletter_record_path(root: str, source: str, position: str, reason: str) -> str:
+    """One dead letter of the unbounded graph, named by its source position (a replay rewrites it)."""
+    safe = source.replace("://", "-").replace("/", "-")
+    return storage.join(root, "deadletter", "unbounded", f"{safe}-{position}-{reason}.json")
+
+
+# --------------------------------------------------------------------------- schema, transforms, runs, locks
+
+
+def schema_path(root: str, version: int) -> str:
+    return storage.join(root, "schema", f"v{version}", "schema.pbtxt")
+
+
+def schema_glob(root: str) -> str:
+    return storage.join(root, "schema", "v*", "schema.pbtxt")
+
+
+def transform_dir(root: str, fingerprint: str) -> str:
+    return storage.join(root, "transforms", fingerprint)
+
+
+def transform_pointer(root: str) -> str:
+    return storage.join(root, "transforms", TRANSFORM_CURRENT)
+
+
+def run_record_path(root: str, run_id: str) -> str:
+    return storage.join(root, "runs", f"{run_id}.json")
+
+
+def lock_path(root: str, name: str) -> str:
+    return storage.join(root, "locks", f"{name}.lock")
