@@ -95,7 +95,7 @@ def main() -> None:
     try:
         bootstrap = f"{_procs.HOST}:{broker.port}"
         topic = "bench-events"
-        from transforms.kafka_source import end_offsets, ensure_topic
+        from transforms.kafka.produce import ensure_topic
 
         ensure_topic({"bootstrap_servers": bootstrap}, topic, args.partitions)
         t = time.perf_counter()

@@ -11,7 +11,9 @@ layout"); nothing else joins directory names onto a root by hand:
     <root>/schema/v<N>/schema.pbtxt
     <root>/transforms/<fingerprint>/          transform_fn/, transformed_metadata/, metadata/, COMPLETE
     <root>/transforms/CURRENT                 fingerprint the stream applies
-    <root>/runs/<run_id>.json
+    <root>/runs/<run_id>.json                 run record (the driver writes it last)
+    <root>/runs/<run_id>/<kind>/<name>.json   results the run's workers hand back to the driver
+    <root>/tmp/<run_id>/                      scratch shared by the run's workers
     <root>/locks/<name>.lock
 
 Window id: the window's UTC start as ``YYYYMMDDTHHMMZ`` (``20261127T0100Z``).
@@ -138,6 +140,17 @@ def transform_pointer(root: str) -> str:
 
 def run_record_path(root: str, run_id: str) -> str:
     return storage.join(root, "runs", f"{run_id}.json")
+
+
+def run_output_dir(root: str, run_id: str, kind: str) -> str:
+    """Results a run's workers hand back to its driver (transforms/run_outputs.py)."""
+    return storage.join(root, "runs", run_id, kind)
+
+
+def run_scratch_dir(root: str, run_id: str) -> str:
+    """Scratch space of one run that workers share (tf.Transform temp, staging, schema stats);
+    removed when the run succeeds."""
+    return storage.join(root, "tmp", run_id)
 
 
 def lock_path(root: str, name: str) -> str:

@@ -166,16 +166,30 @@ def delete(paths: Iterable[str]) -> None:
         _filesystems().delete(remote)
 
 
+def delete_tree(prefix: str) -> None:
+    """Remove every file below ``prefix`` (a directory locally, a key prefix on object stores)."""
+    if is_local(prefix):
+        if os.path.isdir(prefix):
+            import shutil
+
+            shutil.rmtree(prefix)
+        return
+    files = glob(prefix.rstrip("/") + "/**")
+    if files:
+        _filesystems().delete(files)
+
+
 def copy_tree(src_dir: str, dst_dir: str) -> list[str]:
-    """Copy every file below ``src_dir`` (a local dir) to ``dst_dir``; returns the relative names."""
+    """Copy every file below ``src_dir`` to ``dst_dir`` (either on any file system), each
+    atomically; returns the relative names."""
+    if is_local(src_dir):
+        src_dir = os.path.abspath(src_dir)
+    prefix = src_dir.rstrip("/") + "/"
     names = []
-    for base, _dirs, files in os.walk(src_dir):
-        for name in files:
-            full = os.path.join(base, name)
-            rel = os.path.relpath(full, src_dir).replace(os.sep, "/")
-            with open(full, "rb") as handle:
-                write_bytes_atomic(join(dst_dir, rel), handle.read())
-            names.append(rel)
+    for path in glob(prefix + "**"):
+        rel = path[len(prefix):]
+        write_bytes_atomic(join(dst_dir, *rel.split("/")), read_bytes(path))
+        names.append(rel)
     return sorted(names)
 
 

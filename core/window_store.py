@@ -14,7 +14,7 @@ from core.errors import StorageError
 from core.layout import MANIFEST, RELEASE, manifest_glob, window_dir
 from core.layout import MANIFEST_PATH_RE as _VERSION_RE
 
-__all__ = ["MANIFEST", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "window_dir"]
+__all__ = ["MANIFEST", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "sealed_ids", "window_dir"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,13 @@ def latest_sealed(root: str, wid: str) -> Optional[SealedWindow]:
     return max((_load(root, p) for p in versions), key=lambda w: w.version)
 
 
+def sealed_ids(root: str) -> list[str]:
+    """Ids of the windows with at least one sealed version (from paths only: nothing is read)."""
+    ids = {m.group(1) for p in storage.glob(manifest_glob(root)) if (m := _VERSION_RE.search(p))}
+    return sorted(ids)
+
+
 def previous_sealed(root: str, wid: str) -> Optional[SealedWindow]:
     """Newest version of the latest sealed window that starts before ``wid``."""
-    earlier = [w for w in list_sealed(root) if w.window_id < wid]
-    return earlier[-1] if earlier else None
+    earlier = [i for i in sealed_ids(root) if i < wid]
+    return latest_sealed(root, earlier[-1]) if earlier else None

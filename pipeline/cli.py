@@ -68,7 +68,7 @@ def cmd_gen(args, config, options):
     lines = progress(lines, total=args.hours * (args.rows_per_hour + args.malformed_per_hour
                                                 + args.out_of_range_per_hour), unit="events")
     if args.to_kafka:
-        from pipeline.kafka_gen import produce_generated
+        from transforms.kafka.produce import produce_generated
 
         produced = produce_generated(config, args.to_kafka, lines, args.rate)
         emit(args, produced, [f"produced {produced['valid']} events and {produced['malformed']} malformed "

@@ -12,7 +12,7 @@ One cycle (DESIGN.md, "Checkpoint protocol"):
 3. Watermark = min over partitions that have data of the newest event time seen, minus
    window.allowed_lateness (never moves back). Windows whose end is at or before it, and that
    either just passed it or received late parts this cycle, are sealed by the shared window graph
-   (pipeline/backfill.build_window_graph) over all their parts: stats, validation, transform,
+   (transforms/seal.SealWindows, the composite every graph uses) over all their parts: stats, validation, transform,
    MANIFEST last. Resealing unchanged parts is a no-op; changed parts give v<N+1>.
 4. Save the checkpoint (offsets = the plan's ends, watermark, in_flight cleared) atomically.
 5. Commit the offsets to the consumer group (lag visibility only; a failure there is reported
@@ -31,7 +31,7 @@ that carry an event time are read back at sealing and count toward their window'
 (they are not written twice).
 
 Transform: when <root>/transforms/CURRENT names a published transform (from a backfill or an
-earlier stream cycle), windows are transformed with it (ApplyTransform); otherwise the transform
+earlier stream cycle), windows are transformed with it; otherwise the transform
 is analyzed over the windows being sealed and published.
 """
 from __future__ import annotations
@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -51,16 +49,24 @@ import apache_beam as beam
 from core import layout, schema_store, storage
 from core.errors import ConfigError, CtpipeError, InputError, find_in_chain
 from core.lock import StorageLock
+from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import metrics
+from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
-from transforms.kafka_source import (
+from pipeline.specs import decode_spec, seal_spec
+from transforms.deadletter import WriteDeadLetters
+from transforms.decode import Decode
+from transforms.kafka.source import (
     KafkaSourceError,
     OffsetRange,
     ReadKafkaRanges,
     beginning_offsets,
     commit_group_offsets,
     end_offsets,
+    plan_ranges,
+    source_uri,
+    to_source_record,
 )
 from transforms.pending import (
     PartSettings,
@@ -68,9 +74,11 @@ from transforms.pending import (
     WritePendingParts,
     ingest_dead_letters,
     list_parts,
-    to_source_record,
     window_end_ms,
 )
+from transforms.record_checks import CheckRecords
+from transforms.run_outputs import WriteRunOutputs, read_run_outputs
+from transforms.seal import key_by_window
 
 EXIT_CODES_HELP = """exit codes:
   0   every requested cycle completed (with --until-idle: the topic has no unread records)
@@ -146,10 +154,7 @@ def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_r
         share = max(1, max_records_per_cycle // len(with_data))
         for partition in with_data:
             capped[partition] = min(end[partition], start[partition] + share)
-    ranges = []
-    for partition in sorted(capped):
-        for lo in range(start[partition], capped[partition], max_records_per_split):
-            ranges.append(OffsetRange(topic, partition, lo, min(lo + max_records_per_split, capped[partition])))
+    ranges = plan_ranges(start, capped, topic, max_records_per_split)
     return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms)
 
 
@@ -197,17 +202,6 @@ def windows_to_seal(pending: list, touched: set, size_s: int, before: Optional[i
 # --------------------------------------------------------------------------- graphs
 
 
-def _save_local_json(obj, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle)
-
-
-def _decode_spec(config, schema):
-    from pipeline.backfill import decode_spec
-
-    return decode_spec(config, schema)
-
-
 def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
     """The first ``limit`` records of the planned ranges, spread over the partitions."""
     by_partition: dict = {}
@@ -226,28 +220,24 @@ def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
     return out
 
 
-def infer_schema_from_ranges(config, ranges, kwargs, options) -> int:
+def infer_schema_from_ranges(config, plan: "CyclePlan", sid: str, kwargs, options) -> int:
     """First cycle on an empty store: infer the schema from a sample of the planned records
     (``schema_sample``) and store it."""
-    from pipeline.backfill import infer_and_store_schema
-
-    ranges = schema_sample(ranges)
+    ranges = schema_sample(plan.ranges)
     return infer_and_store_schema(
         config, options,
         lambda p: (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
                    | "ToSource" >> beam.Map(to_source_record)),
-        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}")
+        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}",
+        seal_run_id(plan, sid))
 
 
 def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
-    """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary."""
-    from pipeline.backfill import decode_spec
-    from transforms.decode import Decode
-    from transforms.record_checks import CheckRecords
-
-    temp = tempfile.mkdtemp(prefix="ctpipe-ingest-")
-    out_path = os.path.join(temp, "ingest.json")
-    settings = PartSettings(config.storage.root, sid, config.window.size_s, plan.watermark_before_ms,
+    """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary, read back
+    from the storage root (runs/<cycle run id>/ingest-*), where the workers wrote it."""
+    root = config.storage.root
+    run_id = seal_run_id(plan, sid)
+    settings = PartSettings(root, sid, config.window.size_s, plan.watermark_before_ms,
                             config.window.late_data, plan.date)
     pipeline = beam.Pipeline(options=options)
     records = (pipeline
@@ -260,58 +250,50 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
     events, check_dead = decoded | "RecordChecks" >> CheckRecords(schema)
     dead = (decode_dead, check_dead) | "AllDeadLetters" >> beam.Flatten()
     parts, dead_files, newest = (events, dead) | "WriteParts" >> WritePendingParts(settings, plan.ranges)
-    collected = {"parts": parts | "ListParts" >> beam.combiners.ToList(),
-                 "dead": dead_files | "SumDead" >> beam.CombineGlobally(sum),
-                 "newest": newest | "ListNewest" >> beam.combiners.ToList()}
-    _ = (pipeline
-         | "One" >> beam.Create([None])
-         | "Collect" >> beam.Map(lambda _x, parts, dead, newest: {"parts": parts, "dead": dead, "newest": newest},
-                                 parts=beam.pvalue.AsSingleton(collected["parts"]),
-                                 dead=beam.pvalue.AsSingleton(collected["dead"]),
-                                 newest=beam.pvalue.AsSingleton(collected["newest"]))
-         | "Save" >> beam.Map(_save_local_json, out_path))
+    _ = parts | "PartOutputs" >> WriteRunOutputs(root, run_id, "ingest-parts", lambda d: d["name"])
+    _ = dead_files | "DeadOutputs" >> WriteRunOutputs(root, run_id, "ingest-dead", lambda d: d["name"])
+    _ = (newest
+         | "NewestDicts" >> beam.MapTuple(lambda p, t: {"partition": p, "newest_ms": t})
+         | "NewestOutputs" >> WriteRunOutputs(root, run_id, "ingest-newest", lambda d: f"p{d['partition']:05d}"))
     result = pipeline.run()
     result.wait_until_finish()
     counters = metrics.record_beam_counters(result, "stream", "kafka")
-    with open(out_path, encoding="utf-8") as handle:
-        summary = json.load(handle)
-    summary["newest"] = {int(p): int(t) for p, t in summary["newest"]}
-    summary["counters"] = counters
-    return summary
+    return {"parts": read_run_outputs(root, run_id, "ingest-parts"),
+            "dead": sum(d["dead_letters"] for d in read_run_outputs(root, run_id, "ingest-dead")),
+            "newest": {int(d["partition"]): int(d["newest_ms"])
+                       for d in read_run_outputs(root, run_id, "ingest-newest")},
+            "counters": counters}
 
 
 def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
              schema_version: int) -> list:
-    """Seal ``window_ids`` from all their pending parts with the shared window graph."""
-    from core.transform_store import current_transform
-    from pipeline.backfill import build_window_graph
-
+    """Seal ``window_ids`` from all their pending parts with the sealing composite."""
     root = config.storage.root
+    run_id = seal_run_id(plan, sid)
     parts = list_parts(root, sid)
     paths = [info.path for wid in window_ids for info in parts.get(wid, [])]
     sources = {}
     for wid in window_ids:
         for info in parts.get(wid, []):
-            uri = f"kafka://{info.range.topic}/{info.range.partition}"
+            uri = source_uri(info.range.topic, info.range.partition)
             sources.setdefault(uri, {"uri": uri, "topic": info.range.topic, "partition": info.range.partition})
-    temp = tempfile.mkdtemp(prefix="ctpipe-seal-")
-    out_path = os.path.join(temp, "summaries.json")
-    fingerprint = current_transform(root)
+    spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=current_transform(root),
+                     sources=sources)
     pipeline = beam.Pipeline(options=options)
-    events = pipeline | "ReadParts" >> ReadPendingParts(paths)
+    keyed = (pipeline
+             | "ReadParts" >> ReadPendingParts(paths)
+             | "KeyByWindow" >> beam.FlatMap(key_by_window, config.window.size_s))
+    # Dead letters written at ingest count toward their windows; they are not written again.
     ingest_dead = ingest_dead_letters(root, sid, window_ids, config.window.size_s)
     counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)
-    summaries = build_window_graph(events, [], config, schema, schema_text, schema_version, None, None,
-                                   seal_run_id(plan, sid), sources, temp, transform_fingerprint=fingerprint,
-                                   counted_dead=counted)
-    _ = (summaries
-         | "CollectSummaries" >> beam.combiners.ToList()
-         | "SaveSummaries" >> beam.Map(_save_local_json, out_path))
+    sealed = seal_keyed(keyed, counted, spec)
+    _ = sealed.duplicates | "WriteDuplicates" >> WriteDeadLetters(root, run_id)
+    _ = sealed.windows | "WindowSummaries" >> WriteRunOutputs(root, run_id, WINDOWS_OUTPUT, lambda w: w["window_id"])
     result = pipeline.run()
     result.wait_until_finish()
     metrics.record_beam_counters(result, "stream_seal", "pending")
-    with open(out_path, encoding="utf-8") as handle:
-        return sorted(json.load(handle), key=lambda w: w["window_id"])
+    storage.delete_tree(layout.run_scratch_dir(root, run_id))
+    return sorted(read_run_outputs(root, run_id, WINDOWS_OUTPUT), key=lambda w: w["window_id"])
 
 
 def seal_run_id(plan: CyclePlan, sid: str) -> str:
@@ -352,7 +334,7 @@ class StreamRunner:
         if config.source.kafka is None or not config.source.kafka.topic:
             raise ConfigError("ctpipe stream needs source.kafka with bootstrap_servers and topic in the config "
                               "(see examples/ctpipe.yaml)")
-        from pipeline.kafka_client import client_kwargs
+        from transforms.kafka.client import client_kwargs
 
         self.config = config
         self.options = options
@@ -413,7 +395,7 @@ class StreamRunner:
         lap("plan")
         with metrics.timed("stream_cycle"):
             if schema_store.load(root) is None:
-                infer_schema_from_ranges(config, plan.ranges, self.kwargs, self.options)
+                infer_schema_from_ranges(config, plan, sid, self.kwargs, self.options)
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
             self._check_lock()

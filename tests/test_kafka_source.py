@@ -16,20 +16,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from core.errors import ConfigError
-from pipeline.kafka_client import client_kwargs
-from transforms.kafka_source import (
-    KafkaRecord,
-    KafkaSourceError,
-    OffsetRange,
-    ReadKafkaRanges,
-    beginning_offsets,
-    commit_group_offsets,
-    end_offsets,
-    ensure_topic,
-    plan_ranges,
-    produce,
-    read_range,
-)
+from transforms.kafka.client import client_kwargs
+from transforms.kafka.source import KafkaRecord, KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets, commit_group_offsets, end_offsets, plan_ranges, read_range
+from transforms.kafka.produce import ensure_topic, produce
 
 N_MESSAGES = 600
 PARTITIONS = 3
@@ -310,7 +299,7 @@ def test_messages_survive_broker_restart_with_s3_storage(kafka_broker_factory, k
 def test_kwargs_for_gives_each_client_only_its_keys_and_keeps_the_mask(monkeypatch):
     from kafka import KafkaProducer
 
-    from transforms.kafka_source import kwargs_for
+    from transforms.kafka.source import r
 
     monkeypatch.setenv("T_KAFKA_USER", "svc-ctpipe")
     monkeypatch.setenv("T_KAFKA_PASS", "hunter2-secret")

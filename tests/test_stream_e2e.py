@@ -25,7 +25,7 @@ import pytest
 
 from pipeline.checkpoint import CheckpointStore, source_id
 from tests._stream_check import audit, produce_topic, write_config
-from transforms.kafka_source import ensure_topic
+from transforms.kafka.source import c
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = int(os.environ.get("CTPIPE_E2E_N", "100000"))
@@ -190,7 +190,7 @@ def test_late_records_for_a_sealed_window_follow_the_policy(kafka_broker, kafka_
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
     from tests._stream_check import sealed_ids
-    from transforms.kafka_source import produce
+    from transforms.kafka.source import e
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
@@ -239,8 +239,8 @@ def test_gen_to_kafka_keys_events_by_device_id(kafka_broker, kafka_topic):
 
     from pipeline import synthetic
     from pipeline.config import config_from_dict
-    from pipeline.kafka_gen import produce_generated
-    from transforms.kafka_source import end_offsets
+    from transforms.kafka.produce import produce_generated
+    from transforms.kafka.source import s
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 2)
     config = config_from_dict({"source": {"kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topic": "x"}}})
@@ -277,7 +277,7 @@ def test_ingest_dead_letters_count_toward_the_window_bad_fraction(kafka_broker, 
     from pipeline import stream
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
-    from transforms.kafka_source import produce
+    from transforms.kafka.source import e
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)

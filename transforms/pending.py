@@ -37,8 +37,8 @@ import apache_beam as beam
 
 from core import layout, storage
 from core.layout import window_id, window_id_start_ms, window_start_ms
-from core.records import DeadLetter, Event, SourceRecord
-from transforms.kafka_source import KafkaRecord, OffsetRange
+from core.records import DeadLetter, Event
+from transforms.kafka.source import OffsetRange, partition_of
 
 PART_SUFFIX = ".jsonl.gz"
 _PART_RE = re.compile(f"/({layout.WINDOW_ID_PATTERN})/" + r"([^/]+)-p([0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
@@ -150,16 +150,6 @@ def read_part(path: str) -> list[Event]:
 # --------------------------------------------------------------------------- Kafka records
 
 
-def to_source_record(record: KafkaRecord) -> SourceRecord:
-    return SourceRecord(f"kafka://{record.topic}/{record.partition}", str(record.offset), record.value,
-                        None, record.timestamp_ms)
-
-
-def partition_of(source: str) -> int:
-    """Partition of a ``kafka://topic/partition`` source string."""
-    return int(source.rsplit("/", 1)[1])
-
-
 class RangeIndex:
     """Finds the planned OffsetRange holding (partition, offset)."""
 
@@ -220,8 +210,9 @@ def _write_part(element, settings: PartSettings):
     events = list(events)
     path = part_path(settings.root, settings.source_id, wid, rng, late_side_output=side)
     storage.write_bytes_atomic(path, encode_part(events))
-    yield {"window_id": wid, "range": [rng.partition, rng.start, rng.end], "records": len(events),
-           "late_side_output": side, "path": path}
+    yield {"name": f"{'late-' if side else ''}{wid}-{range_key(rng)}", "window_id": wid,
+           "range": [rng.partition, rng.start, rng.end], "records": len(events), "late_side_output": side,
+           "path": path}
 
 
 def _write_dead(element, settings: PartSettings):
@@ -230,13 +221,14 @@ def _write_dead(element, settings: PartSettings):
                    key=lambda line: json.loads(line)["position"].zfill(20))
     storage.write_bytes_atomic(deadletter_path(settings.root, settings.source_id, settings.date, rng),
                                ("\n".join(lines) + "\n").encode("utf-8"))
-    yield len(lines)
+    yield {"name": range_key(rng), "dead_letters": len(lines)}
 
 
 class WritePendingParts(beam.PTransform):
     """(events, dead letters) of one cycle -> part files and dead-letter files (deterministic names).
 
-    Returns (part summaries, dead-letter file counts, per-partition newest event time).
+    Returns (part summaries, dead-letter counts per range file (dicts), per-partition newest
+    event time (partition, ms)).
     """
 
     def __init__(self, settings: PartSettings, ranges: Iterable[OffsetRange]):

@@ -2,8 +2,9 @@
 
 The user's ``preprocessing_fn`` is plain TF code loaded from ``module:function``. Data enters TFT
 as Arrow RecordBatches (TFXIO TensorAdapterConfig), about twice as fast as instance dicts
-(shared/ENVIRONMENT.md). Two hidden passthrough columns, ``__window__`` and ``__id__``, ride along
-so every transformed row can be routed back to its window and sorted deterministically.
+(shared/ENVIRONMENT.md). The transform is analyzed over a run's windows (``AnalyzeTransform``),
+published under the storage root, and applied window by window (``TransformApplier``) by
+loading it from there, so workers need nothing from the driver's disk.
 
 Transform version: a fingerprint of what determines the transform's content — the source of
 the preprocessing_fn's module, the raw schema, the TFT version and the digest of every analyzed
@@ -30,10 +31,6 @@ from core import storage
 from core.errors import ConfigError, StorageError
 from core.transform_store import COMPLETE_MARKER, set_current, transform_dir
 from transforms.arrow import canonical_examples
-
-WINDOW_COLUMN = "__window__"
-ID_COLUMN = "__id__"
-PASSTHROUGH = (WINDOW_COLUMN, ID_COLUMN)
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -72,18 +69,8 @@ def tensor_adapter_config(schema, arrow_schema: pa.Schema) -> tensor_adapter.Ten
     return tensor_adapter.TensorAdapterConfig(arrow_schema, reps)
 
 
-def transformed_examples(batch: pa.RecordBatch) -> list[tuple[str, tuple[str, bytes]]]:
-    """(window_id, (id, serialized tf.Example)) for each row of a transformed RecordBatch."""
-    names = [n for n in batch.schema.names if n not in PASSTHROUGH]
-    payload = pa.RecordBatch.from_arrays([batch.column(n) for n in names], names)
-    examples = canonical_examples(example_coder.RecordBatchToExamples(payload))
-    windows = batch.column(WINDOW_COLUMN).flatten().to_pylist()
-    ids = batch.column(ID_COLUMN).flatten().to_pylist()
-    return [(w.decode(), (i.decode(), ex)) for w, i, ex in zip(windows, ids, examples)]
-
-
 def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
-    """Copy the staged transform output to <root>/transforms/<fingerprint>/ (COMPLETE last), then
+    """Copy the staged transform output (any file system) to <root>/transforms/<fingerprint>/ (COMPLETE last), then
     point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
 
     The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
@@ -97,86 +84,78 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
     return fingerprint
 
 
-class AnalyzeAndTransform(beam.PTransform):
-    """(window_id, RecordBatch with passthrough columns) -> (transformed, fingerprint).
+class AnalyzeTransform(beam.PTransform):
+    """Analyze ``preprocessing_fn`` over the windows' RecordBatches and publish the transform.
 
-    ``transformed``: (window_id, (id, serialized transformed tf.Example)).
-    ``fingerprint``: singleton PCollection with the published transform's fingerprint.
-    ``digests``: PCollection of (window_id, raw content digest) for the fingerprint.
+    Input: (batches, digests): plain RecordBatches of every window of the run, and
+    (window_id, raw content digest) pairs for the fingerprint. Output: a singleton PCollection
+    with the published fingerprint. The transform_fn is staged under ``scratch`` (a storage URI,
+    like tf.Transform's own temp dir, so workers on other machines can write it) and copied to
+    <root>/transforms/<fingerprint>/ with COMPLETE last; nothing passes through the driver's disk.
     """
 
-    def __init__(self, preprocessing_fn: str, schema, schema_text: str, arrow_schema: pa.Schema,
-                 root: str, digests, temp_dir: str | None = None):
+    def __init__(self, preprocessing_fn: str, schema_text: str, arrow_schema: pa.Schema, root: str,
+                 scratch: str):
         super().__init__()
         self._fn_spec = preprocessing_fn
         self._fn = load_function(preprocessing_fn, "transform.preprocessing_fn")
-        self._schema = schema
         self._schema_text = schema_text
         self._arrow_schema = arrow_schema
         self._root = root
-        self._digests = digests
-        self._temp_dir = temp_dir
+        self._scratch = scratch
 
-    def expand(self, batches):
-        temp = self._temp_dir or tempfile.mkdtemp(prefix="ctpipe-tft-")
-        staging = os.path.join(temp, "transform_output")
-        config = tensor_adapter_config(self._schema, self._arrow_schema)
-        with tft_beam.Context(temp_dir=os.path.join(temp, "tft_tmp"), passthrough_keys=set(PASSTHROUGH),
-                              force_tf_compat_v1=False):
-            data = batches | "DropKeys" >> beam.Values()
-            (transformed, _meta), transform_fn = (data, config) | "AnalyzeAndTransform" >> \
-                tft_beam.AnalyzeAndTransformDataset(self._fn, output_record_batches=True)
+    def expand(self, inputs):
+        from core.schema_store import schema_from_text
+
+        batches, digests = inputs
+        staging = storage.join(self._scratch, "transform_output")
+        config = tensor_adapter_config(schema_from_text(self._schema_text), self._arrow_schema)
+        with tft_beam.Context(temp_dir=storage.join(self._scratch, "tft_tmp"), force_tf_compat_v1=False):
+            transform_fn = (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(self._fn)
             written = transform_fn | "StageTransformFn" >> tft_beam.WriteTransformFn(staging)
         fn_spec, schema_text = self._fn_spec, self._schema_text
-        fingerprint = (self._digests
+        fingerprint = (digests
                        | "CollectDigests" >> beam.combiners.ToList()
                        | "Fingerprint" >> beam.Map(lambda d: transform_fingerprint(fn_spec, schema_text, d)))
-        published = written | "PublishTransform" >> beam.Map(
+        return written | "PublishTransform" >> beam.Map(
             _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root,
             raw_schema_text=self._schema_text)
-        examples = (transformed
-                    | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
-                    | "ToExamples" >> beam.FlatMap(transformed_examples))
-        return examples, published
 
 
-class ApplyTransform(beam.PTransform):
-    """Apply a published transform: (window_id, RecordBatch) -> (transformed, fingerprint).
+class TransformApplier:
+    """Applies a published transform to one RecordBatch at a time, on a worker.
 
-    Same inputs and outputs as ``AnalyzeAndTransform`` (``transformed``: (window_id, (id,
-    serialized transformed tf.Example)); ``fingerprint``: a singleton PCollection), but nothing is
-    analyzed: the transform_fn stored under <root>/transforms/<fingerprint>/ is loaded
-    (``tft.TFTransformOutput``, copied to a local directory first when the root is an object
-    store) and run over the batches by TFT's own TransformDataset DoFn. Using TFT's DoFn rather
-    than a hand-written one keeps the tensor <-> Arrow conversion identical to analyze mode, so a
-    window transformed either way gives the same examples.
+    The transform is loaded from <root>/transforms/<fingerprint>/ by its storage URI (copied to a
+    worker-local directory first when the root is an object store). The tensors are converted
+    back to Arrow by tf.Transform's own converter for the transformed schema and encoded by
+    tfx_bsl, the same path ``TransformDataset`` takes, so a window gives the same examples
+    whichever graph seals it.
     """
 
-    def __init__(self, root: str, fingerprint: str, schema, arrow_schema: pa.Schema, temp_dir: str | None = None):
-        super().__init__()
+    def __init__(self, root: str, fingerprint: str, schema_text: str, arrow_schema: pa.Schema):
+        from tensorflow_transform import impl_helper
+
+        from core.schema_store import schema_from_text
+
         source = transform_dir(root, fingerprint)
         if not storage.exists(storage.join(source, COMPLETE_MARKER)):
             raise StorageError(f"transform {fingerprint!r} is not published under {source} (no "
                                f"{COMPLETE_MARKER} marker); run `ctpipe backfill` to publish a transform")
-        self._fingerprint = fingerprint
-        self._schema = schema
-        self._arrow_schema = arrow_schema
-        self._temp_dir = temp_dir or tempfile.mkdtemp(prefix="ctpipe-apply-")
+        self.fingerprint = fingerprint
         local = source if storage.is_local(source) else storage.download_tree(
-            source, os.path.join(self._temp_dir, "transform", fingerprint))
+            source, os.path.join(tempfile.mkdtemp(prefix="ctpipe-transform-"), fingerprint))
         self.output = tft.TFTransformOutput(local)
-        self._local = local
+        self._adapter = tensor_adapter.TensorAdapter(
+            tensor_adapter_config(schema_from_text(schema_text), arrow_schema))
+        self._converter = impl_helper.make_tensor_to_arrow_converter(self.output.transformed_metadata.schema)
 
-    def expand(self, batches):
-        config = tensor_adapter_config(self._schema, self._arrow_schema)
-        with tft_beam.Context(temp_dir=os.path.join(self._temp_dir, "tft_tmp"), passthrough_keys=set(PASSTHROUGH),
-                              force_tf_compat_v1=False):
-            transform_fn = batches.pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(self._local)
-            data = batches | "DropKeys" >> beam.Values()
-            transformed, _meta = ((data, config), transform_fn) | "TransformDataset" >> \
-                tft_beam.TransformDataset(output_record_batches=True)
-        examples = (transformed
-                    | "TakeBatch" >> beam.Map(lambda t: t[0] if isinstance(t, tuple) else t)
-                    | "ToExamples" >> beam.FlatMap(transformed_examples))
-        fingerprint = batches.pipeline | "Fingerprint" >> beam.Create([self._fingerprint])
-        return examples, fingerprint
+    def transformed_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        outputs = self.output.transform_raw_features(self._adapter.ToBatchTensors(batch),
+                                                     drop_unused_features=True)
+        return self._converter.convert(outputs)
+
+    def examples(self, batch: pa.RecordBatch) -> list:
+        """Serialized transformed tf.Examples of ``batch``'s rows, in row order."""
+        if batch.num_rows == 0:
+            return []
+        return canonical_examples(example_coder.RecordBatchToExamples(self.transformed_batch(batch)))

@@ -1,20 +1,19 @@
-"""Validate every window of a run against the schema and against its predecessor (drift).
+"""Validation of one window: settings from the config, the validator, and quality numbers.
 
-Windows are validated together (their statistics are small) so each can be compared with the
-window before it: the previous window of the run, or for the first one the newest sealed window
-before it in storage. The output per window is (Verdict, dead-letter count, quality dict).
+A window is checked against the schema (TFDV anomalies), against the window before it (drift),
+optionally against serving statistics (skew), and for its share of dead-lettered records; the
+result is a Verdict (PASS / WARN / QUARANTINED) and the window's data-quality numbers. Which
+window it is compared with is the sealing composite's choice (transforms/seal.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-import apache_beam as beam
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from core import storage, window_store
 from core.errors import ConfigError
-from core.layout import window_id, window_start_ms
 from core.schema_store import schema_from_text
 from transforms.validation import (
     LINF,
@@ -155,81 +154,45 @@ def timeliness_of(lags_s: list) -> Optional[dict]:
     return {"records": len(ordered), "p50_s": pick(0.5), "p95_s": pick(0.95), "max_s": round(ordered[-1], 3)}
 
 
-def _validate_all(all_stats, root, settings: ValidationSettings, dead_counts, record_counts, lags=None):
-    base = schema_from_text(settings.schema_text)
-    schema = with_drift_comparators(base, settings.js_threshold, settings.linf_threshold, settings.skip_drift,
-                                    settings.overrides, settings.count_ratio)
-    thresholds = feature_thresholds(base, settings.js_threshold, settings.linf_threshold, settings.overrides,
-                                    settings.skip_drift)
-    serving = None
-    if settings.serving_stats is not None:
-        serving = statistics_pb2.DatasetFeatureStatisticsList()
-        serving.ParseFromString(settings.serving_stats)
-        skew_schema = with_skew_comparators(base, settings.skew_js_threshold, settings.skew_linf_threshold,
-                                            settings.skip_drift)
-        skew_thresholds = {f: (m, settings.skew_js_threshold if m != LINF else settings.skew_linf_threshold)
-                           for f, (m, _t) in thresholds.items() if f in {x.name for x in skew_schema.feature
-                                                                        if x.HasField("skew_comparator")}}
-    ordered = sorted(all_stats, key=lambda kv: kv[0])
-    previous, previous_id = None, None
-    if ordered:
-        stored = window_store.previous_sealed(root, ordered[0][0])
-        if stored is not None:
-            previous, previous_id = load_window_stats(stored), stored.window_id
-    for wid, stats in ordered:
-        anomalies = validate_window(stats, schema, previous)
-        skew = validate_skew(stats, skew_schema, serving) if serving is not None else None
-        by_reason = dead_counts.get(wid, {})
-        dead = sum(by_reason.values())
-        records = record_counts.get(wid, 0)
-        verdict = decide(anomalies, settings.blocking, dead, records + dead, settings.max_bad_fraction, skew)
-        quality = quality_of(stats, records, dead, by_reason, timeliness_of((lags or {}).get(wid, [])))
+class WindowValidator:
+    """Validates one window at a time: schema anomalies, drift against a previous window, skew
+    against serving statistics, the bad-record fraction, and the window's quality numbers.
+
+    Built once per worker from ``ValidationSettings`` (the schema with comparators is derived
+    here, not shipped); ``validate`` is pure given its inputs.
+    """
+
+    def __init__(self, settings: ValidationSettings):
+        self.settings = settings
+        base = schema_from_text(settings.schema_text)
+        self._schema = with_drift_comparators(base, settings.js_threshold, settings.linf_threshold,
+                                              settings.skip_drift, settings.overrides, settings.count_ratio)
+        self._thresholds = feature_thresholds(base, settings.js_threshold, settings.linf_threshold,
+                                              settings.overrides, settings.skip_drift)
+        self._serving = None
+        if settings.serving_stats is not None:
+            self._serving = statistics_pb2.DatasetFeatureStatisticsList()
+            self._serving.ParseFromString(settings.serving_stats)
+            self._skew_schema = with_skew_comparators(base, settings.skew_js_threshold,
+                                                      settings.skew_linf_threshold, settings.skip_drift)
+            skewed = {x.name for x in self._skew_schema.feature if x.HasField("skew_comparator")}
+            self._skew_thresholds = {
+                f: (m, settings.skew_js_threshold if m != LINF else settings.skew_linf_threshold)
+                for f, (m, _t) in self._thresholds.items() if f in skewed}
+
+    def validate(self, wid: str, stats, previous, previous_id: Optional[str], dead_by_reason: dict,
+                 records: int, lags_s: list = ()):
+        """(Verdict, quality dict) of window ``wid`` given its statistics, the statistics of the
+        window it is compared with (None: no drift check), its dead letters by reason and its
+        record count."""
+        s = self.settings
+        anomalies = validate_window(stats, self._schema, previous)
+        skew = validate_skew(stats, self._skew_schema, self._serving) if self._serving is not None else None
+        dead = sum(dead_by_reason.values())
+        verdict = decide(anomalies, s.blocking, dead, records + dead, s.max_bad_fraction, skew)
+        quality = quality_of(stats, records, dead, dead_by_reason, timeliness_of(list(lags_s)))
         quality["drift"] = {"against": previous_id,
-                            "features": distribution_scores(stats, previous, thresholds) if previous else {}}
-        if serving is not None:
-            quality["skew"] = {"features": distribution_scores(stats, serving, skew_thresholds)}
-        yield wid, (verdict, dead, quality)
-        previous, previous_id = stats, wid
-
-
-def _merge_reason_counts(pairs):
-    out: dict[str, int] = {}
-    for reason, n in pairs:
-        out[reason] = out.get(reason, 0) + n
-    return out
-
-
-class ValidateWindows(beam.PTransform):
-    """(window_id, stats) -> (window_id, (Verdict, dead letters in window, quality))."""
-
-    def __init__(self, root: str, settings: ValidationSettings, dead_letters, record_counts, keyed_events=None):
-        """``keyed_events``: optional (window_id, Event) PCollection; events carrying an
-        ingest time (Kafka) give the window's timeliness."""
-        super().__init__()
-        self._root = root
-        self._settings = settings
-        self._dead = dead_letters
-        self._counts = record_counts
-        self._events = keyed_events
-
-    def expand(self, stats):
-        size = self._settings.window_size_s
-        dead_counts = (self._dead
-                       | "WithWindow" >> beam.Filter(lambda d: d.event_time_ms is not None)
-                       | "KeyDead" >> beam.Map(lambda d: (window_id(window_start_ms(d.event_time_ms, size)),
-                                                          (d.reason, 1)))
-                       | "GroupDead" >> beam.GroupByKey()
-                       | "CountDead" >> beam.MapTuple(lambda wid, pairs: (wid, _merge_reason_counts(pairs))))
-        if self._events is not None:
-            lags = (self._events
-                    | "WithIngestTime" >> beam.Filter(lambda kv: kv[1].ingest_time_ms is not None)
-                    | "Lag" >> beam.MapTuple(lambda wid, e: (wid, (e.ingest_time_ms - e.event_time_ms) / 1000.0))
-                    | "GroupLags" >> beam.GroupByKey()
-                    | "LagList" >> beam.MapTuple(lambda wid, values: (wid, list(values))))
-        else:
-            lags = stats.pipeline | "NoLags" >> beam.Create([])
-        return (stats
-                | "AllStats" >> beam.combiners.ToList()
-                | "ValidateAll" >> beam.FlatMap(_validate_all, self._root, self._settings,
-                                                beam.pvalue.AsDict(dead_counts), beam.pvalue.AsDict(self._counts),
-                                                beam.pvalue.AsDict(lags)))
+                            "features": distribution_scores(stats, previous, self._thresholds) if previous else {}}
+        if self._serving is not None:
+            quality["skew"] = {"features": distribution_scores(stats, self._serving, self._skew_thresholds)}
+        return verdict, quality

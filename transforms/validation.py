@@ -1,6 +1,6 @@
 """Per-window TFDV statistics, schema inference, validation and the window verdict.
 
-Pure functions over TFMD protos; the Beam wiring (``ComputeWindowStats``) only maps them over
+Pure functions over TFMD protos; the sealing composite (transforms/seal.py) maps them over
 windows. A failed validation is an artifact (anomalies + verdict), never an exception: the window
 writer stores it and training reads it.
 """
@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-import apache_beam as beam
 import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.statistics import stats_impl
@@ -318,16 +317,3 @@ def validate_skew(stats, skew_schema, serving_stats) -> anomalies_pb2.Anomalies:
             del out.anomaly_info[name].reason[:]
             out.anomaly_info[name].reason.extend(reasons)
     return out
-
-
-class _StatsDoFn(beam.DoFn):
-    def process(self, element):
-        wid, batch = element
-        yield wid, window_statistics(batch, wid)
-
-
-class ComputeWindowStats(beam.PTransform):
-    """(window_id, RecordBatch) -> (window_id, DatasetFeatureStatisticsList)."""
-
-    def expand(self, batches):
-        return batches | "WindowStats" >> beam.ParDo(_StatsDoFn())

@@ -66,22 +66,3 @@ class AssignWindow(beam.PTransform):
     def expand(self, events):
         out = events | "Assign" >> beam.ParDo(self._fn).with_outputs("outside", main="keyed")
         return out.keyed, out.outside
-
-
-class _DedupeDoFn(beam.DoFn):
-    def process(self, element):
-        wid, events = element
-        kept, dupes = split_duplicates(events)
-        for dead in dupes:
-            yield beam.pvalue.TaggedOutput("deadletter", dead)
-        yield wid, kept
-
-
-class GroupByWindow(beam.PTransform):
-    """(window_id, Event) -> (window_id, [Event sorted by id, unique]); duplicates -> deadletter."""
-
-    def expand(self, keyed):
-        out = (keyed
-               | "GroupByWindow" >> beam.GroupByKey()
-               | "Dedupe" >> beam.ParDo(_DedupeDoFn()).with_outputs("deadletter", main="windows"))
-        return out.windows, out.deadletter

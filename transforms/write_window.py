@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import text_format
 
@@ -117,46 +116,3 @@ def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
     }
     storage.write_json_atomic(storage.join(target, window_store.MANIFEST), manifest)
     return content.window_id, version, True
-
-
-class _WriteWindowDoFn(beam.DoFn):
-    def __init__(self, root: str, window_size_s: int, schema_version: int, code_version: str):
-        self._root = root
-        self._size = window_size_s
-        self._schema_version = schema_version
-        self._code_version = code_version
-        self._sealed = beam.metrics.Metrics.counter("ctpipe", "windows_sealed")
-        self._records = beam.metrics.Metrics.counter("ctpipe", "records_out")
-
-    def process(self, element, fingerprint):
-        wid, parts = element
-        raw = sorted(parts["raw"][0])            # [(id, bytes)] sorted by id
-        transformed = dict(parts["transformed"])  # id -> bytes
-        verdict = parts["verdict"][0]
-        content = WindowContent(
-            window_id=wid, window_size_s=self._size,
-            raw_examples=tuple(ex for _id, ex in raw),
-            transformed_examples=tuple(transformed[_id] for _id, _ex in raw),
-            stats=parts["stats"][0], anomalies=verdict.anomalies, verdict=verdict.verdict,
-            reasons=verdict.reasons, dead_letters=sum(parts["dead"]) if parts["dead"] else 0,
-            sources=tuple(parts["sources"][0]), schema_version=self._schema_version,
-            transform_fingerprint=fingerprint, code_version=self._code_version,
-            quality=parts["quality"][0] if parts.get("quality") else None)
-        result = write_window(self._root, content)
-        if result[2]:
-            self._sealed.inc()
-            self._records.inc(len(raw))
-        yield {"window_id": result[0], "version": result[1], "written": result[2],
-               "records": len(raw), "verdict": verdict.verdict, "dead_letters": content.dead_letters}
-
-
-class WriteWindows(beam.PTransform):
-    """(window_id, CoGroupByKey parts) -> one summary dict per window; seals each window."""
-
-    def __init__(self, root: str, window_size_s: int, schema_version: int, code_version: str, fingerprint):
-        super().__init__()
-        self._fn = _WriteWindowDoFn(root, window_size_s, schema_version, code_version)
-        self._fingerprint = fingerprint
-
-    def expand(self, grouped):
-        return grouped | "SealWindow" >> beam.ParDo(self._fn, fingerprint=beam.pvalue.AsSingleton(self._fingerprint))

@@ -7,7 +7,7 @@ its ``repr``/``str`` so logging the kwargs cannot leak it.
 
 The one mapping serves consumers, producers and admin clients alike: it carries the connection
 settings every client shares, plus ``max_partition_fetch_bytes`` (consumer) and
-``max_request_size`` (producer) sized from ``max_message_bytes``. ``transforms.kafka_source``
+``max_request_size`` (producer) sized from ``max_message_bytes``. ``transforms.kafka.source``
 hands each client class only the keys it knows.
 """
 from __future__ import annotations
@@ -144,4 +144,29 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
     )
     out.update(_ssl_kwargs(kafka_cfg, protocol))
     out.update(_sasl_kwargs(kafka_cfg, protocol))
+    return out
+
+
+def java_consumer_config(kafka_cfg) -> dict:
+    """Kafka consumer properties for the cross-language ReadFromKafka (Java client names).
+
+    Caveat: the Java client takes SASL credentials in ``sasl.jaas.config``, which travels in the
+    expansion request and the job graph; restrict access to the Flink UI / job graph accordingly.
+    """
+    kwargs = client_kwargs(kafka_cfg)
+    out = {"bootstrap.servers": ",".join(kwargs["bootstrap_servers"]), "group.id": kafka_cfg.group_id,
+           "security.protocol": kwargs["security_protocol"], "auto.offset.reset": "earliest",
+           "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"])}
+    if "ssl_cafile" in kwargs:
+        out["ssl.truststore.type"] = "PEM"
+        out["ssl.truststore.location"] = kwargs["ssl_cafile"]
+    if kwargs.get("ssl_check_hostname") is False:
+        out["ssl.endpoint.identification.algorithm"] = ""
+    if "sasl_mechanism" in kwargs:
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if kwargs["sasl_mechanism"] == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        user = kwargs["sasl_plain_username"].replace('"', '\\"')
+        password = kwargs["sasl_plain_password"].replace('"', '\\"')
+        out["sasl.mechanism"] = kwargs["sasl_mechanism"]
+        out["sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
     return out

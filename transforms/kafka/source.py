@@ -1,4 +1,5 @@
-"""Bounded reads of Kafka offset ranges, with kafka-python and manual partition assignment.
+"""Reading Kafka: bounded offset ranges (kafka-python, manual assignment), offsets, and the
+unbounded cross-language read for streaming runners.
 
 The data path never joins a consumer group: every read is ``assign`` + ``seek`` on one
 partition and stops at a fixed end offset, so a micro-batch cycle reads exactly
@@ -6,7 +7,7 @@ partition and stops at a fixed end offset, so a micro-batch cycle reads exactly
 protocol"). Consumer-group offsets are only *committed* (``commit_group_offsets``), after the
 checkpoint, so Kafka tooling shows the pipeline's lag.
 
-``client_kwargs`` is one mapping of kafka-python settings (``pipeline.kafka_client.client_kwargs``
+``client_kwargs`` is one mapping of kafka-python settings (``transforms.kafka.client.client_kwargs``
 builds it from the config); each client class here receives only the keys it understands.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import apache_beam as beam
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -22,6 +23,7 @@ from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
 from core.errors import CtpipeError
+from core.records import SourceRecord
 
 DEFAULT_TIMEOUT_S = 15.0
 _POLL_MS = 200
@@ -253,16 +255,6 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
                                    "(broker down, or the range ends past the partition's end?)")
 
 
-def read_range(client_kwargs: Mapping[str, Any], rng: OffsetRange,
-               timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[KafkaRecord]:
-    """Yield exactly the records with offsets in [rng.start, rng.end) of one partition."""
-    consumer = _data_consumer(client_kwargs, timeout_s)
-    try:
-        yield from _read_with(consumer, rng, timeout_s)
-    finally:
-        consumer.close()
-
-
 class _ReadRangeDoFn(beam.DoFn):
     """OffsetRange -> its KafkaRecords; one group-less consumer per DoFn instance."""
 
@@ -332,83 +324,45 @@ def commit_group_offsets(client_kwargs: Mapping[str, Any], group_id: str, topic:
 
 
 # ---------------------------------------------------------------------------------------------
-# Producing (tests, demos, benchmarks)
+# Records as the rest of the graph sees them
 
 
-def ensure_topic(client_kwargs: Mapping[str, Any], topic: str, partitions: int,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Create ``topic`` with ``partitions`` partitions unless it exists; wait until it is usable.
-
-    An existing topic with fewer partitions raises KafkaSourceError.
-    """
-    admin = _connect(KafkaAdminClient, client_kwargs, timeout_s)
-    try:
-        try:
-            admin.create_topics({topic: {"num_partitions": partitions}},
-                                timeout_ms=int(timeout_s * 1000))
-        except kafka_errors.TopicAlreadyExistsError:
-            pass
-        admin.wait_for_topics([topic], timeout_ms=int(timeout_s * 1000))
-    finally:
-        admin.close()
-    have = end_offsets(client_kwargs, topic, timeout_s)
-    if len(have) < partitions:
-        raise KafkaSourceError(f"Kafka topic {topic!r} exists with {len(have)} partitions, "
-                               f"fewer than the {partitions} asked for")
+def source_uri(topic: str, partition: int) -> str:
+    """The ``source`` of a record read from Kafka: ``kafka://<topic>/<partition>``."""
+    return f"kafka://{topic}/{partition}"
 
 
-class _TokenBucket:
-    """Paces calls to ``rate`` per second with bursts of at most ``capacity``."""
-
-    def __init__(self, rate: float, capacity: float | None = None):
-        if rate <= 0:
-            raise ValueError(f"rate must be > 0 messages/s, not {rate}")
-        self.rate = rate
-        self.capacity = capacity if capacity is not None else max(1.0, rate / 10.0)
-        self._tokens = self.capacity
-        self._last = time.monotonic()
-
-    def take(self) -> None:
-        """Block until one token is available, then consume it."""
-        while True:
-            now = time.monotonic()
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return
-            time.sleep((1.0 - self._tokens) / self.rate)
+def partition_of(source: str) -> int:
+    """Partition of a ``kafka://topic/partition`` source string."""
+    return int(source.rsplit("/", 1)[1])
 
 
-def produce(client_kwargs: Mapping[str, Any], topic: str,
-            messages: Iterable[tuple[bytes | None, bytes | None]], rate: float | None = None,
-            partitions: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
-    """Send (key, value) pairs to ``topic`` and flush; return how many were sent.
+def to_source_record(record: KafkaRecord) -> SourceRecord:
+    return SourceRecord(source_uri(record.topic, record.partition), str(record.offset), record.value,
+                        None, record.timestamp_ms)
 
-    ``rate`` paces sends to that many messages per second (token bucket); None sends as fast as
-    possible. ``partitions`` first ensures the topic exists with that many partitions. Keys pick
-    the partition (murmur2), so one device id's events stay in order in one partition. Raises
-    KafkaSourceError if any send failed.
-    """
-    if partitions is not None:
-        ensure_topic(client_kwargs, topic, partitions, timeout_s)
-    bucket = _TokenBucket(rate) if rate else None
-    failures: list[BaseException] = []
-    producer = _connect(KafkaProducer, client_kwargs, timeout_s, acks="all", linger_ms=5)
-    count = 0
-    try:
-        for key, value in messages:
-            if bucket is not None:
-                bucket.take()
-            producer.send(topic, key=key, value=value).add_errback(failures.append)
-            count += 1
-        producer.flush(timeout=timeout_s)
-    except kafka_errors.KafkaError as exc:
-        raise KafkaSourceError(f"producing to Kafka topic {topic!r} on {_bootstrap(client_kwargs)} "
-                               f"failed after {count} messages: {exc!r}") from exc
-    finally:
-        producer.close(timeout=timeout_s)
-    if failures:
-        raise KafkaSourceError(f"{len(failures)} of {count} messages to Kafka topic {topic!r} failed; "
-                               f"first error: {failures[0]!r}")
-    return count
+
+# ---------------------------------------------------------------------------------------------
+# Unbounded (streaming runners)
+
+
+class ReadKafkaUnbounded(beam.PTransform):
+    """Cross-language ReadFromKafka (with metadata, CreateTime timestamps) -> SourceRecords."""
+
+    def __init__(self, kafka_cfg, expansion_service: Optional[str] = None):
+        super().__init__()
+        self._cfg = kafka_cfg
+        self._expansion_service = expansion_service
+
+    def expand(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        from transforms.kafka.client import java_consumer_config
+
+        return (pbegin
+                | "ReadFromKafka" >> ReadFromKafka(
+                    consumer_config=java_consumer_config(self._cfg), topics=[self._cfg.topic], with_metadata=True,
+                    timestamp_policy=ReadFromKafka.create_time_policy, commit_offset_in_finalize=True,
+                    expansion_service=self._expansion_service)
+                | "ToSourceRecord" >> beam.Map(lambda r: SourceRecord(
+                    source_uri(r.topic, r.partition), str(r.offset), r.value, None, r.timestamp)))

@@ -1,0 +1,245 @@
+"""Sealing windows: the one composite every graph uses (backfill, ``ctpipe stream``, unbounded).
+
+    (window_id, Event | DeadLetter)
+      -> GroupByWindow     (the caller's windowing decides when a group fires)
+      -> PrepareWindow     de-duplicate (duplicates -> output ``duplicates``), count dead letters by
+                           reason, Arrow batch, raw examples, statistics, timeliness
+      -> ValidateWindow    schema, drift against the nearest earlier window, skew, bad fraction
+      -> Transform         apply a published transform, or analyze one over these windows first
+      -> WriteWindow       parts, stats, anomalies, MANIFEST last (transforms/write_window.py)
+    -> one summary dict per window written (or found unchanged)
+
+Dead letters enter with the events, keyed by their window, only to be counted toward their
+window's bad fraction and quality; writing them is the caller's business (each graph has its
+own replay-safe naming). Every step is per window, with no join, so the composite works under
+any windowing and trigger: in the global window of a bounded run and per pane of an unbounded one.
+
+Which earlier window a window is compared with (drift): the nearest earlier window among the
+windows of this run and the windows sealed in storage, this run's content winning for the same
+id. A bounded run passes the run's statistics as a side input (``compare_within_run``); the
+unbounded graph compares with storage only, so windows sealed in event-time order give the same
+comparisons in both modes.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+
+from core import window_store
+from core.records import DeadLetter, Event
+from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
+from transforms.windowing import split_duplicates
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """Apply the published transform ``fingerprint``, or (fingerprint None) analyze
+    ``preprocessing_fn`` over the sealed windows, staging under ``scratch`` (a storage URI)."""
+
+    fingerprint: Optional[str] = None
+    preprocessing_fn: Optional[str] = None
+    scratch: Optional[str] = None
+
+    def __post_init__(self):
+        if self.fingerprint is None and not (self.preprocessing_fn and self.scratch):
+            raise ValueError("TransformSpec: give a fingerprint to apply, or preprocessing_fn and scratch to analyze")
+
+
+@dataclass(frozen=True)
+class SealSpec:
+    """Everything sealing needs, and nothing more (not the whole Config)."""
+
+    root: str
+    window_size_s: int
+    schema_text: str
+    schema_version: int
+    validation: ValidationSettings
+    transform: TransformSpec
+    code_version: str
+    sources: tuple = ()
+    """((uri, {"uri": ..., coverage details}), ...): how each source is described in manifests."""
+    compare_within_run: bool = True
+    """Bounded runs: compare with this run's windows too (side input); unbounded: storage only."""
+
+
+@dataclass
+class WindowState:
+    """One window as it moves through the composite."""
+
+    window_id: str
+    prepared: object            # transforms.prepare.PreparedWindow
+    stats: object               # DatasetFeatureStatisticsList
+    dead_by_reason: dict
+    lags_s: list
+    verdict: object = None      # transforms.validation.Verdict
+    quality: dict = field(default_factory=dict)
+    fingerprint: Optional[str] = None
+    transformed: tuple = ()
+
+
+class SealOutputs(NamedTuple):
+    windows: beam.PCollection
+    """One summary dict per window: window_id, version, written, records, verdict, dead_letters."""
+    duplicates: beam.PCollection
+    """DeadLetters (reason duplicate_id) found while grouping; the caller writes them."""
+
+
+class _PrepareWindowDoFn(beam.DoFn):
+    DUPLICATES = "duplicates"
+
+    def __init__(self, spec: SealSpec):
+        self._spec = spec
+
+    def setup(self):
+        from core.schema_store import schema_from_text
+        from transforms.validation import feature_types
+
+        self._types = feature_types(schema_from_text(self._spec.schema_text))
+        self._sources = dict(self._spec.sources)
+
+    def process(self, element):
+        from transforms.prepare import prepare_window
+        from transforms.validation import window_statistics
+
+        wid, items = element
+        events, dead = [], []
+        for item in items:
+            (events if isinstance(item, Event) else dead).append(item)
+        kept, dupes = split_duplicates(events)
+        for d in dupes:
+            yield beam.pvalue.TaggedOutput(self.DUPLICATES, d)
+        if not kept:
+            return
+        prepared = prepare_window(kept, self._types, self._sources)
+        lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
+        yield WindowState(wid, prepared, window_statistics(prepared.batch, wid),
+                          dict(Counter(d.reason for d in dead + dupes)), lags)
+
+
+class _ValidateWindowDoFn(beam.DoFn):
+    def __init__(self, spec: SealSpec):
+        self._spec = spec
+
+    def setup(self):
+        self._validator = WindowValidator(self._spec.validation)
+
+    def _previous(self, wid: str, run_stats: Optional[dict]):
+        run_stats = run_stats or {}
+        in_run = max((i for i in run_stats if i < wid), default=None)
+        stored = window_store.previous_sealed(self._spec.root, wid)
+        if stored is not None and (in_run is None or stored.window_id > in_run):
+            return load_window_stats(stored), stored.window_id
+        if in_run is not None:
+            return run_stats[in_run], in_run
+        return None, None
+
+    def process(self, state: WindowState, run_stats=None):
+        previous, previous_id = self._previous(state.window_id, run_stats)
+        verdict, quality = self._validator.validate(
+            state.window_id, state.stats, previous, previous_id, state.dead_by_reason,
+            len(state.prepared.ids), state.lags_s)
+        yield replace(state, verdict=verdict, quality=quality)
+
+
+class _ApplyTransformDoFn(beam.DoFn):
+    """Transforms each window's batch with the published transform (loaded on the worker)."""
+
+    def __init__(self, spec: SealSpec):
+        self._spec = spec
+        self._applier = None
+
+    def process(self, state: WindowState, fingerprint: Optional[str] = None):
+        from transforms.prepare import arrow_schema_for
+        from transforms.preprocess import TransformApplier
+
+        fingerprint = fingerprint or self._spec.transform.fingerprint
+        if self._applier is None or self._applier.fingerprint != fingerprint:
+            from core.schema_store import schema_from_text
+            from transforms.validation import feature_types
+
+            types = feature_types(schema_from_text(self._spec.schema_text))
+            self._applier = TransformApplier(self._spec.root, fingerprint, self._spec.schema_text,
+                                             arrow_schema_for(types))
+        yield replace(state, fingerprint=fingerprint,
+                      transformed=tuple(self._applier.examples(state.prepared.batch)))
+
+
+class _WriteWindowDoFn(beam.DoFn):
+    def __init__(self, spec: SealSpec):
+        self._spec = spec
+        self._sealed = beam.metrics.Metrics.counter("ctpipe", "windows_sealed")
+        self._records = beam.metrics.Metrics.counter("ctpipe", "records_out")
+
+    def process(self, state: WindowState):
+        from transforms.write_window import WindowContent, write_window
+
+        s, verdict = self._spec, state.verdict
+        dead = sum(state.dead_by_reason.values())
+        content = WindowContent(
+            window_id=state.window_id, window_size_s=s.window_size_s,
+            raw_examples=tuple(state.prepared.raw_examples), transformed_examples=state.transformed,
+            stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
+            dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
+            transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
+        wid, version, written = write_window(s.root, content)
+        if written:
+            self._sealed.inc()
+            self._records.inc(len(state.prepared.ids))
+        yield {"window_id": wid, "version": version, "written": written, "records": len(state.prepared.ids),
+               "verdict": verdict.verdict, "dead_letters": dead}
+
+
+class SealWindows(beam.PTransform):
+    """(window_id, Event | DeadLetter) -> SealOutputs(window summaries, duplicate dead letters)."""
+
+    def __init__(self, spec: SealSpec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, keyed):
+        spec = self._spec
+        prepared = (keyed
+                    | "GroupByWindow" >> beam.GroupByKey()
+                    | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec)).with_outputs(
+                        _PrepareWindowDoFn.DUPLICATES, main="windows"))
+        states = prepared.windows
+        if spec.compare_within_run:
+            run_stats = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(lambda st: (st.window_id, st.stats)))
+            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec), run_stats=run_stats)
+        else:
+            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec))
+        if spec.transform.fingerprint is not None:
+            transformed = validated | "Transform" >> beam.ParDo(_ApplyTransformDoFn(spec))
+        else:
+            from core.schema_store import schema_from_text
+            from transforms.prepare import arrow_schema_for
+            from transforms.preprocess import AnalyzeTransform
+            from transforms.validation import feature_types
+
+            types = feature_types(schema_from_text(spec.schema_text))
+            batches = validated | "Batches" >> beam.Map(lambda st: st.prepared.batch)
+            digests = validated | "Digests" >> beam.Map(lambda st: (st.window_id, st.prepared.digest))
+            fingerprint = (batches, digests) | "AnalyzeTransform" >> AnalyzeTransform(
+                spec.transform.preprocessing_fn, spec.schema_text, arrow_schema_for(types), spec.root,
+                spec.transform.scratch)
+            transformed = validated | "Transform" >> beam.ParDo(
+                _ApplyTransformDoFn(spec), fingerprint=beam.pvalue.AsSingleton(fingerprint))
+        summaries = transformed | "WriteWindow" >> beam.ParDo(_WriteWindowDoFn(spec))
+        return SealOutputs(summaries, prepared[_PrepareWindowDoFn.DUPLICATES])
+
+
+def key_by_window(item, window_size_s: int):
+    """(window_id, item) for an Event, or a DeadLetter with an event time; nothing otherwise."""
+    from core.layout import window_id, window_start_ms
+
+    when = item.event_time_ms
+    if when is None:
+        return []
+    return [(window_id(window_start_ms(when, window_size_s)), item)]
+
+
+def is_dead_letter(item) -> bool:
+    return isinstance(item, DeadLetter)
