@@ -96,6 +96,7 @@ def main() -> None:
         bootstrap = f"{_procs.HOST}:{broker.port}"
         topic = "bench-events"
         from transforms.kafka.produce import ensure_topic
+        from transforms.kafka.source import end_offsets
 
         ensure_topic({"bootstrap_servers": bootstrap}, topic, args.partitions)
         t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests of transforms.kafka_source and pipeline.kafka_client.
+"""Tests of transforms.kafka (source, client settings, producing).
 
 Unit tests cover the pure parts (range planning, config translation). Integration tests run
 against a real Tansu broker (and a moto S3 server for the restart test) started by the fixtures
@@ -17,8 +17,30 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from core.errors import ConfigError
 from transforms.kafka.client import client_kwargs
-from transforms.kafka.source import KafkaRecord, KafkaSourceError, OffsetRange, ReadKafkaRanges, beginning_offsets, commit_group_offsets, end_offsets, plan_ranges, read_range
 from transforms.kafka.produce import ensure_topic, produce
+from transforms.kafka.source import (
+    KafkaRecord,
+    KafkaSourceError,
+    OffsetRange,
+    ReadKafkaRanges,
+    _ReadRangeDoFn,
+    beginning_offsets,
+    commit_group_offsets,
+    end_offsets,
+    kwargs_for,
+    plan_ranges,
+)
+
+
+def read_range(client_kwargs, rng, timeout_s=15.0):
+    """The records of ``rng`` as ReadKafkaRanges' DoFn reads them (its own setup/teardown)."""
+    fn = _ReadRangeDoFn(client_kwargs, timeout_s)
+    fn.setup()
+    try:
+        yield from fn.process(rng)
+    finally:
+        fn.teardown()
+
 
 N_MESSAGES = 600
 PARTITIONS = 3
@@ -299,7 +321,6 @@ def test_messages_survive_broker_restart_with_s3_storage(kafka_broker_factory, k
 def test_kwargs_for_gives_each_client_only_its_keys_and_keeps_the_mask(monkeypatch):
     from kafka import KafkaProducer
 
-    from transforms.kafka.source import r
 
     monkeypatch.setenv("T_KAFKA_USER", "svc-ctpipe")
     monkeypatch.setenv("T_KAFKA_PASS", "hunter2-secret")

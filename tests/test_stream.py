@@ -17,7 +17,7 @@ from core.lock import StorageLock
 from core.records import Event
 from pipeline.checkpoint import Checkpoint, CheckpointStore, source_id
 from pipeline.stream import CyclePlan, compute_watermark, idle_partitions, merge_newest, plan_cycle, windows_to_seal
-from transforms.kafka.source import e
+from transforms.kafka.source import OffsetRange
 from transforms.pending import RangeIndex, deadletter_path, decode_part, encode_part, parse_part_path, part_path
 
 H = 3_600_000

@@ -25,7 +25,8 @@ import pytest
 
 from pipeline.checkpoint import CheckpointStore, source_id
 from tests._stream_check import audit, produce_topic, write_config
-from transforms.kafka.source import c
+from transforms.kafka.produce import ensure_topic, produce
+from transforms.kafka.source import end_offsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = int(os.environ.get("CTPIPE_E2E_N", "100000"))
@@ -190,7 +191,6 @@ def test_late_records_for_a_sealed_window_follow_the_policy(kafka_broker, kafka_
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
     from tests._stream_check import sealed_ids
-    from transforms.kafka.source import e
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
@@ -240,7 +240,6 @@ def test_gen_to_kafka_keys_events_by_device_id(kafka_broker, kafka_topic):
     from pipeline import synthetic
     from pipeline.config import config_from_dict
     from transforms.kafka.produce import produce_generated
-    from transforms.kafka.source import s
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 2)
     config = config_from_dict({"source": {"kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topic": "x"}}})
@@ -277,7 +276,6 @@ def test_ingest_dead_letters_count_toward_the_window_bad_fraction(kafka_broker, 
     from pipeline import stream
     from pipeline.config import load_config
     from pipeline.options import pipeline_options
-    from transforms.kafka.source import e
 
     ensure_topic(kafka_broker.client_kwargs, kafka_topic, 1)
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)

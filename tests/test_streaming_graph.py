@@ -1,5 +1,5 @@
 """The unbounded graph's windowing, lateness and write semantics with TestStream (DirectRunner),
-and the FlinkRunner / Dataflow options it renders."""
+and the Java consumer settings it gives Beam's KafkaIO."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,19 +8,19 @@ import os
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from core import schema_store, window_store
-from core.errors import ConfigError
 from core.records import SourceRecord
 from core.transform_store import current_transform
 from pipeline import synthetic
 from pipeline.config import config_from_dict
-from pipeline.streaming_graph import build_streaming_graph, dataflow_options, flink_options, java_consumer_config
+from pipeline.streaming_graph import build_streaming_graph
+from transforms.kafka.client import java_consumer_config
 
 T0 = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 T0_S = T0.timestamp()
@@ -75,7 +75,7 @@ def test_on_time_and_late_firings_seal_new_versions_and_too_late_data_is_dropped
               .advance_watermark_to_infinity())
     options = PipelineOptions(["--streaming"])
     with BeamTestPipeline(options=options) as p:
-        windows, (dead_paths, _dupes) = build_streaming_graph(p, config, schema_text, schema_version, fingerprint,
+        windows, dead_paths = build_streaming_graph(p, config, schema_text, schema_version, fingerprint,
                                                               source=stream)
         assert_that(windows | beam.Map(lambda w: (w["window_id"], w["version"], w["records"], w["timing"])),
                     equal_to([("20261127T0000Z", 1, 20, "ON_TIME"), ("20261127T0000Z", 2, 21, "LATE"),
@@ -115,24 +115,6 @@ def _raw_ids(window) -> list:
             for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator()]
 
 
-def test_flink_options_are_accepted_by_pipeline_options():
-    options = PipelineOptions(flink_options("flink-jobmanager:8081", checkpointing_interval_ms=30_000, parallelism=4))
-    assert options.view_as(StandardOptions).runner == "FlinkRunner"
-    assert options.view_as(StandardOptions).streaming is True
-    flink = options.view_as(FlinkRunnerOptions)
-    assert flink.flink_master == "flink-jobmanager:8081" and flink.parallelism == 4
-    # checkpointing_interval is a Java-side Flink option: Beam forwards it to the job server
-    assert options.get_all_options(retain_unknown_options=True)["checkpointing_interval"] == "30000"
-    with pytest.raises(ConfigError, match="checkpointing_interval"):
-        flink_options("m:8081", checkpointing_interval_ms=0)
-
-
-def test_dataflow_options_render_streaming_engine():
-    options = PipelineOptions(dataflow_options("proj", "europe-west1", "gs://b/tmp"))
-    assert options.view_as(StandardOptions).streaming is True
-    assert options.get_all_options()["project"] == "proj"
-
-
 def test_java_consumer_config_carries_security_from_env(monkeypatch):
     from pipeline.config import KafkaSourceConfig
 
@@ -149,41 +131,34 @@ def test_java_consumer_config_carries_security_from_env(monkeypatch):
 
 
 def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store):
-    """ApplyTransform (stream mode) over a backfilled window = what AnalyzeAndTransform wrote."""
+    """TransformApplier (stream and unbounded mode) over a backfilled window's events gives the
+    transformed examples the backfill (analyze mode) wrote, read back from the sealed files."""
     import glob
 
     import tensorflow as tf
 
     from core.records import Event
+    from pipeline.specs import decode_spec
     from transforms.decode import decode_record
     from transforms.prepare import arrow_schema_for, prepare_window
-    from transforms.preprocess import ApplyTransform
+    from transforms.preprocess import TransformApplier
     from transforms.sources import read_jsonl
     from transforms.validation import feature_types
     from transforms.windowing import split_duplicates, window_of
 
     config = published_store
     root = config.storage.root
-    schema, _text, _version = schema_store.load(root)
+    schema, schema_text, _version = schema_store.load(root)
     types = feature_types(schema)
     sealed = window_store.latest_sealed(root, "20261126T0000Z")
     events = [e for path in sorted(glob.glob(config.source.files.uri)) for rec in read_jsonl(path)
-              if isinstance(e := decode_record(rec, config_spec(config, schema)), Event)
+              if isinstance(e := decode_record(rec, decode_spec(config, schema)), Event)
               and window_of(e, 3600) == "20261126T0000Z"]
     kept, _dupes = split_duplicates(events)
-    batch = prepare_window("20261126T0000Z", kept, types, {}).batch
-    with BeamTestPipeline() as p:
-        examples, fingerprint = (p | beam.Create([("20261126T0000Z", batch)])
-                                 | ApplyTransform(root, current_transform(root), schema, arrow_schema_for(types)))
-        stored = {i: tf.train.Example.FromString(ex) for i, ex in zip(
-            [e.id for e in kept],
-            tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP").as_numpy_iterator())}
-        assert_that(examples | beam.MapTuple(lambda wid, kv: (wid, kv[0], tf.train.Example.FromString(kv[1]) == stored[kv[0]])),
-                    equal_to([("20261126T0000Z", e.id, True) for e in kept]), label="SameExamples")
-        assert_that(fingerprint, equal_to([current_transform(root)]), label="Fingerprint")
-
-
-def config_spec(config, schema):
-    from pipeline.backfill import decode_spec
-
-    return decode_spec(config, schema)
+    batch = prepare_window(kept, types, {}).batch
+    applier = TransformApplier(root, current_transform(root), schema_text, arrow_schema_for(types))
+    got = applier.examples(batch)
+    stored = list(tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP")
+                  .as_numpy_iterator())
+    assert len(got) == len(kept) == len(stored) == sealed.manifest["record_count"]
+    assert got == stored  # byte for byte, in id order

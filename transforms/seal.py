@@ -82,7 +82,8 @@ class WindowState:
 
 class SealOutputs(NamedTuple):
     windows: beam.PCollection
-    """One summary dict per window: window_id, version, written, records, verdict, dead_letters."""
+    """One summary dict per window: window_id, version, written, records, verdict, dead_letters,
+    timing (the pane that sealed it: ON_TIME, LATE...)."""
     duplicates: beam.PCollection
     """DeadLetters (reason duplicate_id) found while grouping; the caller writes them."""
 
@@ -167,13 +168,18 @@ class _ApplyTransformDoFn(beam.DoFn):
                       transformed=tuple(self._applier.examples(state.prepared.batch)))
 
 
+_TIMING = {0: "EARLY", 1: "ON_TIME", 2: "LATE", 3: "UNKNOWN"}
+"""PaneInfoTiming values: which firing of its window a sealed version came from."""
+
+
 class _WriteWindowDoFn(beam.DoFn):
     def __init__(self, spec: SealSpec):
         self._spec = spec
         self._sealed = beam.metrics.Metrics.counter("ctpipe", "windows_sealed")
         self._records = beam.metrics.Metrics.counter("ctpipe", "records_out")
+        self._late_panes = beam.metrics.Metrics.counter("ctpipe", "late_firings")
 
-    def process(self, state: WindowState):
+    def process(self, state: WindowState, pane=beam.DoFn.PaneInfoParam):
         from transforms.write_window import WindowContent, write_window
 
         s, verdict = self._spec, state.verdict
@@ -188,8 +194,11 @@ class _WriteWindowDoFn(beam.DoFn):
         if written:
             self._sealed.inc()
             self._records.inc(len(state.prepared.ids))
+        timing = _TIMING.get(pane.timing) if pane is not None else None
+        if timing == "LATE":
+            self._late_panes.inc()
         yield {"window_id": wid, "version": version, "written": written, "records": len(state.prepared.ids),
-               "verdict": verdict.verdict, "dead_letters": dead}
+               "verdict": verdict.verdict, "dead_letters": dead, "timing": timing}
 
 
 class SealWindows(beam.PTransform):
