@@ -83,7 +83,8 @@ def build_streaming_graph(pipeline, config, schema_text: str, schema_version: in
                  allowed_lateness=lateness)
              | "KeyByWindow" >> beam.FlatMap(key_by_window, size))
     sealed = keyed | "Seal" >> SealWindows(spec)
-    dead_paths = ((dead, sealed.duplicates)
+    duplicates = sealed.duplicates | "DuplicatesGlobal" >> beam.WindowInto(window.GlobalWindows())
+    dead_paths = ((dead, duplicates)
                   | "AllDeadLetters" >> beam.Flatten()
                   | "WriteDeadLetters" >> beam.Map(_write_dead_letter, config.storage.root))
     return sealed.windows, dead_paths
