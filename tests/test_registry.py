@@ -289,7 +289,7 @@ def test_local_push_gives_up_on_a_held_model_lock_naming_it(tmp_path, saved_mode
         with pytest.raises(RegistryError) as err:
             push(reg, "m", saved_model_dir)
         with pytest.raises(RegistryError, match="still held after 1 s"):
-            reg.promote("m", 1)
+            reg.gc_incomplete("m")
     message = str(err.value)
     assert f"lock {lock_path!r} is still held after 1 s" in message
     assert f"'pid': {os.getpid()}" in message and "wait for that push to finish" in message
