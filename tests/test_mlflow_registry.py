@@ -1,33 +1,30 @@
 """MlflowRegistry against a real MLflow server (sqlite store) started by scripts/mlflow_server.sh.
 
-The shared behavioural tests of tests/test_registry.py run here again with ``backend`` bound to
-MLflow; the tests below check the MLflow mapping itself.
+The shared behaviour of tests/registry_behaviour.py runs here with ``backend`` bound to MLflow;
+the tests below check the MLflow mapping itself.
 """
 from __future__ import annotations
 
 import glob
 import os
 import subprocess
+import sys
 
 import pytest
 
-from tests.test_registry import (  # noqa: F401
-    VENV_BIN,
+from tests.registry_behaviour import (
+    BEHAVIOURS,
     Backend,
-    model,
+    fresh_model_name,
     overwrite_or_delete,
     push,
-    saved_model_dir,
-    test_behaviour_alias_moves_and_history,
-    test_behaviour_promote_refuses_unblessed,
-    test_behaviour_push_list_get_fetch,
-    test_behaviour_rollback_to_previous_blessed,
-    test_behaviour_rollback_without_earlier_version_raises,
-    test_behaviour_tampered_version_raises_integrity_error,
-    test_behaviour_unknown_version_names_known_ones,
+    run_behaviour,
+    save_tiny_model,
 )
 from training.registry import ModelVersion, open_registry
+from training.registry.mlflow import MlflowRegistry
 
+VENV_BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "mlflow_server.sh")
 
@@ -74,6 +71,16 @@ def _run_artifact_dir(services: str, reg, mv: ModelVersion) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory) -> str:
+    return save_tiny_model(str(tmp_path_factory.mktemp("savedmodel") / "model"))
+
+
+@pytest.fixture
+def model() -> str:
+    return fresh_model_name()
+
+
 @pytest.fixture
 def backend(mlflow_server) -> Backend:
     uri, services = mlflow_server
@@ -82,7 +89,12 @@ def backend(mlflow_server) -> Backend:
     def tamper(mv: ModelVersion, rel: str, data: bytes | None) -> None:
         overwrite_or_delete(os.path.join(_run_artifact_dir(services, reg, mv), rel), data)
 
-    return Backend(reg, tamper)
+    return Backend(reg, tamper, lambda: open_registry("mlflow:" + uri))
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_behaviour(behaviour, backend, model, saved_model_dir, tmp_path):
+    run_behaviour(behaviour, backend, model, saved_model_dir, tmp_path)
 
 
 def test_push_is_a_run_and_a_model_version(backend, model, saved_model_dir):
@@ -115,8 +127,6 @@ def test_aliases_are_mlflow_aliases(backend, model, saved_model_dir):
 
 
 def test_open_registry_dispatch_and_script_restart_is_idempotent(mlflow_server, mlflow_launch):
-    from training.mlflow_registry import MlflowRegistry
-
     uri, _ = mlflow_server
     assert isinstance(open_registry("mlflow+" + uri), MlflowRegistry)
     assert isinstance(open_registry("mlflow:" + uri), MlflowRegistry)

@@ -1,4 +1,4 @@
-"""The :class:`~training.registry.Registry` interface over the MLflow Model Registry.
+"""The MLflow backend: the :class:`~training.registry.base.Registry` interface over the MLflow Model Registry.
 
 Mapping:
 
@@ -14,7 +14,8 @@ Mapping:
   history and rollback log live in the registered-model tag ``ctpipe.alias.<alias>``. The tag is
   written before the alias moves; a history whose top disagrees with the live alias (a move
   interrupted between the two writes) is reconciled on read.
-* fetch downloads ``model/`` and verifies it with the same checksum code as FileRegistry.
+* fetch downloads ``model/`` and verifies it with the checksum code every backend shares
+  (:mod:`training.registry.checksums`).
 
 Concurrency: MLflow allocates version numbers itself, so concurrent pushers never collide.
 Alias moves from several writers race on the history tag (last write wins); run one controller.
@@ -36,7 +37,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from core.errors import RegistryError
-from training.registry import AliasState, Clock, ModelVersion, Registry, validate_model_name
+from training.registry.base import AliasState, Clock, ModelVersion, Registry, validate_model_name
 
 ARTIFACT_PATH = "model"
 TAG_PREFIX = "ctpipe."
@@ -73,7 +74,7 @@ class MlflowRegistry(Registry):
           tracking_uri: MLflow tracking URI, e.g. ``http://127.0.0.1:5000``.
           registry_uri: Model Registry URI when it differs from ``tracking_uri``.
           experiment: experiment holding the push runs (created on first push).
-          clock, user: see :class:`~training.registry.Registry`.
+          clock, user: see :class:`~training.registry.base.Registry`.
         """
         super().__init__(clock=clock, user=user)
         self._tracking_uri = tracking_uri
