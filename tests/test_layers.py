@@ -1,0 +1,110 @@
+"""The layers read top-down (docs/ARCHITECTURE.md): checked on the source, every import counted.
+
+    pipeline/   (assembly, CLI)        may import transforms, training, core
+    transforms/ (Beam stages)          may import core
+    training/   (TensorFlow trainer)   may import core
+    core/       (shared contracts)     imports none of them
+
+and no module imports itself back through others (no cycles, lazy imports included).
+"""
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("core", "transforms", "training", "pipeline")
+ALLOWED = {
+    "core": {"core"},
+    "transforms": {"core", "transforms"},
+    "training": {"core", "training"},
+    "pipeline": {"core", "transforms", "training", "pipeline"},
+}
+
+
+def _modules() -> dict[str, str]:
+    out = {}
+    for package in PACKAGES:
+        for base, _dirs, files in os.walk(os.path.join(REPO, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(base, name)
+                    rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+                    out[rel[: -len(".__init__")] if rel.endswith(".__init__") else rel] = path
+    return out
+
+
+def imports_of(path: str, module: str, known: set) -> set:
+    """Project modules ``path`` imports anywhere in its body (module level or inside functions)."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.rsplit(".", node.level)[0] if not path.endswith("__init__.py") or node.level > 1 \
+                    else module
+                prefix = f"{base}.{node.module}" if node.module else base
+            else:
+                prefix = node.module or ""
+            names = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+GRAPH = None
+
+
+def _graph() -> dict[str, set]:
+    global GRAPH
+    if GRAPH is None:
+        modules = _modules()
+        known = set(modules)
+        GRAPH = {m: imports_of(p, m, known) for m, p in modules.items()}
+    return GRAPH
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_layer_imports_only_what_is_below_it(package):
+    bad = sorted(f"{m} imports {dep}" for m, deps in _graph().items() if m.split(".")[0] == package
+                 for dep in deps if dep.split(".")[0] not in ALLOWED[package])
+    assert not bad, "layering broken:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    # Package __init__ modules are entered by every import below them; leave them out of cycles.
+    edges = {m: {d for d in deps if d in graph and d not in PACKAGES} for m, deps in graph.items()}
+    state, stack, cycles = {}, [], []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(edges[node]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
+    """The rule above can fail: a lazy upward import inside a function is found."""
+    src = tmp_path / "mod.py"
+    src.write_text("def f():\n    from pipeline.config import Config\n    return Config\n")
+    known = {"pipeline", "pipeline.config", "transforms", "transforms.mod"}
+    assert imports_of(str(src), "transforms.mod", known) == {"pipeline.config"}
