@@ -108,3 +108,16 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     src.write_text("def f():\n    from pipeline.config import Config\n    return Config\n")
     known = {"pipeline", "pipeline.config", "transforms", "transforms.mod"}
     assert imports_of(str(src), "transforms.mod", known) == {"pipeline.config"}
+
+
+def test_core_imports_neither_tensorflow_nor_beam():
+    import subprocess
+    import sys
+
+    modules = sorted(m for m in _graph() if m.split(".")[0] == "core")
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted(m for m in ('tensorflow', 'apache_beam', 'tensorflow_data_validation', "
+              "'tensorflow_transform', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
