@@ -193,6 +193,23 @@ def copy_tree(src_dir: str, dst_dir: str) -> list[str]:
     return sorted(names)
 
 
+def local_target(dest_dir: str, rel: str) -> str:
+    """``dest_dir``/``rel`` for a name taken from a listing; refuses any name that would land
+    outside ``dest_dir`` (absolute, ``..`` segments, a drive or NUL), since listings of object
+    stores and registries are not trusted input."""
+    parts = rel.replace("\\", "/").split("/")
+    if (not rel or rel.startswith("/") or "\0" in rel or any(p in ("..", "") for p in parts[:-1])
+            or parts[-1] in ("", "..", ".")):
+        raise StorageError(f"refusing to write {rel!r} under {dest_dir}: the name escapes the destination "
+                           "(a crafted or corrupt listing); inspect the source store")
+    base = os.path.realpath(dest_dir)
+    target = os.path.realpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, target]) != base:
+        raise StorageError(f"refusing to write {rel!r} under {dest_dir}: it resolves to {target}, outside "
+                           "the destination; inspect the source store")
+    return target
+
+
 def download_tree(src_dir: str, dst_dir: str) -> str:
     """Copy a stored directory (any filesystem) to a local directory; returns dst_dir."""
     if is_local(src_dir):
@@ -200,7 +217,7 @@ def download_tree(src_dir: str, dst_dir: str) -> str:
     prefix = src_dir.rstrip("/") + "/"
     for path in glob(prefix + "**"):
         rel = path[len(prefix):]
-        target = os.path.join(dst_dir, rel)
+        target = local_target(dst_dir, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as handle:
             handle.write(read_bytes(path))

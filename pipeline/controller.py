@@ -19,7 +19,7 @@ import time
 
 from core import storage, window_store
 from core.errors import InputError
-from core.transform_store import transform_dir
+from core.transform_store import transform_dir, verify_copy
 from core.version import code_version
 from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
@@ -53,10 +53,11 @@ def select_windows(config: Config):
 
 
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
+    """A local copy of transform ``fingerprint``, verified against its checksums."""
     path = transform_dir(root, fingerprint)
-    if storage.is_local(path):
-        return path
-    return storage.download_tree(path, os.path.join(scratch, "transform"))
+    local = path if storage.is_local(path) else storage.download_tree(path, os.path.join(scratch, "transform"))
+    verify_copy(local, fingerprint)
+    return local
 
 
 def run_training(config: Config, force_push: bool = False) -> dict:

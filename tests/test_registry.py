@@ -308,3 +308,16 @@ def test_memory_registries_of_one_name_share_a_store_until_forgotten(saved_model
     assert MemoryRegistry(name).list_versions("m") == []
     with pytest.raises(ConfigError, match="'memory://a/b'"):
         MemoryRegistry("memory://a/b")
+
+
+def test_fetch_refuses_a_listed_name_that_escapes_the_destination(tmp_path, saved_model_dir):
+    """A crafted registry listing ("../x") must not write outside the fetch destination."""
+    from core.errors import StorageError
+
+    reg = MemoryRegistry(f"memory://escape-{uuid.uuid4().hex[:8]}")
+    v = push(reg, "m", saved_model_dir)
+    reg.stored_files("m", v.version)["../../escaped.pb"] = b"payload"
+    dest = tmp_path / "a" / "b" / "dest"
+    with pytest.raises(StorageError, match="escapes"):
+        reg.fetch("m", v.version, str(dest))
+    assert not any(p.name == "escaped.pb" for p in tmp_path.rglob("*"))

@@ -162,3 +162,28 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
                   .as_numpy_iterator())
     assert len(got) == len(kept) == len(stored) == sealed.manifest["record_count"]
     assert got == stored  # byte for byte, in id order
+
+
+def test_a_modified_published_transform_is_refused_before_loading(published_store, tmp_path):
+    """A SavedModel is executable: a transform whose files differ from its checksums never loads."""
+    import shutil
+
+    from core.errors import IntegrityError
+    from transforms.prepare import arrow_schema_for
+    from transforms.preprocess import TransformApplier
+    from transforms.validation import feature_types
+
+    root = str(tmp_path / "copy")
+    shutil.copytree(published_store.storage.root, root)
+    schema, schema_text, _version = schema_store.load(root)
+    fingerprint = current_transform(root)
+    arrow = arrow_schema_for(feature_types(schema))
+    TransformApplier(root, fingerprint, schema_text, arrow)  # intact: loads
+    variables = os.path.join(root, "transforms", fingerprint, "transform_fn", "saved_model.pb")
+    with open(variables, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(IntegrityError, match="saved_model.pb"):
+        TransformApplier(root, fingerprint, schema_text, arrow)
+    os.remove(variables)
+    with pytest.raises(IntegrityError, match="missing"):
+        TransformApplier(root, fingerprint, schema_text, arrow)

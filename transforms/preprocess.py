@@ -29,7 +29,14 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from core import storage
 from core.errors import ConfigError, StorageError
-from core.transform_store import COMPLETE_MARKER, set_current, transform_dir
+from core.transform_store import (
+    CHECKSUMS_FILE,
+    COMPLETE_MARKER,
+    set_current,
+    transform_dir,
+    verify_copy,
+    write_checksums,
+)
 from transforms.arrow import canonical_examples
 
 
@@ -74,11 +81,16 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
     point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
 
     The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
-    ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature."""
+    ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature. CHECKSUMS.json
+    (every file's sha256) is written before COMPLETE; loaders verify against it. A transform
+    published before checksums existed is republished from this run's staging (same fingerprint:
+    same inputs)."""
     target = transform_dir(root, fingerprint)
-    if not storage.exists(storage.join(target, COMPLETE_MARKER)):
+    complete = storage.exists(storage.join(target, COMPLETE_MARKER))
+    if not complete or not storage.exists(storage.join(target, CHECKSUMS_FILE)):
         storage.copy_tree(staging, target)
         storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
+        write_checksums(target, fingerprint)
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
     set_current(root, fingerprint)
     return fingerprint
@@ -144,6 +156,7 @@ class TransformApplier:
         self.fingerprint = fingerprint
         local = source if storage.is_local(source) else storage.download_tree(
             source, os.path.join(tempfile.mkdtemp(prefix="ctpipe-transform-"), fingerprint))
+        verify_copy(local, fingerprint)
         self.output = tft.TFTransformOutput(local)
         self._adapter = tensor_adapter.TensorAdapter(
             tensor_adapter_config(schema_from_text(schema_text), arrow_schema))

@@ -31,6 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from core.errors import ConfigError, LockError, RegistryError
 from core.lock import StorageLock
+from core.storage import local_target
 from training.registry.base import (
     BLESSING_FILE,
     COMMITTED_FILE,
@@ -366,7 +367,7 @@ class FileRegistry(Registry):
         try:
             for rel, _ in self._list_files(mv.uri):
                 if rel != COMMITTED_FILE:
-                    self._download(self._fs.join(mv.uri, rel), os.path.join(tmp, rel))
+                    self._download(self._fs.join(mv.uri, rel), local_target(tmp, rel))
             os.makedirs(tmp, exist_ok=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ import threading
 from typing import Mapping
 
 from core.errors import ConfigError, RegistryError
+from core.storage import local_target
 from training.registry.base import (
     BLESSING_FILE,
     COMMITTED_FILE,
@@ -157,7 +158,7 @@ class MemoryRegistry(Registry):
         try:
             os.makedirs(tmp)
             for rel, data in files.items():
-                path = os.path.join(tmp, rel)
+                path = local_target(tmp, rel)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as f:
                     f.write(data)
