@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from core import storage
-from core.errors import StorageError
-from core.layout import MANIFEST, RELEASE, manifest_glob, window_dir
+from core.errors import ConfigError, StorageError
+from core.layout import MANIFEST, RELEASE, is_window_id, manifest_glob, window_dir
 from core.layout import MANIFEST_PATH_RE as _VERSION_RE
 
 __all__ = ["MANIFEST", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "sealed_ids", "window_dir"]
@@ -65,7 +65,17 @@ def list_sealed(root: str, latest_only: bool = True) -> list[SealedWindow]:
     return [latest[k] for k in sorted(latest)]
 
 
+def check_window_id(wid: str) -> str:
+    """``wid`` if it is a window id; a ConfigError otherwise (ids reach globs and paths, so a
+    ``*`` or ``../`` from a command line must never get that far)."""
+    if not isinstance(wid, str) or not is_window_id(wid):
+        raise ConfigError(f"{wid!r} is not a window id; window ids are the window's UTC start as "
+                          "YYYYMMDDTHHMMZ, e.g. 20261127T0100Z (see `ctpipe windows list`)")
+    return wid
+
+
 def latest_sealed(root: str, wid: str) -> Optional[SealedWindow]:
+    check_window_id(wid)
     versions = [p for p in storage.glob(manifest_glob(root, wid)) if _VERSION_RE.search(p)]
     if not versions:
         return None

@@ -81,3 +81,15 @@ def test_download_tree_refuses_a_crafted_object_name(s3_server, tmp_path):
     with pytest.raises(StorageError, match="escapes"):
         storage.download_tree(f"s3://{bucket}/t", str(dest))
     assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("wid", ["*", "2026112*", "../20261127T0000Z", "20261127T0000Z/v1", "20261127t0000z", ""])
+def test_window_ids_are_never_patterns(tmp_path, wid):
+    from core import window_store
+    from core.errors import ConfigError
+
+    storage.write_json_atomic(str(tmp_path / "windows/20261127T0000Z/v1/MANIFEST.json"),
+                              {"window_id": "20261127T0000Z", "version": 1})
+    with pytest.raises(ConfigError, match="not a window id"):
+        window_store.latest_sealed(str(tmp_path), wid)
+    assert window_store.latest_sealed(str(tmp_path), "20261127T0000Z").version == 1
