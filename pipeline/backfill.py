@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import apache_beam as beam
 
 from core import layout, schema_store, storage
-from core.errors import InputError
+from core.errors import ConfigError, InputError
 from core.version import code_version
 from pipeline import metrics, quality
 from pipeline.config import Config
@@ -81,9 +81,23 @@ def write_run_record(root: str, run_id: str, record: dict) -> None:
     storage.write_json_atomic(layout.run_record_path(root, run_id), record)
 
 
+def check_range_is_whole_windows(start_ms: Optional[int], end_ms: Optional[int], size_s: int) -> None:
+    """A backfill range must cover whole windows: a range that cuts a window would seal that
+    window's next version from part of its records. Refuse it and name the aligned bounds."""
+    size_ms = size_s * 1000
+    for flag, value in (("--from", start_ms), ("--to", end_ms)):
+        if value is not None and value % size_ms:
+            down, up = layout.window_start_ms(value, size_s), layout.window_start_ms(value, size_s) + size_ms
+            iso = [dt.datetime.fromtimestamp(v / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                   for v in (value, down, up)]
+            raise ConfigError(f"{flag} {iso[0]} cuts a {size_s}s window; a backfill seals whole windows, so "
+                              f"use {flag} {iso[1]} or {flag} {iso[2]}")
+
+
 def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int]) -> RunResult:
     """Run one backfill over the configured files; returns the run record (also stored)."""
     root = config.storage.root
+    check_range_is_whole_windows(start_ms, end_ms, config.window.size_s)
     storage.makedirs(root)
     run_id = new_run_id("backfill")
     started = time.time()

@@ -173,3 +173,19 @@ def test_cli_corrupt_file_exit_3_and_no_window_visible(tmp_path, make_events):
     line = _error_line(proc)
     assert "zz-corrupt.jsonl.gz" in line and "corrupt" in line
     assert window_store.list_sealed(str(tmp_path / "store")) == []
+
+
+def test_a_range_that_cuts_a_window_is_refused_with_the_aligned_bounds():
+    """--from inside a window would seal that window's next version from part of its records."""
+    from core.errors import ConfigError
+    from pipeline.backfill import check_range_is_whole_windows
+
+    hour = 3_600_000
+    t0 = 1795737600000  # 2026-11-27T00:00Z
+    check_range_is_whole_windows(t0, t0 + 2 * hour, 3600)
+    check_range_is_whole_windows(None, None, 3600)
+    with pytest.raises(ConfigError, match=r"--from 2026-11-27T00:30:00Z cuts a 3600s window.*"
+                                          r"--from 2026-11-27T00:00:00Z or --from 2026-11-27T01:00:00Z"):
+        check_range_is_whole_windows(t0 + hour // 2, None, 3600)
+    with pytest.raises(ConfigError, match="--to 2026-11-27T01:00:01Z cuts"):
+        check_range_is_whole_windows(t0, t0 + hour + 1000, 3600)
