@@ -84,7 +84,11 @@ def test_manifest_is_complete_and_checksums_match(backfilled):
     for window in windows:
         m = window.manifest
         assert m["schema_version"] == 1 and len(m["transform_fingerprint"]) == 16
-        assert m["validation"]["verdict"] in ("PASS", "WARN", "QUARANTINED")
+        assert m["validation"]["verdict"] == "PASS", m["validation"]["reasons"]
+        on_disk = sorted(set(os.listdir(window.path)) - {"MANIFEST.json"})
+        assert sorted(f["path"] for f in m["files"]) == on_disk == [
+            "anomalies.pbtxt", "data-00000-of-00001.tfrecord.gz", "raw-00000-of-00001.tfrecord.gz", "stats.pb"]
+        assert sorted(f["kind"] for f in m["files"]) == ["anomalies", "raw", "stats", "transformed"]
         for f in m["files"]:
             with open(os.path.join(window.path, f["path"]), "rb") as handle:
                 data = handle.read()
@@ -98,7 +102,14 @@ def test_stats_are_readable_by_tfdv(backfilled):
     config, *_ = backfilled
     window = window_store.list_sealed(config.storage.root)[0]
     stats = tfdv.load_stats_binary(os.path.join(window.path, "stats.pb"))
-    assert stats.datasets[0].num_examples == window.manifest["record_count"]
+    import numpy as np
+    import tensorflow as tf
+
+    temps = [tf.train.Example.FromString(r).features.feature["temperature"].float_list.value[0] for r in
+             tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator()]
+    assert stats.datasets[0].num_examples == len(temps)
+    feature = next(f for f in stats.datasets[0].features if f.path.step[0] == "temperature")
+    assert feature.num_stats.mean == pytest.approx(float(np.mean(temps)), rel=1e-6)
 
 
 def test_rerun_same_root_is_a_no_op_and_fresh_root_is_byte_identical(backfilled, tmp_path):
@@ -115,6 +126,8 @@ def test_rerun_same_root_is_a_no_op_and_fresh_root_is_byte_identical(backfilled,
 
 def test_new_data_for_a_sealed_window_makes_a_new_version(backfilled, tmp_path):
     config, options, _stats, _result, base = backfilled
+    before = window_store.latest_sealed(config.storage.root, "20261127T0100Z")
+    before_ids = _raw_ids(before)
     late = base / "events" / "late-0000.jsonl"
     late.write_text(json.dumps({"id": "late-1", "ts": "2026-11-27T01:30:00Z", "device_id": "dev-001",
                                 "firmware": "v2", "temperature": 61.0, "vibration": 1.0, "humidity": 40.0,
@@ -126,11 +139,13 @@ def test_new_data_for_a_sealed_window_makes_a_new_version(backfilled, tmp_path):
     written = {w["window_id"]: w for w in result.record["windows"] if w["written"]}
     # The late record changes the transform's analysis input, so every window gets a v2;
     # the window that received it holds one more record.
-    assert written["20261127T0100Z"]["version"] == 2
-    v1 = window_store.latest_sealed(config.storage.root, "20261127T0100Z")
-    assert v1.version == 2 and v1.manifest["supersedes"] == 1
+    assert {(wid, w["version"]) for wid, w in written.items()} == {
+        ("20261127T0000Z", 2), ("20261127T0100Z", 2), ("20261127T0200Z", 2)}
+    v2 = window_store.latest_sealed(config.storage.root, "20261127T0100Z")
+    assert v2.version == 2 and v2.manifest["supersedes"] == 1
     assert os.path.exists(os.path.join(config.storage.root, "windows", "20261127T0100Z", "v1", "MANIFEST.json"))
-    assert v1.manifest["record_count"] == written["20261127T0100Z"]["records"]
+    assert _raw_ids(v2) == sorted(before_ids + ["late-1"])
+    assert v2.manifest["record_count"] == before.manifest["record_count"] + 1
 
 
 def run_cli(*args, cwd=None):
@@ -189,3 +204,12 @@ def test_a_range_that_cuts_a_window_is_refused_with_the_aligned_bounds():
         check_range_is_whole_windows(t0 + hour // 2, None, 3600)
     with pytest.raises(ConfigError, match="--to 2026-11-27T01:00:01Z cuts"):
         check_range_is_whole_windows(t0, t0 + hour + 1000, 3600)
+
+
+def _raw_ids(window) -> list:
+    """Ids held by a sealed window, read from its raw TFRecords with tf.data (not ctpipe's code)."""
+    import tensorflow as tf
+
+    return sorted(tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
+                  for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP")
+                  .as_numpy_iterator())

@@ -46,9 +46,9 @@ def imports_of(path: str, module: str, known: set) -> set:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = module.rsplit(".", node.level)[0] if not path.endswith("__init__.py") or node.level > 1 \
-                    else module
-                prefix = f"{base}.{node.module}" if node.module else base
+                package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+                base = ".".join(package[:len(package) - (node.level - 1)])
+                prefix = ".".join(p for p in (base, node.module) if p)
             else:
                 prefix = node.module or ""
             names = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
@@ -105,9 +105,11 @@ def test_no_import_cycles():
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The rule above can fail: a lazy upward import inside a function is found."""
     src = tmp_path / "mod.py"
-    src.write_text("def f():\n    from pipeline.config import Config\n    return Config\n")
-    known = {"pipeline", "pipeline.config", "transforms", "transforms.mod"}
-    assert imports_of(str(src), "transforms.mod", known) == {"pipeline.config"}
+    src.write_text("def f():\n    from pipeline.config import Config\n    return Config\n"
+                   "from ..pipeline import backfill\nfrom . import other\n")
+    known = {"pipeline", "pipeline.config", "pipeline.backfill", "transforms", "transforms.mod", "transforms.other"}
+    assert imports_of(str(src), "transforms.mod", known) == {"pipeline.config", "pipeline", "pipeline.backfill",
+                                                              "transforms", "transforms.other"}
 
 
 def test_core_imports_neither_tensorflow_nor_beam():

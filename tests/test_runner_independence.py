@@ -9,6 +9,7 @@ storage root and artifacts must be loaded by storage URI.
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -36,6 +37,7 @@ def isolated_workers(tmp_path, monkeypatch):
     wrapper.write_text(
         "#!/bin/sh\n"
         "# Beam starts each SDK worker as `<sys.executable> -m apache_beam.runners.worker.sdk_worker_main`.\n"
+        f"echo $$ >> {tmp_path / 'workers.log'}\n"
         f"exec unshare --mount --propagation private /bin/sh -c "
         f"'mount -t tmpfs ctpipe-worker-tmp \"$CTPIPE_DRIVER_TMP\" && exec \"$0\" \"$@\"' "
         f"{sys.executable} \"$@\"\n")
@@ -47,6 +49,19 @@ def isolated_workers(tmp_path, monkeypatch):
     options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"),
                                ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     return options, driver_tmp
+
+
+def _workers_started(tmp_path) -> int:
+    log = tmp_path / "workers.log"
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def _sealed_ids(window) -> list:
+    import tensorflow as tf
+
+    return sorted(tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
+                  for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP")
+                  .as_numpy_iterator())
 
 
 def test_isolation_is_real(isolated_workers, tmp_path):
@@ -65,6 +80,7 @@ def test_backfill_and_stream_cycle_with_isolated_workers(isolated_workers, tmp_p
                                                          kafka_topic):
     options, driver_tmp = isolated_workers
     events_glob, gen = make_events(hours=2, rows_per_hour=120)
+    gen.valid_set = set(gen.valid_ids)
     root = str(tmp_path / "store")
     config = config_from_dict({"storage": {"root": root}, "source": {"files": {"uri": events_glob}},
                                "window": {"size": "1h", "allowed_lateness": "0s"}})
@@ -73,8 +89,8 @@ def test_backfill_and_stream_cycle_with_isolated_workers(isolated_workers, tmp_p
     assert [w.window_id for w in sealed] == ["20261127T0000Z", "20261127T0100Z"]
     assert [(w["window_id"], w["version"], w["written"]) for w in result.record["windows"]] == [
         (w.window_id, w.version, True) for w in sealed]
-    assert sum(w.manifest["record_count"] for w in sealed) + sum(
-        w.manifest["dead_letters"] for w in sealed) <= gen.valid + gen.malformed + gen.out_of_range
+    assert sorted(i for w in sealed for i in _sealed_ids(w)) == sorted(gen.valid_ids)
+    assert _workers_started(tmp_path) >= 2  # the graphs really ran in isolated worker processes
 
     # one stream cycle on a second root: schema inference, ingest, seal (analyze + apply)
     lines = [line for path in sorted(os.listdir(os.path.dirname(events_glob)))
@@ -88,4 +104,13 @@ def test_backfill_and_stream_cycle_with_isolated_workers(isolated_workers, tmp_p
     assert cycles[0].records == len(lines)
     assert [w["window_id"] for w in cycles[0].sealed] == ["20261127T0000Z"]
     streamed = window_store.latest_sealed(stream_root, "20261127T0000Z")
-    assert streamed.manifest["record_count"] == sealed[0].manifest["record_count"]
+    first_hour = sorted(json.loads(line)["id"] for line in lines
+                        if line.startswith(b"{") and b'"ts": "2026-11-27T00' in line and _is_valid(line, gen))
+    assert _sealed_ids(streamed) == first_hour
+
+
+def _is_valid(line: bytes, gen) -> bool:
+    try:
+        return json.loads(line)["id"] in gen.valid_set
+    except (ValueError, KeyError, TypeError):
+        return False

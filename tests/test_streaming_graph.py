@@ -162,6 +162,24 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
                   .as_numpy_iterator())
     assert len(got) == len(kept) == len(stored) == sealed.manifest["record_count"]
     assert got == stored  # byte for byte, in id order
+    # Independently of ctpipe's code: z-scores over every analyzed window's raw values (numpy,
+    # population std as tft.scale_to_z_score), labels passed through.
+    import numpy as np
+
+    def raw_column(name):
+        return np.array([tf.train.Example.FromString(r).features.feature[name].float_list.value[0]
+                         for w in window_store.list_sealed(root) if w.window_id.startswith("20261126")
+                         for r in tf.data.TFRecordDataset(w.file_paths("raw"), compression_type="GZIP")
+                         .as_numpy_iterator()], dtype=np.float64)
+
+    examples = [tf.train.Example.FromString(e) for e in got]
+    for name in ("temperature", "vibration", "humidity"):
+        values = raw_column(name)
+        assert len(values) == 600
+        expected = [(e.features[name] - values.mean()) / values.std() for e in kept]
+        actual = [ex.features.feature[f"{name}_z"].float_list.value[0] for ex in examples]
+        assert actual == pytest.approx(expected, abs=1e-4), name
+    assert [ex.features.feature["label"].int64_list.value[0] for ex in examples] == [e.features["label"] for e in kept]
 
 
 def test_a_modified_published_transform_is_refused_before_loading(published_store, tmp_path):
