@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CtpipeError, find_in_chain
+from core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, CtpipeError, find_in_chain
 from pipeline.cli import backfill, config, demo, gen, registry, report, schema, stream, train, windows
 from pipeline.cli.common import Context, common_parent, exit_codes_epilog
 
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("ctpipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout stopped (`ctpipe config show | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # one clear line, documented exit code
         cause = find_in_chain(exc, CtpipeError)
         if args.debug or cause is None:
