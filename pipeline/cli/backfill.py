@@ -26,7 +26,6 @@ def run(args, ctx) -> int:
     config = ctx.config
     if args.input:
         config = config.replace(source=config.source.replace(files=config.source.files.replace(uri=args.input)))
-        ctx.register_object_stores(args.input)
     if not config.source.files.uri:
         raise ConfigError("backfill: no input; set source.files.uri in the config or pass --input GLOB")
     result = run_backfill(config, ctx.options, start_ms, end_ms)
