@@ -1,8 +1,9 @@
 """ctpipe: continuous-training data pipeline on Apache Beam + TFX libraries.
 
-This file is what Beam's --setup_file stages to remote workers (Flink, Dataflow): the three
-code packages install from it. Exact versions live in requirements.lock; the ranges below only
-say what the code needs, so a worker image built from the lock satisfies them.
+This file is what Beam's --setup_file stages to remote workers (Flink, Dataflow): the code
+packages (core, pipeline with pipeline.cli, transforms, training, examples) install from it.
+Exact versions live in requirements.lock; the ranges below only say what the code needs, so a
+worker image built from the lock satisfies them.
 """
 from setuptools import find_packages, setup
 
@@ -10,9 +11,9 @@ setup(
     name="ctpipe",
     version="0.1.0",
     description="Continuous-training data pipeline: Kafka/object storage -> validated TFRecord windows -> gated models",
-    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+    packages=find_packages(include=["core", "core.*", "pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "training", "training.*", "examples", "examples.*"]),
-    package_data={"pipeline": ["defaults/*.yaml"]},
+    package_data={"examples": ["ctpipe.yaml"]},  # the documented example config
     python_requires=">=3.11,<3.12",
     install_requires=[
         "apache-beam[gcp,aws]>=2.68,<2.69",

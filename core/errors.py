@@ -1,13 +1,39 @@
-"""One exception hierarchy for ctpipe.
+"""One exception hierarchy for ctpipe, and the one table of its exit codes.
 
-Every message names the bad thing and, where there is one, the fix. The CLI turns these into
-one line on stderr and a documented exit code (see pipeline/cli.py).
+Every message names the bad thing and, where there is one, the fix. The CLI (pipeline/cli/)
+turns these into one line on stderr and the exit code the error class carries; ``EXIT_CODES``
+is the only place the codes and their meanings are written down (every ``--help`` epilog and
+the README's table are checked against it).
 """
-
 
 from typing import Optional, Type, TypeVar
 
 E = TypeVar("E", bound=BaseException)
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_INPUT = 3
+EXIT_STORAGE = 4
+EXIT_LOCKED = 5
+EXIT_REGISTRY = 6
+EXIT_GATE_REJECTED = 10
+EXIT_INCONSISTENT = 11
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_INTERNAL: "unexpected internal error (a bug: rerun with --debug and report the traceback)",
+    EXIT_CONFIG: "bad configuration or command-line value",
+    EXIT_INPUT: "input missing, unreadable or corrupt (files, Kafka topic, offsets deleted by retention)",
+    EXIT_STORAGE: "storage root holds something unexpected (corrupt manifest, checkpoint, schema...)",
+    EXIT_LOCKED: "another ctpipe process holds the lock on the storage root (or this one lost it)",
+    EXIT_REGISTRY: "model registry refused the operation (missing version, integrity failure...)",
+    EXIT_GATE_REJECTED: "`train`: the evaluation gate rejected the candidate (a decision, not a crash)",
+    EXIT_INCONSISTENT: "`windows consistency`: the two sources disagree on the window's counts or ids",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGINT)",
+}
+"""Every exit code any ctpipe command returns, and what it means."""
 
 
 def find_in_chain(exc: BaseException, cls: Type[E]) -> Optional[E]:
@@ -26,44 +52,38 @@ def find_in_chain(exc: BaseException, cls: Type[E]) -> Optional[E]:
 class CtpipeError(Exception):
     """Base class of every error ctpipe raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_INTERNAL
 
 
 class ConfigError(CtpipeError, ValueError):
     """The configuration file or a command-line value is wrong."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 class InputError(CtpipeError):
     """An input (file, glob, topic) is missing, unreadable or corrupt."""
 
-    exit_code = 3
+    exit_code = EXIT_INPUT
 
 
 class StorageError(CtpipeError):
     """The storage root holds something unexpected (corrupt manifest, missing schema...)."""
 
-    exit_code = 4
+    exit_code = EXIT_STORAGE
 
 
 class LockError(CtpipeError):
     """Another ctpipe process holds the lock on this storage root."""
 
-    exit_code = 5
+    exit_code = EXIT_LOCKED
 
 
 class RegistryError(CtpipeError):
     """The model registry refused an operation."""
 
-    exit_code = 6
+    exit_code = EXIT_REGISTRY
 
 
 class IntegrityError(RegistryError):
     """A stored artifact does not match its recorded checksum."""
-
-
-class GateRejected(CtpipeError):
-    """The evaluation gate did not bless the candidate model (not a crash: a decision)."""
-
-    exit_code = 10

@@ -10,9 +10,6 @@ PACKAGE_VERSION = "0.1.0"
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    env = os.environ.get("CTPIPE_CODE_VERSION")
-    if env:
-        return env
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,

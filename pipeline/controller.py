@@ -60,10 +60,12 @@ def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
     return local
 
 
-def run_training(config: Config, force_push: bool = False) -> dict:
-    from pipeline.registry_cmd import open_configured_registry
+def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None) -> dict:
+    """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
+    ``progress_dir``: every worker rewrites a progress file there after each batch."""
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
+    from training.registry import open_registry
     from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
     from transforms.preprocess import load_function
@@ -73,7 +75,7 @@ def run_training(config: Config, force_push: bool = False) -> dict:
     started = time.time()
     windows, skipped, fingerprint = select_windows(config)
     scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
-    registry = open_configured_registry(config)
+    registry = open_registry(config.registry.uri)
     model_name = config.registry.model_name
     chash = config_hash(config)
 
@@ -91,13 +93,13 @@ def run_training(config: Config, force_push: bool = False) -> dict:
             with open(sig_path, encoding="utf-8") as handle:
                 warm_signature = json.load(handle)
 
-    backup_base = os.environ.get("CTPIPE_TRAIN_BACKUP_DIR") or os.path.join(tempfile.gettempdir(), "ctpipe-backup")
+    backup_base = config.training.backup_dir or os.path.join(tempfile.gettempdir(), "ctpipe-backup")
     spec = TrainSpec(
         transform_dir=local_transform_dir(root, fingerprint, scratch), transform_fingerprint=fingerprint,
         label_key=config.label_field, id_field=config.id_field, event_time_field=config.event_time.field,
         eval_fraction=config.training.eval_fraction, epochs=config.training.epochs,
         batch_size=config.training.batch_size,
-        backup_dir=backup_dir_for(backup_base, windows, fingerprint, chash))
+        backup_dir=backup_dir_for(backup_base, windows, fingerprint, chash), progress_dir=progress_dir)
     chief = is_chief()
     export_dir = os.path.join(scratch, "candidate")
     with metrics.timed("train"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 
 from core.errors import StorageError
 
@@ -153,27 +152,3 @@ def render_report(root: str, window_id: str | None = None) -> str:
               "<th>dead letters</th><th>dead-letter rate</th><th>verdict</th><th>reasons</th></tr>",
               *rows, "</table></body></html>"]
     return "\n".join(parts)
-
-
-def cmd_report(args, config, options):
-    from pipeline.cli import emit
-
-    text = render_report(config.storage.root, args.window)
-    out = args.out or os.path.join(config.storage.root, "report.html") if "://" not in config.storage.root else args.out
-    if not out:
-        raise StorageError("the storage root is remote: pass --out FILE for the report")
-    with open(out, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    emit(args, {"out": os.path.abspath(out), "bytes": len(text)}, [f"wrote {out} ({len(text)} bytes)"])
-    return 0
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import common_parent
-
-    p = subparsers.add_parser("report", parents=[common_parent()], help="write a static HTML data-quality report",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", help="HTML file to write (default: <storage root>/report.html)")
-    p.add_argument("--window", help="window whose distributions are shown against its predecessor "
-                                    "(default: the newest)")
-    p.set_defaults(func=cmd_report)

@@ -36,9 +36,7 @@ is analyzed over the windows being sealed and published.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -79,16 +77,6 @@ from transforms.pending import (
 from transforms.record_checks import CheckRecords
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
 from transforms.seal import key_by_window
-
-EXIT_CODES_HELP = """exit codes:
-  0   every requested cycle completed (with --until-idle: the topic has no unread records)
-  1   unexpected internal error (a bug: rerun with --debug and report the traceback)
-  2   bad configuration or command-line value (e.g. no source.kafka section)
-  3   Kafka unreachable, topic missing, or checkpointed offsets deleted by retention
-  4   storage root holds something unexpected (corrupt checkpoint, manifest or transform pointer)
-  5   another ctpipe stream holds the lock on this storage root (or this one lost it)
-A non-zero exit leaves a consistent store: rerun the same command to continue from the checkpoint.
-"""
 
 DEFAULT_MAX_RECORDS_PER_CYCLE = 500_000
 SCHEMA_SAMPLE_RECORDS = 20_000
@@ -490,55 +478,3 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
                     time.sleep(remaining)  # the schedule itself, not a race workaround
     metrics.push(config.metrics.pushgateway, "stream")
     return results
-
-
-def _print_cycle(result: CycleResult, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result.to_json(), sort_keys=True, default=str), flush=True)
-        return
-    if result.idle:
-        print(f"cycle {result.cycle}: no new records", flush=True)
-        return
-    sealed = ", ".join(f"{w['window_id']} v{w['version']}{'' if w['written'] else ' (unchanged)'}"
-                       for w in result.sealed) or "none"
-    wm = (dt.datetime.fromtimestamp(result.watermark_ms / 1000, tz=dt.timezone.utc).isoformat()
-          if result.watermark_ms is not None else "none")
-    print(f"cycle {result.cycle}{' (replayed)' if result.replayed else ''}: {result.records} records, "
-          f"{result.parts} parts, {result.dead_letters} dead letters, {result.late_records} late; "
-          f"watermark {wm}; sealed {sealed}", flush=True)
-
-
-def handler(args, config, options) -> int:
-    cycles = args.cycles
-    if cycles is None and not args.until_idle and args.interval is None:
-        cycles = 1
-    run_stream(config, options, cycles=cycles, until_idle=args.until_idle, interval_s=args.interval,
-               max_records_per_cycle=args.max_records_per_cycle,
-               on_cycle=lambda r: _print_cycle(r, getattr(args, "json", False)))
-    return 0
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``stream`` subcommand (with the CLI's common options: --config, --runner-config,
-    --json, --debug) to ``subparsers``."""
-    from pipeline.cli import common_parent
-
-    parser = subparsers.add_parser(
-        "stream", parents=[common_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="read Kafka in exactly-once micro-batch cycles and seal event-time windows",
-        description=__doc__.split("\n\n", 1)[0] + "\n\nEach cycle reads [checkpoint, end offset fixed at "
-        "cycle start) per partition, writes window parts, seals the windows the watermark passed, then "
-        "checkpoints and commits the consumer group's offsets.",
-        epilog=EXIT_CODES_HELP)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--cycles", type=int, default=None, metavar="N", help="run N cycles, then exit (default 1)")
-    mode.add_argument("--until-idle", action="store_true",
-                      help="run cycles until one finds no unread records, then exit (for schedulers)")
-    mode.add_argument("--interval", type=float, default=None, metavar="SECONDS",
-                      help="run forever, one cycle every SECONDS (serves metrics.port while running)")
-    parser.add_argument("--max-records-per-cycle", type=int, default=DEFAULT_MAX_RECORDS_PER_CYCLE, metavar="N",
-                        help="read at most N records per cycle, shared by the partitions "
-                             f"(default {DEFAULT_MAX_RECORDS_PER_CYCLE}); smaller cycles seal sooner and "
-                             "replay less after a crash")
-    parser.set_defaults(func=handler)
-    return parser

@@ -28,7 +28,7 @@ def test_unknown_top_level_key():
     ({"window": {"size": "soon"}}, "not a duration"),
     ({"source": {"files": {"format": "xml"}}}, "jsonl, csv or parquet"),
     ({"training": {"epochs": "3"}}, "training.epochs: expected an integer"),
-    ({"gate": {"thresholds": [{"metric": "f1"}]}}, "gate.thresholds.metric"),
+    ({"gate": {"thresholds": [{"metric": "f1"}]}}, "gate.thresholds[0].metric: 'f1' is not one of auc"),
     ({"gate": {"thresholds": [{"metrc": "auc"}]}}, "gate.thresholds[0].metrc"),
     ({"source": {"kafka": {"security_protocol": "SASL"}}}, "security_protocol"),
 ])
@@ -60,3 +60,44 @@ def test_parse_duration():
     assert parse_duration("90s") == 90
     assert parse_duration("1d") == 86400
     assert parse_duration(15) == 15
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"window": {"size": "500ms"}}, "window.size: '500ms' is shorter than one second"),
+    ({"window": {"size": "0s"}}, "window.size: '0s' is shorter than one second"),
+    ({"window": {"size": "1500ms"}}, "window.size: '1500ms' is not a whole number of seconds"),
+    ({"window": {"allowed_lateness": "250ms"}}, "window.allowed_lateness: '250ms' is not a whole number of seconds"),
+    ({"source": {"kafka": {"max_records_per_split": 0}}}, "source.kafka.max_records_per_split: 0 must be at least 1"),
+    ({"source": {"kafka": {"max_message_bytes": -5}}}, "source.kafka.max_message_bytes: -5 must be at least 1"),
+    ({"training": {"eval_fraction": 1}}, "training.eval_fraction: 1.0 must be below 1"),
+    ({"training": {"batch_size": 0}}, "training.batch_size: 0 must be at least 1"),
+    ({"metrics": {"port": 70000}}, "metrics.port: 70000 must be at most 65535"),
+    ({"source": {"kafka": {"sasl_password_env": "hunter 2"}}}, "is not an environment variable name"),
+    ({"source": {"kafka": {"sasl_password": "hunter2"}}}, "secrets are never read from the config"),
+    ({"storage": {"root": None}}, "storage.root: expected a string, got None"),
+    ({"validation": {"serving_data": "a/*", "serving_stats_uri": "b"}}, "validation: set serving_stats_uri or"),
+])
+def test_rejections_name_the_key_and_the_fix(data, fragment):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert fragment in str(err.value)
+
+
+def test_whole_second_windows_are_accepted():
+    assert config_from_dict({"window": {"size": "1000ms", "allowed_lateness": "0s"}}).window.size_s == 1
+    assert config_from_dict({"window": {"size": "90s"}}).window.size_s == 90
+
+
+def test_replace_checks_the_new_values():
+    config = Config()
+    changed = config.replace(source=config.source.replace(files=config.source.files.replace(uri="in/*.csv",
+                                                                                           format="csv")))
+    assert changed.source.files.uri == "in/*.csv" and config.source.files.uri == ""
+    with pytest.raises(ConfigError, match="size: '7m' does not divide one day"):
+        config.window.replace(size="7m")
+
+
+def test_defaults_round_trip_through_a_dict():
+    from pipeline.config import to_dict
+
+    assert config_from_dict(to_dict(Config())) == Config()

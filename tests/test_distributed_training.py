@@ -2,7 +2,7 @@
 
 Each worker is a real ``python -m pipeline.cli train`` process with its own TF_CONFIG. One worker
 is killed with SIGKILL in the middle of an epoch (seen through the per-batch progress file the
-trainer writes when CTPIPE_TRAIN_PROGRESS_DIR is set), and the other fails on its next collective
+trainer writes with ``ctpipe train --progress-dir``), and the other fails on its next collective
 op. Both are restarted with the same input: both train to the end, the chief's run resumes from
 the BackupAndRestore backup (so it runs fewer epochs than configured, and its lineage says from
 which epoch), only the chief evaluates and pushes, and the other worker exits 0.
@@ -52,7 +52,7 @@ def store(tmp_path_factory):
 
 def write_config(base, data, name: str, **training) -> str:
     path = base / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(dict(data, training=training)))
+    path.write_text(yaml.safe_dump(dict(data, training=dict(training, backup_dir=str(base / "backup")))))
     return str(path)
 
 
@@ -68,12 +68,11 @@ class Workers:
         self.procs = []
         for index in range(2):
             env = {**os.environ, "PYTHONPATH": REPO,
-                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   "CTPIPE_TRAIN_BACKUP_DIR": str(base / "backup"),
-                   "CTPIPE_TRAIN_PROGRESS_DIR": str(self.progress_dir)}
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
             with open(self.logs[index], "wb") as out, open(self.errs[index], "wb") as err:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "pipeline.cli", "train", "--config", config_path, "--json"],
+                    [sys.executable, "-m", "pipeline.cli", "train", "--config", config_path, "--json",
+                     "--progress-dir", str(self.progress_dir)],
                     cwd=REPO, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL))
 
     def progress(self, index: int):

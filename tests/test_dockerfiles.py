@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "deploy" / "docker"
 APP = DOCKER / "Dockerfile"
 WORKER = DOCKER / "Dockerfile.beam-worker"
-PACKAGES = ("pipeline", "transforms", "training")
+PACKAGES = ("core", "pipeline", "transforms", "training", "examples")
 
 
 def hadolint():

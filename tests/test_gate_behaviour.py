@@ -42,7 +42,6 @@ def scenario(tmp_path_factory):
     from pipeline.options import pipeline_options
 
     base = tmp_path_factory.mktemp("gate")
-    os.environ["CTPIPE_TRAIN_BACKUP_DIR"] = str(base / "backup")
     options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
     day = dt.datetime(2026, 11, 27)
     per_file = ROWS + 3
@@ -57,7 +56,8 @@ def scenario(tmp_path_factory):
             "storage": {"root": str(base / "store")},
             "source": {"files": {"uri": glob}},
             "registry": {"uri": str(base / "registry"), "model_name": "sensors"},
-            "training": {"epochs": 5, "batch_size": 32, "max_windows": max_windows},
+            "training": {"epochs": 5, "batch_size": 32, "max_windows": max_windows,
+                         "backup_dir": str(base / "backup")},
             "gate": {"slice_feature": "firmware",
                      # ~120 held-out examples: AUC's standard error is ~0.04, so a clean candidate
                      # trained on one window may trail production by a few hundredths; a flipped one

@@ -91,6 +91,7 @@ def test_release_records_who_why_when(store, capsys, monkeypatch):
     with open(os.path.join(window.path, window_store.MANIFEST), "w", encoding="utf-8") as handle:
         json.dump(manifest, handle)
     assert not window_store.latest_sealed(root, window.window_id).usable_for_training
+    monkeypatch.setenv("LOGNAME", "alice")  # the default of --by: the login name
     monkeypatch.setenv("USER", "alice")
     code, record, _ = ctpipe(store, capsys, "windows", "release", window.window_id, "--reason", "sensor recalibrated")
     assert code == 0 and record["by"] == "alice" and record["reason"] == "sensor recalibrated"

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import shutil
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline

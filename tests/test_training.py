@@ -27,9 +27,8 @@ def trained(tmp_path_factory):
         "storage": {"root": str(base / "store")},
         "source": {"files": {"uri": str(base / "events" / "*.jsonl")}},
         "registry": {"uri": str(base / "registry"), "model_name": "sensors"},
-        "training": {"epochs": 4},
+        "training": {"epochs": 4, "backup_dir": str(base / "backup")},
     })
-    os.environ["CTPIPE_TRAIN_BACKUP_DIR"] = str(base / "backup")
     options = pipeline_options(os.path.join(os.path.dirname(os.path.dirname(__file__)), "runner_configs",
                                             "direct.yaml"))
     run_backfill(config, options, None, None)

@@ -30,12 +30,11 @@ def trained(request, tmp_path_factory, mlflow_launch):  # noqa: F811
     from pipeline.options import pipeline_options
 
     base = tmp_path_factory.mktemp("train-mlflow")
-    os.environ["CTPIPE_TRAIN_BACKUP_DIR"] = str(base / "backup")
     synthetic.write_jsonl(str(base / "events"), synthetic.generate(dt.datetime(2026, 11, 27), 2, 500),
                           rows_per_hour=503)
     data = {"storage": {"root": str(base / "store")},
             "source": {"files": {"uri": str(base / "events" / "*.jsonl")}},
-            "training": {"epochs": 3, "batch_size": 64},
+            "training": {"epochs": 3, "batch_size": 64, "backup_dir": str(base / "backup")},
             "gate": {"slice_feature": "firmware",
                      # v2 is the same data warm-started: allow sampling noise on ~200 examples.
                      "thresholds": [{"metric": "auc", "lower_bound": 0.65, "change_absolute": -0.1}]}}

@@ -13,9 +13,10 @@ keeps the state of the last finished epoch in ``backup_dir`` (shared by the work
 crash a restarted run resumes there; the facts say which epoch it resumed from and how many epochs
 this run actually ran.
 
-``CTPIPE_TRAIN_PROGRESS_DIR``: when set, every worker rewrites
-``<dir>/progress-<task type>-<index>.json`` ({"epoch", "batch", "pid"}) after every batch, so a
-test or an operator can see that training is under way, e.g. to kill a worker mid-epoch.
+``TrainSpec.progress_dir`` (``ctpipe train --progress-dir``): when set, every worker rewrites
+``<dir>/progress-<task type>-<index>.json`` ({"epoch", "batch", "state", "pid"}) after every
+batch, so a test or an operator can see that training is under way, e.g. to kill a worker
+mid-epoch.
 """
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from training.strategy import describe_environment, strategy_from_environment, t
 
 WARMSTART_DIR = "warmstart"
 SIGNATURE_FILE = "signature.json"
-PROGRESS_DIR_ENV = "CTPIPE_TRAIN_PROGRESS_DIR"
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class TrainSpec:
     epochs: int
     batch_size: int
     backup_dir: str             # BackupAndRestore state: stable per training input, survives a kill
+    progress_dir: Optional[str] = None  # where each worker rewrites progress-<task>.json after every batch
 
 
 def input_signature(transformed_spec: dict, label_key: str) -> dict:
@@ -127,9 +128,8 @@ class ProgressFile(tf.keras.callbacks.Callback):
 def training_callbacks(spec: TrainSpec) -> tuple[list, EpochCounter]:
     counter = EpochCounter()
     callbacks = [tf.keras.callbacks.BackupAndRestore(spec.backup_dir), counter]
-    progress_dir = os.environ.get(PROGRESS_DIR_ENV)
-    if progress_dir:
-        callbacks.append(ProgressFile(os.path.join(progress_dir, f"progress-{task_name()}.json")))
+    if spec.progress_dir:
+        callbacks.append(ProgressFile(os.path.join(spec.progress_dir, f"progress-{task_name()}.json")))
     return callbacks, counter
 
 

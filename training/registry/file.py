@@ -1,4 +1,4 @@
-"""The file backend: a registry on a local directory, ``s3://`` or ``gs://``, through Beam FileSystems.
+"""The file backend: a registry on a local directory (plain ``os``), ``s3://`` or ``gs://`` (Beam).
 
 Layout::
 
@@ -8,8 +8,9 @@ Layout::
     <uri>/<model>/.staging/<stamp>-<uuid>/   uploads in progress (or dead ones, see gc_incomplete)
     <uri>/<model>/.lock               the model lock of a local-filesystem registry (core.lock)
 
-:class:`FileRegistry` documents the publication protocol. On S3 the registry talks through
-:class:`_SharedClientS3FileSystem`, Beam's S3 file system with one boto3 client per thread.
+:class:`FileRegistry` documents the publication protocol. On object stores the registry talks
+through Beam's file systems (training/registry/s3fs.py: on S3 one boto3 client per thread); a
+local registry never imports Beam.
 """
 from __future__ import annotations
 
@@ -17,19 +18,11 @@ import contextlib
 import json
 import os
 import shutil
-import threading
 import time
 import uuid
 from typing import Callable, Iterator, Mapping
 
-from apache_beam.io.aws import s3io
-from apache_beam.io.aws.clients.s3 import boto3_client
-from apache_beam.io.aws.s3filesystem import S3FileSystem
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes, FileMetadata, FileSystem
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-
-from core.errors import ConfigError, LockError, RegistryError
+from core.errors import LockError, RegistryError
 from core.lock import StorageLock
 from core.storage import local_target
 from training.registry.base import (
@@ -55,78 +48,8 @@ def _extract_version_dir_number(name: str) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-class _SharedClientS3FileSystem(S3FileSystem):
-    """Beam's S3FileSystem with one boto3 client per thread instead of one per call.
-
-    Beam 2.68's S3FileSystem builds a fresh boto3 session and client (about 0.5 s of botocore
-    model loading on a small machine) inside every call; a registry operation makes a dozen
-    calls. This subclass routes the calls the registry makes (list, open/create, exists,
-    rename, delete) through a per-thread ``S3IO`` built once; everything else is Beam's.
-    """
-
-    def __init__(self, pipeline_options):
-        super().__init__(pipeline_options)
-        self._local_io = threading.local()
-
-    @classmethod
-    def scheme(cls):
-        """Not a second handler of s3://: Beam's FileSystems looks file systems up by scheme
-        among all subclasses and refuses a scheme with two; the registry builds this one itself."""
-        return "ctpipe-registry-s3"
-
-    def _io(self) -> s3io.S3IO:
-        io = getattr(self._local_io, "io", None)
-        if io is None:
-            io = self._local_io.io = s3io.S3IO(client=boto3_client.Client(options=self._options))
-        return io
-
-    def _list(self, dir_or_prefix):
-        try:
-            for path, (size, updated) in self._io().list_files(dir_or_prefix,
-                                                               with_metadata=True):
-                yield FileMetadata(path, size, updated)
-        except Exception as e:  # Beam's contract: listing errors surface as BeamIOError
-            raise BeamIOError("List operation failed", {dir_or_prefix: e}) from e
-
-    def _path_open(self, path, mode, mime_type="application/octet-stream",
-                   compression_type=CompressionTypes.AUTO):
-        if FileSystem._get_compression_type(path, compression_type) != \
-                CompressionTypes.UNCOMPRESSED:
-            return super()._path_open(path, mode, mime_type, compression_type)
-        return self._io().open(path, mode, mime_type=mime_type)
-
-    def exists(self, path):
-        try:
-            return self._io().exists(path)
-        except Exception as e:  # Beam's contract: errors surface as BeamIOError
-            raise BeamIOError("exists() operation failed", {path: e}) from e
-
-    def rename(self, source_file_names, destination_file_names):
-        results = self._io().rename_files(list(zip(source_file_names, destination_file_names)))
-        failed = {(src, dst): err for src, dst, err in results if err is not None}
-        if failed:
-            raise BeamIOError("Rename operation failed", failed)
-
-    def delete(self, paths):
-        failed = {p: err for p, err in self._io().delete_paths(paths).items() if err is not None}
-        if failed:
-            raise BeamIOError("Delete operation failed", failed)
-
-
-def _filesystem_for(uri: str, pipeline_options: PipelineOptions | None) -> FileSystem:
-    """The Beam FileSystem serving ``uri``, constructed with ``pipeline_options``.
-
-    ``FileSystems.get_filesystem`` takes its options from process-global state; constructing the
-    class directly keeps a registry's S3/GCS endpoint and credentials its own.
-    """
-    scheme = FileSystems.get_scheme(uri)
-    if scheme == "s3":
-        return _SharedClientS3FileSystem(pipeline_options or PipelineOptions([]))
-    classes = [c for c in FileSystem.get_all_subclasses() if c.scheme() == scheme]
-    if len(classes) != 1:
-        raise ConfigError(f"registry uri {uri!r}: no single Beam filesystem for scheme "
-                          f"{scheme!r} (found {len(classes)}); use a local path, s3:// or gs://")
-    return classes[0](pipeline_options=pipeline_options or PipelineOptions([]))
+_UNCOMPRESSED = "uncompressed"
+"""Beam's CompressionTypes.UNCOMPRESSED, without importing Beam for local registries."""
 
 
 class FileRegistry(Registry):
@@ -157,7 +80,7 @@ class FileRegistry(Registry):
     safe: they see a version only after its COMMITTED.json, and an alias document is one object.
     """
 
-    def __init__(self, uri: str, *, pipeline_options: PipelineOptions | None = None,
+    def __init__(self, uri: str, *, pipeline_options=None,
                  clock: Clock | None = None, user: str | None = None,
                  on_progress: ProgressHook | None = None, lock_timeout_s: float = 60.0):
         """Args:
@@ -173,9 +96,14 @@ class FileRegistry(Registry):
         super().__init__(clock=clock, user=user)
         if uri.startswith("file://"):
             uri = uri[len("file://"):]
-        self._local = FileSystems.get_scheme(uri) is None
+        self._local = "://" not in uri
         self._uri = os.path.abspath(os.path.expanduser(uri)) if self._local else uri.rstrip("/")
-        self._fs = _filesystem_for(self._uri, pipeline_options)
+        if self._local:
+            self._fs = None
+        else:
+            from training.registry.s3fs import filesystem_for
+
+            self._fs = filesystem_for(self._uri, pipeline_options)
         self._on_progress = on_progress or (lambda event, path: None)
         self._lock_timeout_s = lock_timeout_s
 
@@ -185,8 +113,11 @@ class FileRegistry(Registry):
         return self._uri
 
     # -- paths
+    def _join(self, base: str, *parts: str) -> str:
+        return os.path.join(base, *parts) if self._local else self._fs.join(base, *parts)
+
     def _path(self, *parts: str) -> str:
-        return self._fs.join(self._uri, *parts)
+        return self._join(self._uri, *parts)
 
     def _version_dir(self, model: str, version: int) -> str:
         return self._path(model, "versions", str(int(version)))
@@ -203,7 +134,7 @@ class FileRegistry(Registry):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         else:
-            with self._fs.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            with self._fs.create(path, compression_type=_UNCOMPRESSED) as f:
                 f.write(data)
 
     def _read_bytes(self, path: str) -> bytes | None:
@@ -216,7 +147,7 @@ class FileRegistry(Registry):
                 return None
         if not self._fs.exists(path):
             return None
-        with self._fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with self._fs.open(path, compression_type=_UNCOMPRESSED) as f:
             return f.read()
 
     def _list_files(self, prefix: str) -> list[tuple[str, float]]:
@@ -233,21 +164,24 @@ class FileRegistry(Registry):
     def _upload(self, local_path: str, path: str) -> None:
         if self._local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(local_path, "rb") as src, self._fs.create(
-                path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+            shutil.copyfile(local_path, path)
+            return
+        with open(local_path, "rb") as src, self._fs.create(path, compression_type=_UNCOMPRESSED) as dst:
             shutil.copyfileobj(src, dst, CHUNK_BYTES)
 
     def _download(self, path: str, local_path: str) -> None:
         os.makedirs(os.path.dirname(local_path), exist_ok=True)
-        with self._fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
-                open(local_path, "wb") as dst:
+        if self._local:
+            shutil.copyfile(path, local_path)
+            return
+        with self._fs.open(path, compression_type=_UNCOMPRESSED) as src, open(local_path, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK_BYTES)
 
     def _delete_tree(self, prefix: str) -> None:
         if self._local:
             shutil.rmtree(prefix, ignore_errors=True)
             return
-        paths = [self._fs.join(prefix, rel) for rel, _ in self._list_files(prefix)]
+        paths = [self._join(prefix, rel) for rel, _ in self._list_files(prefix)]
         if paths:
             self._fs.delete(paths)
 
@@ -257,7 +191,7 @@ class FileRegistry(Registry):
             os.rename(src, dst)
             return
         rels = [rel for rel, _ in self._list_files(src)]
-        self._fs.rename([self._fs.join(src, r) for r in rels], [self._fs.join(dst, r) for r in rels])
+        self._fs.rename([self._join(src, r) for r in rels], [self._join(dst, r) for r in rels])
 
     @contextlib.contextmanager
     def _model_lock(self, model: str) -> Iterator[StorageLock | None]:
@@ -306,10 +240,10 @@ class FileRegistry(Registry):
         stamp = payload.created_at.replace("-", "").replace(":", "").replace(".", "")
         staging = self._path(model, ".staging", f"{stamp}-{uuid.uuid4().hex}")
         for rel in payload.files:
-            self._upload(os.path.join(payload.local_dir, rel), self._fs.join(staging, rel))
+            self._upload(os.path.join(payload.local_dir, rel), self._join(staging, rel))
             self._on_progress("staged", rel)
         for name, data in payload.docs.items():
-            self._write_bytes(self._fs.join(staging, name), data)
+            self._write_bytes(self._join(staging, name), data)
             self._on_progress("staged", name)
         with self._model_lock(model) as lock:
             version = 1 + max(self._version_dirs(model), default=0)
@@ -323,12 +257,12 @@ class FileRegistry(Registry):
                          "blessing": json.loads(payload.docs[BLESSING_FILE])}
             if lock is not None:
                 lock.check()  # taken over while this process stalled: leave the version uncommitted
-            self._write_bytes(self._fs.join(vdir, COMMITTED_FILE),
+            self._write_bytes(self._join(vdir, COMMITTED_FILE),
                               json_bytes(committed, COMMITTED_FILE))
         return self._to_model_version(committed, self.aliases(model))
 
     def _committed(self, model: str, version: int) -> dict | None:
-        data = self._read_bytes(self._fs.join(self._version_dir(model, version), COMMITTED_FILE))
+        data = self._read_bytes(self._join(self._version_dir(model, version), COMMITTED_FILE))
         return None if data is None else json.loads(data)
 
     def _to_model_version(self, doc: dict, aliases: Mapping[str, int]) -> ModelVersion:
@@ -367,7 +301,7 @@ class FileRegistry(Registry):
         try:
             for rel, _ in self._list_files(mv.uri):
                 if rel != COMMITTED_FILE:
-                    self._download(self._fs.join(mv.uri, rel), local_target(tmp, rel))
+                    self._download(self._join(mv.uri, rel), local_target(tmp, rel))
             os.makedirs(tmp, exist_ok=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -401,8 +335,8 @@ class FileRegistry(Registry):
                     newest.setdefault(name, os.path.getmtime(os.path.join(staging_root, name)))
             for name, mtime in sorted(newest.items()):
                 if now - mtime >= min_age_s:
-                    self._delete_tree(self._fs.join(staging_root, name))
-                    removed.append(self._fs.join(staging_root, name))
+                    self._delete_tree(self._join(staging_root, name))
+                    removed.append(self._join(staging_root, name))
             versions_root = self._path(model, "versions")
             vnewest: dict[int, float] = {}
             for rel, mtime in self._list_files(versions_root):

@@ -1,0 +1,60 @@
+"""``ctpipe stream``: Kafka in exactly-once micro-batch cycles into sealed windows (pipeline/stream.py)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from pipeline.cli.common import add_command
+
+CYCLE_RECORDS_DEFAULT_TEXT = "500,000"
+"""pipeline.stream.DEFAULT_MAX_RECORDS_PER_CYCLE as --help shows it (not imported: that module loads
+Beam; tests/test_cli_main.py checks the two agree)."""
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers, "stream", "read Kafka in exactly-once micro-batch cycles and seal event-time windows", run,
+        description="Exactly-once micro-batches from source.kafka into sealed windows (bounded mode).\n\n"
+                    "Each cycle reads [checkpoint, end offset fixed at cycle start) per partition, writes window "
+                    "parts, seals the windows the watermark passed, then checkpoints and commits the consumer "
+                    "group's offsets.",
+        epilog_note="A non-zero exit leaves a consistent store: rerun the same command to continue from the "
+                    "checkpoint.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--cycles", type=int, default=None, metavar="N", help="run N cycles, then exit (default 1)")
+    mode.add_argument("--until-idle", action="store_true",
+                      help="run cycles until one finds no unread records, then exit (for schedulers)")
+    mode.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                      help="run forever, one cycle every SECONDS (serves metrics.port while running)")
+    p.add_argument("--max-records-per-cycle", type=int, default=None, metavar="N",
+                   help=f"read at most N records per cycle, shared by the partitions (default "
+                        f"{CYCLE_RECORDS_DEFAULT_TEXT}); smaller cycles seal sooner and replay less after a crash")
+
+
+def print_cycle(result, as_json: bool) -> None:
+    """One line per finished cycle (a JSON object per line with --json)."""
+    if as_json:
+        print(json.dumps(result.to_json(), sort_keys=True, default=str), flush=True)
+        return
+    if result.idle:
+        print(f"cycle {result.cycle}: no new records", flush=True)
+        return
+    sealed = ", ".join(f"{w['window_id']} v{w['version']}{'' if w['written'] else ' (unchanged)'}"
+                       for w in result.sealed) or "none"
+    wm = (dt.datetime.fromtimestamp(result.watermark_ms / 1000, tz=dt.timezone.utc).isoformat()
+          if result.watermark_ms is not None else "none")
+    print(f"cycle {result.cycle}{' (replayed)' if result.replayed else ''}: {result.records} records, "
+          f"{result.parts} parts, {result.dead_letters} dead letters, {result.late_records} late; "
+          f"watermark {wm}; sealed {sealed}", flush=True)
+
+
+def run(args, ctx) -> int:
+    from pipeline.stream import run_stream
+
+    cycles = args.cycles
+    if cycles is None and not args.until_idle and args.interval is None:
+        cycles = 1
+    limits = {} if args.max_records_per_cycle is None else {"max_records_per_cycle": args.max_records_per_cycle}
+    run_stream(ctx.config, ctx.options, cycles=cycles, until_idle=args.until_idle, interval_s=args.interval,
+               on_cycle=lambda result: print_cycle(result, args.json), **limits)
+    return 0

@@ -1,0 +1,48 @@
+"""``ctpipe train``: train on sealed windows, evaluate against production, push if blessed."""
+from __future__ import annotations
+
+from core.errors import EXIT_GATE_REJECTED, EXIT_OK
+from pipeline.cli.common import add_command, emit
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "train", "train on sealed windows, evaluate against production, push if blessed",
+                    run, description="Train a candidate on the newest sealed, non-quarantined windows, evaluate "
+                                     "it and the production model on held-out examples, and push it (moving "
+                                     "the production alias) only if the gate blesses it. Under TF_CONFIG with "
+                                     "several workers, run one `ctpipe train` per worker: the chief pushes.",
+                    epilog_note=f"Exit code {EXIT_GATE_REJECTED} is a decision (model not blessed), not a failure.")
+    p.add_argument("--force", action="store_true", help="push even if the gate rejects (recorded in lineage)")
+    p.add_argument("--progress-dir", metavar="DIR",
+                   help="rewrite DIR/progress-<task>.json (epoch, batch, state, pid) after every batch, so an "
+                        "operator or a test can watch training")
+
+
+def run(args, ctx) -> int:
+    from pipeline import metrics
+    from pipeline.controller import run_training
+
+    config = ctx.config
+    outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir)
+    metrics.push(config.metrics.pushgateway, "train")
+    if outcome["role"] == "worker":  # multi-worker training: the chief evaluates and pushes
+        emit(args, outcome, [f"worker {outcome['task']}: trained {outcome['epochs_run']} epochs "
+                             f"({outcome['train_examples']} examples, {outcome['strategy']}); "
+                             "the chief evaluates and pushes"])
+        return EXIT_OK
+    lines = [f"candidate trained on {len(outcome['windows'])} windows ({outcome['train_examples']} examples, "
+             f"{outcome['strategy']}, warm start: {outcome['warm_start']['used']})",
+             "metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(outcome["metrics"].items()) if k != "slices")]
+    for check in outcome["blessing"]["checks"]:
+        lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['description']}")
+    if outcome["pushed"] and outcome["blessing"]["blessed"]:
+        lines.append(f"blessed: pushed {config.registry.model_name} v{outcome['version']}; production -> "
+                     f"v{outcome['version']}")
+    elif outcome["pushed"]:
+        lines.append(f"not blessed, pushed anyway (--force) as {config.registry.model_name} v{outcome['version']}; "
+                     "production alias unchanged")
+    else:
+        lines.append("not blessed: nothing pushed, production alias unchanged")
+    emit(args, outcome, lines)
+    return EXIT_OK if outcome["blessing"]["blessed"] else EXIT_GATE_REJECTED
