@@ -30,7 +30,7 @@ test: venv system-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow and not integration" $(PYTEST_ARGS)
 
 # Regenerate the lock from requirements.in (the only time anything is resolved).
 lock:

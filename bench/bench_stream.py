@@ -54,7 +54,7 @@ def raw_consume(bootstrap: str, topic: str, ends: dict) -> tuple[int, float]:
 
 
 def run_stream(config: str, extra: list, kills: int, seed: int) -> dict:
-    from tests.test_stream_e2e import StreamProcess
+    from tests._stream_check import StreamProcess
 
     rng = random.Random(seed)
     started = time.perf_counter()

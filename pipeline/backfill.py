@@ -46,7 +46,7 @@ def new_run_id(kind: str) -> str:
 
 
 def infer_and_store_schema(config: Config, options, read_records: Callable, described_as: str,
-                           run_id: str) -> int:
+                           run_id: Optional[str] = None) -> int:
     """First run on an empty store: infer the schema from the statistics of the records that
     ``read_records(pipeline)`` yields (SourceRecords), store it as schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
@@ -56,7 +56,10 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
     from transforms.schema_inference import StatisticsOfEvents
     from transforms.validation import infer_schema
 
-    stats_path = storage.join(layout.run_scratch_dir(config.storage.root, run_id), "schema-stats.pb")
+    own_scratch = run_id is None
+    run_id = run_id or new_run_id("schema")
+    scratch = layout.run_scratch_dir(config.storage.root, run_id)
+    stats_path = storage.join(scratch, "schema-stats.pb")
     with beam.Pipeline(options=options) as p:
         events, _dead = read_records(p) | "Decode" >> Decode(decode_spec(config))
         _ = events | "Stats" >> StatisticsOfEvents(stats_path)
@@ -66,7 +69,10 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
         raise InputError(f"no decodable events in {described_as}: cannot infer a schema "
                          "(check event_time.field and id_field)")
     schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
-    return schema_store.save(config.storage.root, schema)
+    version = schema_store.save(config.storage.root, schema)
+    if own_scratch:
+        storage.delete_tree(scratch)
+    return version
 
 
 def seal_keyed(keyed_events, dead_to_count, spec, label: str = "Seal"):

@@ -167,7 +167,7 @@ class ValidationConfig(Section):
     drift_linf_threshold: Annotated[float, Range(ge=0)] = 0.15
     """Default L-infinity distance threshold against the previous window, categorical features.
     Sampling noise alone moves a category's share by about sqrt(2p(1-p)/n): 0.04 for n = 300
-    records per window, so 0.1 raised false alarms on stationary data (tests/test_drift.py) and
+    records per window, so 0.1 raised false alarms on stationary data (tests/transforms/test_drift.py) and
     0.15 is about four standard deviations. With large windows, lower it per feature (drift:)."""
     drift: Annotated[dict[str, dict[str, float]],
                      Schema({"type": "object", "additionalProperties": _DRIFT_RULE})] = field(default_factory=dict)

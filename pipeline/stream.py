@@ -208,7 +208,7 @@ def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
     return out
 
 
-def infer_schema_from_ranges(config, plan: "CyclePlan", sid: str, kwargs, options) -> int:
+def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options) -> int:
     """First cycle on an empty store: infer the schema from a sample of the planned records
     (``schema_sample``) and store it."""
     ranges = schema_sample(plan.ranges)
@@ -216,8 +216,7 @@ def infer_schema_from_ranges(config, plan: "CyclePlan", sid: str, kwargs, option
         config, options,
         lambda p: (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
                    | "ToSource" >> beam.Map(to_source_record)),
-        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}",
-        seal_run_id(plan, sid))
+        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}")
 
 
 def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
@@ -383,7 +382,7 @@ class StreamRunner:
         lap("plan")
         with metrics.timed("stream_cycle"):
             if schema_store.load(root) is None:
-                infer_schema_from_ranges(config, plan, sid, self.kwargs, self.options)
+                infer_schema_from_ranges(config, plan, self.kwargs, self.options)
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
             self._check_lock()

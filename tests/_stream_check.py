@@ -7,6 +7,9 @@ import glob
 import json
 import os
 import random
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
@@ -14,6 +17,8 @@ from kafka import KafkaProducer
 from core import window_store
 from transforms.pending import list_parts, read_part
 
+RUN_TIMEOUT_S = 600
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERSIZE_LIMIT = 4000  # source.kafka.max_message_bytes used by these runs
 MARKER_PREFIX = "marker-"
 
@@ -130,3 +135,37 @@ def write_config(path: str, root: str, bootstrap: str, topic: str, split: int = 
             "validation": {"max_bad_fraction": 0.5},
         }, handle)
     return path
+
+
+class StreamProcess:
+    """``python -m pipeline.cli stream`` as a child process; its stdout lines are collected."""
+
+    def __init__(self, config_path: str, *extra: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "stream", "--until-idle", "--json", "--config", config_path,
+             *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def cycles_done(self) -> int:
+        return sum(1 for line in self.lines if line.startswith("{"))
+
+    def wait(self, timeout_s: float = RUN_TIMEOUT_S) -> int:
+        rc = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        self.stderr = self.proc.stderr.read()
+        return rc
+
+    def kill9(self) -> bool:
+        """SIGKILL if still running; True when the kill hit a running process."""
+        if self.proc.poll() is not None:
+            return False
+        self.proc.kill()
+        self.wait()
+        return True

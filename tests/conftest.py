@@ -10,6 +10,18 @@ import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 pytest_plugins = ["tests.services"]
 
+SERVICE_FIXTURES = {"s3_server", "kafka_broker", "kafka_broker_factory", "mlflow_launch", "mlflow_server"}
+"""Fixtures of tests/services.py that start a real local service."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """``integration``: every test that uses a real local service, found by its fixtures (so the
+    marker cannot be forgotten). ``slow`` is set per module (``pytestmark``) on tests that run
+    whole pipelines, trainings or tools. ``make test-fast`` runs what is neither."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,9 +11,14 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
   that can be ``kill()``-ed and ``restart()``-ed on the same port and, for s3, the same bucket.
   Every broker it started is stopped at teardown.
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
+- ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
+  scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,3 +168,39 @@ def kafka_broker_factory(request: pytest.FixtureRequest, services_log_dir: Path,
 def kafka_topic() -> str:
     """A topic name no other test uses."""
     return f"ctpipe-test-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+MLFLOW_SCRIPT = str(Path(__file__).resolve().parents[1] / "scripts" / "mlflow_server.sh")
+
+
+@pytest.fixture(scope="session")
+def mlflow_launch(tmp_path_factory):
+    """Launches ``mlflow_server.sh start`` without waiting; stops the server at teardown."""
+    services = tmp_path_factory.mktemp("services")
+    env = {**os.environ, "CTPIPE_SERVICES_DIR": str(services),
+           "MLFLOW_BIN": os.path.join(os.path.dirname(sys.executable), "mlflow"), "CTPIPE_MLFLOW_START_TIMEOUT_S": "180"}
+    out = services / "start.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([MLFLOW_SCRIPT, "start"], env=env, stdout=f, stderr=subprocess.STDOUT)
+    yield proc, services, env, out
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    stopped = subprocess.run([MLFLOW_SCRIPT, "stop"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (services / "mlflow.pid").exists()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_launch) -> tuple[str, str]:
+    """(tracking uri, services dir) of the running server; waits (bounded) for readiness."""
+    proc, services, _, out = mlflow_launch
+    rc = proc.wait(timeout=240)
+    assert rc == 0, out.read_text()
+    env = dict(line.split("=", 1) for line in
+               (services / "mlflow.env").read_text().splitlines() if "=" in line)
+    return env["CTPIPE_MLFLOW_URI"], str(services)

@@ -8,7 +8,7 @@ from pipeline.cli.common import add_command
 
 CYCLE_RECORDS_DEFAULT_TEXT = "500,000"
 """pipeline.stream.DEFAULT_MAX_RECORDS_PER_CYCLE as --help shows it (not imported: that module loads
-Beam; tests/test_cli_main.py checks the two agree)."""
+Beam; tests/pipeline/test_cli_main.py checks the two agree)."""
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,184 @@
+"""runner_configs/*.yaml render into Beam pipeline options that Beam itself accepts.
+
+The flags come from the CLI's own renderer (pipeline.options.runner_flags): ${ENV_VAR}
+references are expanded (an unset variable is an error), then `key: v` -> `--key=v`,
+`key: true` -> `--key`, `key: false` -> no flag, `key: [a, b]` -> `--key=a --key=b`. Every option
+name must be one that Beam 2.68's Python SDK parses, or be on the explicit allow-list of Java-side
+Flink options the portable runner forwards.
+"""
+import os
+import re
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    FlinkRunnerOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    PortableOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+    _BeamArgumentParser,
+)
+
+from core.errors import ConfigError
+from pipeline.options import runner_flags
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "runner_configs"
+
+TEST_ENV = {
+    "CTPIPE_FLINK_MASTER": "ctpipe-flink-rest.ctpipe.svc:8081",
+    "CTPIPE_FLINK_JOB_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8099",
+    "CTPIPE_GCP_PROJECT": "ctpipe-test-project",
+    "CTPIPE_GCP_REGION": "europe-west1",
+    "CTPIPE_GCS_BUCKET": "ctpipe-test-bucket",
+    "CTPIPE_DATAFLOW_SA": "ctpipe-worker@ctpipe-test-project.iam.gserviceaccount.com",
+    "CTPIPE_WORKER_IMAGE": "europe-docker.pkg.dev/ctpipe-test-project/ctpipe/beam-worker:0.1.0",
+    "CTPIPE_DATAFLOW_SUBNET": "regions/europe-west1/subnetworks/ctpipe",
+}
+
+# Options of the Java FlinkPipelineOptions (runners/flink/.../FlinkPipelineOptions.java) that the
+# Python SDK does not declare. Beam's portable runner keeps unknown options
+# (get_all_options(retain_unknown_options=True)) and the job server maps snake_case to camelCase.
+JAVA_FLINK_OPTIONS = {
+    "checkpointing_interval",
+    "checkpointing_mode",
+    "checkpoint_timeout_millis",
+    "min_pause_between_checkpoints",
+    "externalized_checkpoints_enabled",
+    "retain_externalized_checkpoints_on_cancellation",
+    "number_of_execution_retries",
+    "execution_retry_delay",
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load(name, env=TEST_ENV):
+    """(the YAML as written, the flags the CLI renders from it with ``env`` as the environment)."""
+    raw = yaml.safe_load((CONFIG_DIR / name).read_text())
+    assert isinstance(raw, dict) and raw, f"{name} must be a non-empty mapping"
+    with mock.patch.dict(os.environ, env, clear=True):
+        return raw, runner_flags(str(CONFIG_DIR / name))
+
+
+def beam_parser():
+    """The parser PipelineOptions.get_all_options builds: every option the Python SDK knows."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {str(c): c for c in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def unknown_option_names(flags):
+    _, unknown = beam_parser().parse_known_args(flags)
+    return {u[2:].split("=", 1)[0] for u in unknown if u.startswith("--")}
+
+
+ALL_CONFIGS = ["direct.yaml", "flink.yaml", "dataflow.yaml"]
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_values_are_scalars_or_scalar_lists(name):
+    raw, _ = load(name)
+    for key, value in raw.items():
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", key), f"{name}: {key!r} is not a snake_case option"
+        if isinstance(value, list):
+            assert value and all(isinstance(v, (str, int, float)) for v in value), key
+        else:
+            assert isinstance(value, (str, int, float, bool)), f"{name}: {key} has {value!r}"
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_option_is_known(name):
+    _, cfg = load(name)
+    unknown = unknown_option_names(cfg)
+    allowed = JAVA_FLINK_OPTIONS if name == "flink.yaml" else set()
+    assert unknown <= allowed, f"{name}: options Beam does not know: {sorted(unknown - allowed)}"
+
+
+def test_typo_is_caught():
+    """The check above can fail: a misspelt option is reported, not silently dropped."""
+    assert unknown_option_names(["--runner=FlinkRunner", "--flink_mastr=x:8081"]) == {"flink_mastr"}
+    assert unknown_option_names(["--direct_num_worker=2"]) == {"direct_num_worker"}
+
+
+def test_missing_env_var_is_an_error():
+    with pytest.raises(ConfigError, match="CTPIPE_GCP_PROJECT"):
+        load("dataflow.yaml", env={})
+
+
+def test_direct():
+    _, cfg = load("direct.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).runner == "DirectRunner"
+    direct = opts.view_as(DirectOptions)
+    assert direct.direct_running_mode == "in_memory"
+    assert int(direct.direct_num_workers) == 1
+
+
+def test_flink():
+    raw, cfg = load("flink.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).runner == "FlinkRunner"
+    assert not opts.view_as(StandardOptions).streaming  # bounded graphs; the unbounded one adds --streaming
+    flink = opts.view_as(FlinkRunnerOptions)
+    assert flink.flink_master == TEST_ENV["CTPIPE_FLINK_MASTER"]
+    assert flink.flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    assert flink.parallelism == 4 and flink.max_parallelism >= flink.parallelism
+    portable = opts.view_as(PortableOptions)
+    assert portable.job_endpoint == TEST_ENV["CTPIPE_FLINK_JOB_ENDPOINT"]
+    assert portable.environment_type in ("EXTERNAL", "DOCKER")
+    assert portable.environment_config
+    assert opts.view_as(SetupOptions).setup_file == "/app/setup.py"
+    # The Java-side options survive into what the portable runner sends to the job server.
+    sent = opts.get_all_options(retain_unknown_options=True)
+    assert int(sent["checkpointing_interval"]) == 60000
+    assert sent["checkpointing_mode"] in ("EXACTLY_ONCE", "AT_LEAST_ONCE")
+    assert int(sent["min_pause_between_checkpoints"]) < int(sent["checkpoint_timeout_millis"])
+    assert sent["externalized_checkpoints_enabled"] is True
+    # Site-specific addresses come from the environment, not the file.
+    assert raw["flink_master"].startswith("${") and raw["job_endpoint"].startswith("${")
+
+
+def test_dataflow(monkeypatch):
+    # GoogleCloudOptions.validate also *warns* when the buckets have a soft-delete policy, by
+    # calling GCS; offline that call retries for minutes. It is a network lookup, not a check of
+    # the options, so it is switched off here.
+    monkeypatch.setattr(GoogleCloudOptions, "_warn_if_soft_delete_policy_enabled",
+                        lambda self, arg_name: None)
+    raw, cfg = load("dataflow.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
+    gcp = opts.view_as(GoogleCloudOptions)
+    assert gcp.project == TEST_ENV["CTPIPE_GCP_PROJECT"]
+    assert gcp.region == TEST_ENV["CTPIPE_GCP_REGION"]
+    assert gcp.temp_location == "gs://ctpipe-test-bucket/dataflow/temp"
+    assert gcp.staging_location.startswith("gs://ctpipe-test-bucket/")
+    assert gcp.service_account_email == TEST_ENV["CTPIPE_DATAFLOW_SA"]
+    assert gcp.enable_streaming_engine is True
+    assert "app=ctpipe" in gcp.labels
+    worker = opts.view_as(WorkerOptions)
+    assert worker.sdk_container_image == TEST_ENV["CTPIPE_WORKER_IMAGE"]
+    assert worker.max_num_workers >= worker.num_workers
+    assert worker.use_public_ips is False
+    assert "use_runner_v2" in opts.view_as(DebugOptions).experiments
+    # Beam's own option validator for Dataflow (project id format, gs:// paths, region).
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    assert PipelineOptionsValidator(opts, DataflowRunner()).validate() == []
+    # No site-specific literal: these keys must be environment references.
+    for key in ("project", "region", "service_account_email", "sdk_container_image", "subnetwork"):
+        assert _VAR.fullmatch(raw[key]), f"dataflow.yaml {key} must be a ${{VAR}} reference"
+    # Every referenced variable is documented in the file's header comment.
+    text = (CONFIG_DIR / "dataflow.yaml").read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    for var in set(_VAR.findall(text)):
+        assert var in header, f"{var} is used but not documented in dataflow.yaml"
