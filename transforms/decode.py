@@ -29,7 +29,8 @@ Features (every field, the id and event time included)
     A value is a scalar or a flat list of scalars; null and ``[]`` are absent. Types come from
     the stored schema, or before the first schema from the value (JSON/Parquet) or from its
     text (CSV: ``infer_text_type``). ``type_mismatch`` a value that does not fit its type
-    (nested lists, objects, NaN and infinities, booleans where FLOAT or BYTES is expected);
+    (nested lists, objects, lists holding null, NaN and infinities, booleans where FLOAT or BYTES
+    is expected);
     ``value_out_of_range`` an INT outside int64, a FLOAT beyond float32's range (features are
     stored as float32, so smaller magnitudes round and those below ~1.4e-45 become 0);
     ``not_utf8`` a string (or a key) that is not valid Unicode (an unpaired surrogate from a

@@ -187,12 +187,16 @@ def _csv_record(path: str, lineno: int, raw: bytes, row, header: tuple, problem)
 
 
 def read_parquet(path: str, max_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from transforms.arrow_values import table_rows
 
     with _open(path) as handle:
-        table = pq.read_table(io.BytesIO(handle.read()))
+        try:
+            table = pq.read_table(io.BytesIO(handle.read()))
+        except pa.ArrowException as exc:  # not Parquet, or a type this pyarrow cannot read at all
+            raise ValueError(f"not a readable Parquet file: {exc}") from exc
     for index, (row, problem) in enumerate(table_rows(table)):
         raw = json.dumps(row, default=str, sort_keys=True).encode()
         yield SourceRecord(path, str(index), raw, row, error=problem)
