@@ -219,3 +219,11 @@ def test_reader_problems_and_oversize_rows_keep_their_reason_and_position():
     assert (out.reason, out.detail, out.position, out.raw) == ("bad_row", "3 columns, the header has 2", "7", b"a,b")
     big = SourceRecord("f.parquet", "3", b"x" * 300, {"id": "a", "ts": 1795741200})
     assert decode_record(big, SPEC).reason == "oversize"
+
+
+def test_nested_objects_at_every_depth_near_the_recursion_limit_never_raise():
+    # around the limit, the first parse may succeed where the duplicate-key check's second one fails
+    for depth in [1, 100, *range(900, 1010), 5000]:
+        raw = b'{"id": "a", "ts": 1795741200, "x": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
+        out = decode_record(rec(raw), DecodeSpec("ts", "id"))
+        assert isinstance(out, DeadLetter) and out.reason in ("bad_json", "type_mismatch"), depth

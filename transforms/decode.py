@@ -372,13 +372,16 @@ def parse_json_object(raw: Optional[bytes], max_bytes: int) -> dict:
         raise RecordError("not_utf8", f"value is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         obj = json.loads(text)
+        if isinstance(obj, dict):
+            check_duplicate_keys(text, obj)
     except RecursionError:
         raise RecordError("bad_json", "not valid JSON: nested too deeply to parse") from None
+    except RecordError:
+        raise
     except ValueError as exc:
         raise RecordError("bad_json", f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise RecordError("not_object", f"JSON value is a {type(obj).__name__}, expected an object")
-    check_duplicate_keys(text, obj)
     return obj
 
 
