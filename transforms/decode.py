@@ -241,6 +241,8 @@ def _float_range_error(name: str, value) -> RecordError:
 
 
 def _to_float(name: str, value) -> float:
+    if type(value) is float and -FLOAT32_MAX <= value <= FLOAT32_MAX:  # the usual case (NaN fails it)
+        return value
     if isinstance(value, str):
         if not _FLOAT_TEXT.fullmatch(value.strip()):
             raise _mismatch(name, FLOAT, value)
@@ -258,6 +260,8 @@ def _to_float(name: str, value) -> float:
 
 
 def _to_int(name: str, value) -> int:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:  # the usual case
+        return value
     if isinstance(value, str):
         text = value.strip()
         if _INT_TEXT.fullmatch(text):
@@ -286,6 +290,8 @@ def _to_int(name: str, value) -> int:
 
 
 def _to_text(name: str, value) -> str:
+    if type(value) is str and value.isascii():  # the usual case
+        return value
     if not isinstance(value, str):
         raise _mismatch(name, BYTES, value)
     if not _is_unicode(value):
@@ -312,19 +318,20 @@ def coerce_value(name: str, value, kind: str) -> Union[int, float, str, list]:
 
 
 def _features(fields: dict, spec: DecodeSpec, text_values: bool) -> dict:
+    types = spec.feature_types
     features = {}
     for name, value in fields.items():
         if value is None or (isinstance(value, list) and not value):
             continue
-        if not _is_unicode(name):
+        if not name.isascii() and not _is_unicode(name):
             raise RecordError("not_utf8", f"key {preview(name)} is not valid Unicode (an unpaired surrogate)")
-        kind = spec.feature_types.get(name)
+        kind = types.get(name)
         if kind is None:
             kind = infer_text_type(value) if text_values and isinstance(value, str) else infer_type(value)
         if kind is None:
             raise RecordError("type_mismatch", f"feature {name!r}: unsupported value {preview(value)} "
                                                "(a scalar or a flat list of scalars is expected)")
-        features[name] = coerce_value(name, value, kind)
+        features[name] = coerce_value(name, value, kind) if isinstance(value, list) else _COERCE[kind](name, value)
     return features
 
 
@@ -340,20 +347,13 @@ def _object_of_unique_keys(pairs) -> dict:
     return dict(pairs)
 
 
-def _flat_key_count(obj: dict) -> Optional[int]:
-    """Keys of ``obj`` when none of its values holds an object, else None."""
-    for value in obj.values():
-        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
-            return None
-    return len(obj)
-
-
 def check_duplicate_keys(text: str, obj: dict) -> None:
     """RecordError ``duplicate_key`` if the JSON ``text`` (already parsed into ``obj``) repeats a
-    key in one object. Cheap for the usual flat, tightly written record: when the count of
-    ``":`` equals the keys parsed, no key can be missing; otherwise the text is parsed again
-    with a hook that sees every key."""
-    if not any(loose in text for loose in _LOOSE_KEY) and text.count('":') == _flat_key_count(obj):
+    key in one object. Cheap for the usual flat, tightly written record: with one ``{`` there is
+    no nested object, and when the count of ``":`` (every key is followed by it) equals the keys
+    parsed, no key was lost; otherwise the text is parsed again with a hook that sees every key."""
+    if (text.count("{") == 1 and not any(loose in text for loose in _LOOSE_KEY)
+            and text.count('":') == len(obj)):
         return
     json.loads(text, object_pairs_hook=_object_of_unique_keys)
 
