@@ -134,6 +134,11 @@ def test_impossible_event_times_are_out_of_range(ts, words):
     assert out.event_time_ms is None  # counts toward no window
 
 
+def test_the_out_of_range_hint_names_the_configured_epoch_unit():
+    out = decode_record(rec(b'{"id": "a", "ts": 1795741200000}'), DecodeSpec("ts", "id", event_time_format="epoch_s"))
+    assert out.reason == "event_time_out_of_range" and "event_time.format epoch_s numbers are epoch seconds" in out.detail
+
+
 def test_event_time_range_edges_are_valid():
     for ts, ms in ((b'"1970-01-01T00:00:00Z"', 0), (b'"9999-12-31T23:59:59.999Z"', 253_402_300_799_999)):
         out = decode_record(rec(b'{"id": "a", "ts": ' + ts + b'}'), SPEC)

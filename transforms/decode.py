@@ -151,13 +151,20 @@ def format_event_time(ms: int) -> str:
         return f"{ms} ms since the epoch"
 
 
-def check_event_time(name: str, raw, ms: int, references: tuple, max_future_ms: Optional[int]) -> None:
+_EPOCH_UNITS = {"auto": "seconds below 1e11, milliseconds above", "epoch_s": "seconds", "epoch_ms": "milliseconds",
+                "iso8601": "seconds"}
+
+
+def check_event_time(name: str, raw, ms: int, references: tuple, max_future_ms: Optional[int],
+                     fmt: str = "auto") -> None:
     """RecordError unless ``ms`` is in [1970, 9999] and at most ``max_future_ms`` past the
-    earliest of ``references`` (ingest times; None entries are ignored)."""
+    earliest of ``references`` (ingest times; None entries are ignored). ``fmt`` (the
+    event_time.format) only shapes the hint for numbers far past 9999."""
     if not MIN_EVENT_TIME_MS <= ms <= MAX_EVENT_TIME_MS:
         hint = ""
         if ms > MAX_EVENT_TIME_MS and (not isinstance(raw, str) or _FLOAT_TEXT.fullmatch(raw.strip())):
-            hint = "; epoch micro- and nanoseconds are not read: give epoch seconds or milliseconds"
+            hint = (f"; with event_time.format {fmt} numbers are epoch {_EPOCH_UNITS.get(fmt, fmt)}: epoch micro- "
+                    "and nanoseconds are not read")
         raise RecordError("event_time_out_of_range",
                           f"event-time field {name!r}: {preview(raw)} is {format_event_time(ms)}, outside "
                           f"1970-01-01T00:00:00Z..9999-12-31T23:59:59.999Z{hint}")
@@ -182,7 +189,7 @@ def _event_time(fields: dict, spec: DecodeSpec, ingest_time_ms: Optional[int]) -
     except (ValueError, OverflowError) as exc:
         raise RecordError("bad_event_time", f"event-time field {name!r}: {exc}") from None
     ingest = ingest_time_ms if ingest_time_ms is not None and ingest_time_ms >= 0 else None
-    check_event_time(name, raw, ms, (ingest, spec.now_ms), spec.max_future_ms)
+    check_event_time(name, raw, ms, (ingest, spec.now_ms), spec.max_future_ms, spec.event_time_format)
     return ms
 
 
