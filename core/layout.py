@@ -45,8 +45,10 @@ def window_start_ms(event_time_ms: int, size_s: int) -> int:
 
 
 def window_id(start_ms: int) -> str:
-    """Window id: its UTC start, e.g. ``20261127T0100Z``."""
-    return dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.timezone.utc).strftime(WINDOW_ID_FORMAT)
+    """Window id: its UTC start, e.g. ``20261127T0100Z`` (the year always has 4 digits: decoding
+    keeps event times within 1970..9999)."""
+    start = dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.timezone.utc)
+    return f"{start.year:04d}" + start.strftime(WINDOW_ID_FORMAT[2:])
 
 
 def window_id_start_ms(wid: str) -> int:

@@ -16,7 +16,15 @@ class SourceRecord(NamedTuple):
     fields: Optional[dict] = None
     """Already-parsed fields (CSV, Parquet); None when ``raw`` still has to be parsed."""
     ingest_time_ms: Optional[int] = None
-    """When the record reached the source (Kafka timestamp), for timeliness metrics."""
+    """When the record reached the source (Kafka timestamp), for timeliness metrics and the bound
+    on event times in the future; None for files (and Kafka records without a timestamp)."""
+    error: Optional[tuple] = None
+    """(reason, detail) when the reader already found the record unusable (a CSV row with the
+    wrong number of columns, a line over the size limit, non-UTF-8 text): decoding turns it into
+    a DeadLetter as it stands."""
+    text_values: bool = False
+    """``fields`` hold untyped text (CSV): decoding types each value by the schema, or, before a
+    schema exists, by its form (see ``transforms.decode.infer_text_type``)."""
 
 
 class Event(NamedTuple):

@@ -110,15 +110,16 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
     files = match_files(config.source.files.uri)
     paths = [p for p, _size in files]
     fmt = config.source.files.format
+    limit = decode_spec(config).max_value_bytes  # a longer line is an oversize dead letter
     with metrics.timed("backfill"):
         if schema_store.load(root) is None:
-            infer_and_store_schema(config, options, lambda p: p | "Read" >> ReadEventFiles(paths, fmt),
+            infer_and_store_schema(config, options, lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit),
                                    repr(config.source.files.uri), run_id)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
         spec = seal_spec(config, schema_text, schema_version, run_id, sources=sources)
         pipeline = beam.Pipeline(options=options)
-        records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt)
+        records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
         events, check_dead = events | "RecordChecks" >> CheckRecords(schema)
         keyed, _outside = events | "AssignWindow" >> AssignWindow(config.window.size_s, start_ms, end_ms)

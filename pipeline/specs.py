@@ -6,16 +6,32 @@ from typing import Optional
 from core import layout
 from core.version import code_version
 
+DEFAULT_MAX_FUTURE = "1d"
+"""``event_time.max_future`` when the config does not set it (pipeline/config.py gains the field
+at merge: Optional[str], a duration; null turns the bound off)."""
 
-def decode_spec(config, schema=None):
-    """DecodeSpec of ``config``; feature types from ``schema`` once one is stored."""
+
+def max_future_ms(config) -> Optional[int]:
+    """How far ahead of its ingest time an event time may be (``event_time.max_future``), in ms."""
+    from pipeline.config import parse_duration
+
+    text = getattr(config.event_time, "max_future", DEFAULT_MAX_FUTURE)
+    if text is None:
+        return None
+    return int(parse_duration(text, key="event_time.max_future") * 1000)
+
+
+def decode_spec(config, schema=None, now_ms: Optional[int] = None):
+    """DecodeSpec of ``config``; feature types from ``schema`` once one is stored; ``now_ms``:
+    when the stream cycle was planned (a second reference for the future bound)."""
     from transforms.decode import DecodeSpec
     from transforms.validation import feature_types
 
     return DecodeSpec(event_time_field=config.event_time.field, id_field=config.id_field,
                       event_time_format=config.event_time.format,
                       feature_types=feature_types(schema) if schema is not None else {},
-                      max_value_bytes=(config.source.kafka.max_message_bytes if config.source.kafka else 1_000_000))
+                      max_value_bytes=(config.source.kafka.max_message_bytes if config.source.kafka else 1_000_000),
+                      max_future_ms=max_future_ms(config), now_ms=now_ms)
 
 
 def seal_spec(config, schema_text: str, schema_version: int, run_id: str, fingerprint: Optional[str] = None,

@@ -22,13 +22,30 @@ A crash anywhere reruns the cycle from step 1 with the same plan: parts and dead
 rewritten under the same names with the same content, sealing is idempotent, so nothing is lost
 and nothing is counted twice.
 
+The watermark cannot be poisoned by one record: event times before 1970 or after 9999 are dead
+letters (``event_time_out_of_range``), and so are event times more than ``event_time.max_future``
+(default 1 day) ahead of the record's Kafka timestamp or of the time the cycle was planned,
+whichever is earlier (``event_time_in_future``; the planning time is kept in the plan, so a replay
+decodes the same way). Dead letters never enter the per-partition newest event times. Old data is
+valid: the bound is relative to when a record was produced, not to today.
+
 A partition that stops receiving data holds the watermark back (min over partitions that have
 data) unless ``source.kafka.idle_partition_timeout`` is set: then a partition silent for that
-long is left out of the min, and its later records may be late. Known limit: part files are
+long is left out of the min, and its later records may be late. A partition that no longer
+exists (a topic recreated with fewer partitions) is left out. Known limit: part files are
 kept after sealing (they are what makes resealing idempotent) and are not garbage-collected
 yet. Dead letters written at ingest
 that carry an event time are read back at sealing and count toward their window's bad fraction
 (they are not written twice).
+
+What can still fail, and what to do: no record can make a cycle fail (decoding and the record
+checks turn every bad record into a dead letter, and records that pass them fit the Arrow batch,
+TFDV and the transform's dense inputs). A cycle still fails on causes outside the data: storage or
+broker errors, or a preprocessing_fn that raises on some window. Then the command exits non-zero
+with the error (and the stage and window it came from, with --debug the traceback), the checkpoint
+keeps the plan ``in_flight``, and every rerun replays that plan: rewrites the same parts and dead
+letters, and fails at the same place until the cause is fixed. Fix it (the code, the storage) and
+rerun; nothing is lost or counted twice.
 
 Transform: when <root>/transforms/CURRENT names a published transform (from a backfill or an
 earlier stream cycle), windows are transformed with it; otherwise the transform
@@ -96,6 +113,9 @@ class CyclePlan:
     date: str
     """UTC date (YYYYMMDD) of the first attempt: dead-letter folder and run id."""
     watermark_before_ms: Optional[int]
+    planned_at_ms: Optional[int] = None
+    """Wall-clock time of the first attempt: with each record's Kafka timestamp, the reference of
+    ``event_time.max_future`` (kept in the plan, so a replay decodes exactly as the first attempt)."""
 
     @property
     def records(self) -> int:
@@ -104,16 +124,17 @@ class CyclePlan:
     def to_json(self) -> dict:
         return {"cycle": self.cycle, "ranges": [[r.topic, r.partition, r.start, r.end] for r in self.ranges],
                 "ends": {str(p): o for p, o in sorted(self.ends.items())}, "date": self.date,
-                "watermark_before_ms": self.watermark_before_ms}
+                "watermark_before_ms": self.watermark_before_ms, "planned_at_ms": self.planned_at_ms}
 
     @classmethod
     def from_json(cls, data: dict) -> "CyclePlan":
         return cls(int(data["cycle"]), tuple(OffsetRange(t, int(p), int(s), int(e)) for t, p, s, e in data["ranges"]),
-                   {int(p): int(o) for p, o in data["ends"].items()}, data["date"], data["watermark_before_ms"])
+                   {int(p): int(o) for p, o in data["ends"].items()}, data["date"], data["watermark_before_ms"],
+                   data.get("planned_at_ms"))
 
 
 def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_records_per_split: int,
-               max_records_per_cycle: int, date: str) -> CyclePlan:
+               max_records_per_cycle: int, date: str, planned_at_ms: Optional[int] = None) -> CyclePlan:
     """Ranges of the next cycle: per partition [checkpoint offset, end), at most
     ``max_records_per_cycle`` records in all (shared equally by the partitions with data).
 
@@ -143,7 +164,7 @@ def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_r
         for partition in with_data:
             capped[partition] = min(end[partition], start[partition] + share)
     ranges = plan_ranges(start, capped, topic, max_records_per_split)
-    return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms)
+    return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms, planned_at_ms)
 
 
 def merge_newest(before: dict, cycle: dict) -> dict:
@@ -162,11 +183,17 @@ def idle_partitions(last_records_at: dict, now_s: float, timeout_s: Optional[flo
 
 
 def compute_watermark(newest_per_partition: dict, lateness_s: int, previous: Optional[int],
-                      idle: frozenset = frozenset()) -> Optional[int]:
+                      idle: frozenset = frozenset(), partitions: Optional[frozenset] = None) -> Optional[int]:
     """min over partitions with data (idle ones left out, unless all are idle) of their newest
     event time, minus the allowed lateness; never below ``previous``. None while no partition has
-    data."""
-    active = {p: t for p, t in newest_per_partition.items() if p not in idle} or newest_per_partition
+    data. ``partitions``: the topic's partitions now; one that no longer exists (the topic was
+    recreated with fewer) is left out.
+
+    Event times in ``newest_per_partition`` come from events only: a record whose event time is
+    impossible, or too far ahead of its ingest time, is a dead letter at decoding
+    (transforms/decode.py) and never gets here, so one bad record cannot move the watermark."""
+    present = {p: t for p, t in newest_per_partition.items() if partitions is None or p in partitions}
+    active = {p: t for p, t in present.items() if p not in idle} or present
     if not active:
         return previous
     watermark = min(active.values()) - lateness_s * 1000
@@ -231,7 +258,7 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
                | "Ranges" >> beam.Create(list(plan.ranges))
                | "ReadKafka" >> ReadKafkaRanges(kwargs)
                | "ToSourceRecord" >> beam.Map(to_source_record))
-    decoded, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
+    decoded, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema, plan.planned_at_ms))
     # Record checks run here, not only at sealing: their dead letters then get the range's
     # deterministic file name, so resealing a window later (late data) cannot count them again.
     events, check_dead = decoded | "RecordChecks" >> CheckRecords(schema)
@@ -341,9 +368,10 @@ class StreamRunner:
             return CyclePlan.from_json(checkpoint.in_flight), True
         end = end_offsets(self.kwargs, self.kafka.topic)
         begin = beginning_offsets(self.kwargs, self.kafka.topic)
-        date = dt.datetime.fromtimestamp(self._clock(), tz=dt.timezone.utc).strftime("%Y%m%d")
+        now = self._clock()
+        date = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%d")
         plan = plan_cycle(checkpoint, begin, end, self.kafka.topic, self.kafka.max_records_per_split,
-                          self.max_records_per_cycle, date)
+                          self.max_records_per_cycle, date, int(now * 1000))
         for partition, offset in end.items():
             metrics.KAFKA_LAG.labels(topic=self.kafka.topic, partition=str(partition)).set(
                 offset - checkpoint.offsets.get(partition, begin.get(partition, 0)))
@@ -396,7 +424,7 @@ class StreamRunner:
             records_at.update({p: now for p in ingest["newest"]})
             idle = idle_partitions(records_at, now, self.kafka.idle_timeout_s())
             watermark = compute_watermark(newest, config.window.lateness_s, plan.watermark_before_ms,
-                                          frozenset(idle))
+                                          frozenset(idle), frozenset(plan.ends))
             touched = {p["window_id"] for p in ingest["parts"] if not p["late_side_output"]}
             pending = list(list_parts(root, sid))
             to_seal = windows_to_seal(pending, touched, config.window.size_s, plan.watermark_before_ms, watermark)

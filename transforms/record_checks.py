@@ -7,12 +7,13 @@
 ``int_domain`` min/max. Inferred schemas carry no ranges: ranges are curated with
 ``ctpipe schema set``.
 
-A feature the schema requires in every record (``presence.min_fraction`` 1 with a fixed
-``shape``, what inference gives a feature that was always present) must be there: tf.Transform
-feeds such features as dense tensors, and one record without it fails the whole run's transform.
+A feature with a fixed ``shape`` (what inference gives a feature that was always present with
+one value) must be in every record and hold exactly that many values: tf.Transform feeds such
+features as dense tensors, and one record without it, or with a list of two, fails the whole
+window's transform (and, in ``ctpipe stream``, every replay of it).
 
-Dead-letter reasons: ``missing_feature``, ``type_mismatch``, ``domain_violation``,
-``range_violation``.
+Dead-letter reasons: ``missing_feature``, ``shape_mismatch``, ``type_mismatch``,
+``domain_violation``, ``range_violation``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import apache_beam as beam
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from core.records import DeadLetter, Event
+from transforms.decode import preview
 from transforms.routing import route
 
 _TYPES = {schema_pb2.INT: "INT", schema_pb2.FLOAT: "FLOAT", schema_pb2.BYTES: "BYTES"}
@@ -44,6 +46,8 @@ class RecordRules:
     """feature name -> FeatureRule."""
     required: tuple = ()
     """Features every record must carry (sorted)."""
+    value_counts: dict = field(default_factory=dict)
+    """feature name -> the exact number of values its fixed shape holds."""
 
 
 def record_rules(schema: schema_pb2.Schema) -> RecordRules:
@@ -69,9 +73,8 @@ def record_rules(schema: schema_pb2.Schema) -> RecordRules:
             low = feature.int_domain.min if feature.int_domain.HasField("min") else None
             high = feature.int_domain.max if feature.int_domain.HasField("max") else None
         rules[feature.name] = FeatureRule(_TYPES[feature.type], domain, low, high)
-    required = tuple(sorted(f.name for f in schema.feature
-                            if f.HasField("shape") and f.presence.min_fraction >= 1.0))
-    return RecordRules(rules, required)
+    shaped = {f.name: math.prod(d.size for d in f.shape.dim) for f in schema.feature if f.HasField("shape")}
+    return RecordRules(rules, tuple(sorted(shaped)), shaped)
 
 
 def _type_ok(value, kind: str) -> bool:
@@ -94,12 +97,18 @@ def violation(event: Event, rules: RecordRules) -> Optional[tuple[str, str]]:
         if rule is None:
             continue  # a new column is a window-level anomaly (SCHEMA_NEW_COLUMN), not a bad record
         value = event.features[name]
-        for item in (value if isinstance(value, list) else [value]):
+        items = value if isinstance(value, list) else [value]
+        count = rules.value_counts.get(name)
+        if count is not None and len(items) != count:
+            return "shape_mismatch", (f"feature {name!r}: {len(items)} values, the schema's shape holds exactly "
+                                      f"{count}")
+        for item in items:
             if not _type_ok(item, rule.kind):
-                return "type_mismatch", f"feature {name!r}: expected {rule.kind}, got {type(item).__name__} {item!r}"
+                return "type_mismatch", (f"feature {name!r}: expected {rule.kind}, got {type(item).__name__} "
+                                         f"{preview(item)}")
             if rule.domain is not None and item not in rule.domain:
                 return ("domain_violation",
-                        f"feature {name!r}: value {item[:60]!r} is not in the schema's domain "
+                        f"feature {name!r}: value {preview(item)} is not in the schema's domain "
                         f"({len(rule.domain)} values); add it with `ctpipe schema set` if it is valid")
             if rule.minimum is not None and item < rule.minimum:
                 return "range_violation", f"feature {name!r}: value {item} is below the schema minimum {rule.minimum}"

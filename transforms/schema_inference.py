@@ -1,8 +1,11 @@
 """Statistics over all decoded events of a run, for inferring the first schema.
 
 Types are decided by majority over all events (INT and FLOAT together make FLOAT), so a few bad
-records ("temperature": "hot") cannot turn a numeric feature into a string one; events that do
-not fit the majority types are left out of the statistics (the main pass dead-letters them).
+records ("temperature": "hot") cannot turn a numeric feature into a string one. So is the form: a
+feature most records write as a scalar is a scalar feature, so a few records holding a list there
+("temperature": [1, 2]) cannot take away its fixed shape (which a preprocessing_fn relies on).
+Events that do not fit the majority types and forms are left out of the statistics (the main pass
+dead-letters them: type_mismatch, shape_mismatch).
 """
 from __future__ import annotations
 
@@ -15,14 +18,20 @@ from transforms.arrow import events_to_record_batch
 from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
 from transforms.validation import stats_options
 
+LIST, SCALAR = "list", "scalar"
+"""Form counts, next to the type counts in each feature's Counter."""
+
 
 def count_types(events) -> dict[str, Counter]:
+    """feature -> Counter of its values' types (INT, FLOAT, BYTES) and forms (list, scalar)."""
     counts: dict[str, Counter] = {}
     for event in events:
         for name, value in event.features.items():
             kind = infer_type(value)
             if kind is not None:
-                counts.setdefault(name, Counter())[kind] += 1
+                counter = counts.setdefault(name, Counter())
+                counter[kind] += 1
+                counter[LIST if isinstance(value, list) else SCALAR] += 1
     return counts
 
 
@@ -45,9 +54,17 @@ def majority_types(counts: dict[str, Counter]) -> dict[str, str]:
     return types
 
 
-def _conforming(events, types):
+def scalar_features(counts: dict[str, Counter]) -> frozenset:
+    """Features most records write as a scalar."""
+    return frozenset(name for name, counter in counts.items() if counter[SCALAR] > counter[LIST])
+
+
+def _conforming(events, counts):
+    types, scalars = majority_types(counts), scalar_features(counts)
     kept = []
     for event in events:
+        if any(isinstance(v, list) and len(v) != 1 for n, v in event.features.items() if n in scalars):
+            continue
         try:
             features = {n: coerce_value(n, v, types[n]) for n, v in event.features.items() if n in types}
         except ValueError:
@@ -65,12 +82,11 @@ class StatisticsOfEvents(beam.PTransform):
 
     def expand(self, events):
         batches = events | "Batch" >> beam.BatchElements(min_batch_size=500, max_batch_size=10000)
-        types = (batches
-                 | "CountTypes" >> beam.Map(count_types)
-                 | "MergeTypes" >> beam.CombineGlobally(merge_type_counts)
-                 | "Majority" >> beam.Map(majority_types))
+        counts = (batches
+                  | "CountTypes" >> beam.Map(count_types)
+                  | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
         return (batches
-                | "ToArrow" >> beam.Map(lambda b, t: events_to_record_batch(_conforming(b, t), t),
-                                        beam.pvalue.AsSingleton(types))
+                | "ToArrow" >> beam.Map(lambda b, c: events_to_record_batch(_conforming(b, c), majority_types(c)),
+                                        beam.pvalue.AsSingleton(counts))
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))

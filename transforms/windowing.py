@@ -7,6 +7,7 @@ import apache_beam as beam
 
 from core.layout import window_id, window_start_ms
 from core.records import DeadLetter, Event
+from transforms.decode import preview
 
 
 def window_of(event: Event, size_s: int) -> str:
@@ -25,7 +26,7 @@ def split_duplicates(events: Iterable[Event]) -> tuple[list[Event], list[DeadLet
     for event in ordered:
         if kept and kept[-1].id == event.id:
             first = kept[-1]
-            dupes.append(DeadLetter("duplicate_id", f"id {event.id!r} already seen at {first.source}:{first.position}",
+            dupes.append(DeadLetter("duplicate_id", f"id {preview(event.id)} already seen at {first.source}:{first.position}",
                                     None, event.source, event.position, event.event_time_ms))
         else:
             kept.append(event)

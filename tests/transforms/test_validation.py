@@ -98,6 +98,8 @@ string_domain { name: "firmware" value: "v1" value: "v2" }
     ({"humidity": 50.0, "count": 0}, "range_violation", "'count': value 0 is below the schema minimum 1"),
     ({"humidity": "wet"}, "type_mismatch", "'humidity': expected FLOAT, got str"),
     ({"firmware": "v1"}, "missing_feature", "'humidity' is required"),
+    ({"humidity": [50.0, 60.0]}, "shape_mismatch", "'humidity': 2 values, the schema's shape holds exactly 1"),
+    ({"humidity": 50.0, "firmware": "v" * 10_000}, "domain_violation", "'firmware': value 'vvvv"),
 ])
 def test_record_checks(features, reason, words):
     event = Event("e1", 1_000, features, "file.jsonl", "7")
@@ -106,6 +108,7 @@ def test_record_checks(features, reason, words):
         assert result is event
     else:
         assert isinstance(result, DeadLetter) and result.reason == reason and words in result.detail
+        assert len(result.detail) < 300
         assert (result.source, result.position, result.event_time_ms) == ("file.jsonl", "7", 1_000)
 
 

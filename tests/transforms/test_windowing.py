@@ -39,3 +39,17 @@ def test_assign_window_keeps_the_range_and_sends_the_rest_to_outside():
                     equal_to([("20261127T0000Z", "1", "1"), ("20261127T0100Z", "2", "1"),
                               ("20261127T0100Z", "2", "7")]), label="keyed")
         assert_that(outside | beam.Map(lambda e: e.id), equal_to(["3", "0"]), label="outside")
+
+
+def test_a_very_long_duplicate_id_gives_a_short_detail():
+    long_id = "x" * 100_000
+    kept, dupes = split_duplicates([Event(long_id, 5, {}, "f", "1"), Event(long_id, 5, {}, "f", "2")])
+    assert len(kept) == 1 and dupes[0].reason == "duplicate_id" and len(dupes[0].detail) < 200
+    assert dupes[0].detail.endswith("f:1")
+
+
+def test_window_ids_of_the_accepted_event_time_range_have_four_digit_years():
+    for ms in (0, 253_402_300_799_999):
+        wid = window_id(window_start_ms(ms, 3600))
+        assert len(wid) == 14 and window_id_start_ms(wid) == window_start_ms(ms, 3600)
+    assert window_id(window_start_ms(253_402_300_799_999, 3600)) == "99991231T2300Z"

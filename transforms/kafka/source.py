@@ -337,9 +337,14 @@ def partition_of(source: str) -> int:
     return int(source.rsplit("/", 1)[1])
 
 
+def ingest_time(timestamp_ms: Optional[int]) -> Optional[int]:
+    """A Kafka record timestamp as an ingest time: None when the record has none (-1)."""
+    return timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
+
+
 def to_source_record(record: KafkaRecord) -> SourceRecord:
     return SourceRecord(source_uri(record.topic, record.partition), str(record.offset), record.value,
-                        None, record.timestamp_ms)
+                        None, ingest_time(record.timestamp_ms))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,4 +370,4 @@ class ReadKafkaUnbounded(beam.PTransform):
                     timestamp_policy=ReadFromKafka.create_time_policy, commit_offset_in_finalize=True,
                     expansion_service=self._expansion_service)
                 | "ToSourceRecord" >> beam.Map(lambda r: SourceRecord(
-                    source_uri(r.topic, r.partition), str(r.offset), r.value, None, r.timestamp)))
+                    source_uri(r.topic, r.partition), str(r.offset), r.value, None, ingest_time(r.timestamp))))
