@@ -112,6 +112,11 @@ class EventTimeConfig(Section):
     format: Literal["auto", "iso8601", "epoch_s", "epoch_ms"] = "auto"
     """``iso8601``, ``epoch_s``, ``epoch_ms`` or ``auto`` (strings are ISO-8601; numbers above
     1e11 are milliseconds, else seconds)."""
+    max_future: Optional[Duration] = "1d"
+    """How far an event time may lie ahead of the record's ingest time (its Kafka timestamp) or
+    of the time the stream cycle was planned, whichever is earlier; later ones are
+    ``event_time_in_future`` dead letters and never move the watermark. Files have no ingest
+    time: a backfill applies only the 1970..9999 rule. ``null`` turns the bound off."""
 
 
 @dataclass(frozen=True)

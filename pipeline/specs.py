@@ -6,16 +6,12 @@ from typing import Optional
 from core import layout
 from core.version import code_version
 
-DEFAULT_MAX_FUTURE = "1d"
-"""``event_time.max_future`` when the config does not set it (pipeline/config.py gains the field
-at merge: Optional[str], a duration; null turns the bound off)."""
-
 
 def max_future_ms(config) -> Optional[int]:
     """How far ahead of its ingest time an event time may be (``event_time.max_future``), in ms."""
     from pipeline.config import parse_duration
 
-    text = getattr(config.event_time, "max_future", DEFAULT_MAX_FUTURE)
+    text = config.event_time.max_future
     if text is None:
         return None
     return int(parse_duration(text, key="event_time.max_future") * 1000)

@@ -132,7 +132,7 @@ def test_one_record_stamped_2100_does_not_move_the_watermark(tmp_path, monkeypat
     import os
 
     from pipeline.options import pipeline_options
-    from tests.test_stream_e2e import REPO
+    REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     produced_at = 1_795_748_400_000  # 2026-11-27T03:00Z: when the records reached Kafka
     values = [json.dumps({"id": f"e{i}", "ts": 1_795_737_600 + i * 60, "x": float(i)}).encode() for i in range(120)]

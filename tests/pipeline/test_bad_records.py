@@ -12,6 +12,8 @@ from core import window_store
 from pipeline.backfill import run_backfill
 from tests.test_backfill import read_ids_with_schema, tree_digest
 
+pytestmark = pytest.mark.slow
+
 
 def _valid(i: int, **changes) -> dict:
     event = {"id": f"ok-{i}", "ts": f"2026-11-27T00:{i % 60:02d}:00Z", "device_id": f"dev-{i % 5:03d}",
@@ -72,7 +74,7 @@ def poisoned(tmp_path_factory):
     (events / "b.jsonl").write_bytes(b"\n".join(_line(e) for e in good[60:]) + b"\n")
     config = config_from_dict({"storage": {"root": str(base / "store")},
                                "source": {"files": {"uri": str(events / "*.jsonl")}}})
-    options = pipeline_options(os.path.join(os.path.dirname(__file__), "..", "runner_configs", "direct.yaml"))
+    options = pipeline_options(os.path.join(os.path.dirname(__file__), "..", "..", "runner_configs", "direct.yaml"))
     first = run_backfill(config, options, None, None)
     return config, options, first, [e["id"] for e in good + ODD_BUT_VALID]
 

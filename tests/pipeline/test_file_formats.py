@@ -18,7 +18,9 @@ from core import schema_store, window_store
 from pipeline.backfill import run_backfill
 from tests.test_backfill import read_ids_with_schema
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 
 
