@@ -87,6 +87,10 @@ class KafkaSourceConfig:
     """Check that the broker certificate matches its host name (keep on in production)."""
     max_message_bytes: int = 1_000_000
     """Values larger than this go to dead-letter as oversize."""
+    isolation_level: str = "read_committed"
+    """read_committed (default): records of aborted transactions never enter a window and a cycle
+    reads up to the last stable offset, so it never waits on an open transaction;
+    read_uncommitted reads every record up to the high watermark, aborted ones included."""
     max_records_per_split: int = 20_000
     """Offset ranges are split into pieces of at most this many records across Beam workers."""
     idle_partition_timeout: Optional[str] = None
@@ -109,6 +113,10 @@ class KafkaSourceConfig:
             raise ConfigError(
                 f"source.kafka.sasl_mechanism: {self.sasl_mechanism!r} is not one of "
                 "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+        if self.isolation_level not in ("read_committed", "read_uncommitted"):
+            raise ConfigError(
+                f"source.kafka.isolation_level: {self.isolation_level!r} is not one of "
+                "read_committed, read_uncommitted")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install_system_deps.sh"
-PACKAGES = ["prometheus", "prometheus-pushgateway", "chromium"]
+PACKAGES = ["prometheus", "prometheus-pushgateway", "chromium", "openjdk-17-jdk-headless", "maven", "openssl"]
 
 STUBS = {
     # installed packages are the lines of $STATE

@@ -24,6 +24,7 @@ from kafka.structs import OffsetAndMetadata
 
 from core.errors import CtpipeError
 from core.records import SourceRecord
+from transforms.kafka.client import DEFAULT_ISOLATION_LEVEL
 
 DEFAULT_TIMEOUT_S = 15.0
 _POLL_MS = 200
@@ -99,11 +100,16 @@ def _connect(client_cls: type, client_kwargs: Mapping[str, Any], timeout_s: floa
             f"({type(exc).__name__}); check bootstrap_servers and that the broker is up") from exc
 
 
+def _isolation(client_kwargs: Mapping[str, Any]) -> str:
+    """The isolation level of ctpipe's reads: the configured one, read_committed when unset."""
+    return client_kwargs.get("isolation_level") or DEFAULT_ISOLATION_LEVEL
+
+
 def _data_consumer(client_kwargs: Mapping[str, Any], timeout_s: float) -> KafkaConsumer:
     """A group-less consumer for assign + seek reads; out-of-range offsets raise, never reset."""
     return _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
                     enable_auto_commit=False, auto_offset_reset="none",
-                    allow_auto_create_topics=False)
+                    allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,50 +135,14 @@ def _list_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], which: str
                                ) from exc
 
 
-def _fetched_high_watermarks(consumer: KafkaConsumer, seek_to: Mapping[TopicPartition, int],
-                             timeout_s: float) -> dict[TopicPartition, int]:
-    """High watermark per partition as reported by a Fetch from ``seek_to``.
-
-    Why not ListOffsets alone: Tansu 0.6 (our local broker) answers ListOffsets(latest) with the
-    *base* offset of the last record batch + 1, so a batch of 300 records at offsets 0..299
-    reports end 1, while its Fetch responses carry the true high watermark (300). On Apache Kafka
-    both agree, so taking the larger of the two is correct everywhere.
-    """
-    consumer.assign(list(seek_to))
-    for tp, offset in seek_to.items():
-        consumer.seek(tp, offset)
-    found: dict[TopicPartition, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(found) < len(seek_to):
-        consumer.poll(timeout_ms=_POLL_MS)
-        for tp in seek_to:
-            high = consumer.highwater(tp)
-            if tp not in found and high is not None:
-                found[tp] = high
-                consumer.pause(tp)
-        if len(found) < len(seek_to) and time.monotonic() > deadline:
-            missing = sorted(tp.partition for tp in seek_to if tp not in found)
-            raise KafkaSourceError(f"no Fetch response for partitions {missing} of Kafka topic "
-                                   f"{next(iter(seek_to)).topic!r} within {timeout_s:g} s")
-    return found
-
-
 def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
              timeout_s: float) -> dict[int, int]:
-    # A 1-byte fetch size still returns at least one batch: enough to learn the high watermark.
     consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
                         enable_auto_commit=False, auto_offset_reset="none",
-                        allow_auto_create_topics=False, max_partition_fetch_bytes=1)
+                        allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
     try:
         tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, client_kwargs)]
-        begin = _list_offsets(consumer, tps, "beginning", client_kwargs, timeout_s)
-        if which == "beginning":
-            found = begin
-        else:
-            listed = _list_offsets(consumer, tps, "end", client_kwargs, timeout_s)
-            seek_to = {tp: max(listed[tp] - 1, begin[tp]) for tp in tps}
-            fetched = _fetched_high_watermarks(consumer, seek_to, timeout_s)
-            found = {tp: max(listed[tp], fetched[tp]) for tp in tps}
+        found = _list_offsets(consumer, tps, which, client_kwargs, timeout_s)
         return {tp.partition: found[tp] for tp in tps}
     finally:
         consumer.close()
@@ -180,7 +150,13 @@ def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
 
 def end_offsets(client_kwargs: Mapping[str, Any], topic: str,
                 timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, int]:
-    """Per partition, the offset the next produced message will get (exclusive end)."""
+    """Per partition, the exclusive end offset a read may plan against.
+
+    Under ``isolation_level`` read_committed (the default) that is the last stable offset: the
+    first offset of the oldest open transaction, else the high watermark. A cycle planned against
+    it never waits for a transaction still in flight. Under read_uncommitted it is the high
+    watermark (the offset the next produced message will get).
+    """
     return _offsets(client_kwargs, topic, "end", timeout_s)
 
 
