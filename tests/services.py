@@ -15,6 +15,9 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
   dir (Kafka's own log dir: what was acknowledged survives). Every broker it started is stopped at
   teardown.
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
+- ``java_producer`` (function): ``start(bootstrap, topic, compression="none",
+  transactional_id=None)`` returns a ``tests._kafka_java.JavaProducer``: Apache Kafka's own Java
+  client (compressed and transactional batches written by another client than kafka-python).
 
 Without ``java`` the Kafka fixtures fail with that reason; ``make test-fast`` sets
 ``CTPIPE_SKIP_KAFKA_WITHOUT_JAVA=1`` to skip those tests instead (``make test`` never skips them).
@@ -204,6 +207,38 @@ def kafka_broker_factory(services_log_dir: Path) -> Iterator[BrokerFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_java_classes(services_log_dir: Path) -> tuple[Path, str]:
+    """(compiled tests/java classes, the pinned Kafka classpath), compiled once per session."""
+    from tests._kafka_java import compile_producer
+
+    _require_java()
+    classpath = _procs.kafka_classpath()
+    return compile_producer(services_log_dir / "java", classpath), classpath
+
+
+@pytest.fixture
+def java_producer(kafka_java_classes, services_log_dir: Path):
+    from tests._kafka_java import JavaProducer
+
+    classes, classpath = kafka_java_classes
+    started: list[JavaProducer] = []
+
+    def start(bootstrap: str, topic: str, compression: str = "none",
+              transactional_id: str | None = None) -> JavaProducer:
+        log = services_log_dir / "java" / f"producer-{topic}-{len(started)}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        producer = JavaProducer(classes, classpath, bootstrap, topic, compression, transactional_id, log)
+        started.append(producer)
+        return producer
+
+    yield start
+    for producer in started:  # a test that failed midway leaves its producer running
+        if producer.proc.poll() is None:
+            producer.proc.kill()
+            producer.proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -27,7 +27,18 @@ _DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class KafkaClientKwargs(dict):
-    """A plain dict of kafka-python kwargs whose repr/str hide secret values."""
+    """A plain dict of kafka-python kwargs whose repr/str hide secret values.
+
+    ``settings`` names, for error messages, the configuration each credential came from (keys
+    ``user``, ``password``, ``cafile``), e.g. ``source.kafka.sasl_password_env (KAFKA_PASSWORD)``;
+    never a secret value. It travels with copies and pickles of the mapping.
+    """
+
+    settings: dict[str, str]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = {}
 
     def __repr__(self) -> str:
         shown = {k: (MASK if k in _SECRET_KEYS and v is not None else v) for k, v in self.items()}
@@ -72,6 +83,13 @@ def _read_secret_file(path: str, what: str) -> str:
         raise ConfigError(f"Kafka {what}: file {path} named by kafka.sasl_password_file is empty; "
                           "write the password into it or fix the setting.")
     return value
+
+
+def _password_setting(cfg: Any) -> str:
+    env_var = getattr(cfg, "sasl_password_env", None)
+    if env_var:
+        return f"source.kafka.sasl_password_env (environment variable {env_var})"
+    return f"source.kafka.sasl_password_file ({getattr(cfg, 'sasl_password_file', None)})"
 
 
 def _sasl_password(cfg: Any) -> str:
@@ -151,6 +169,13 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
     )
     out.update(_ssl_kwargs(kafka_cfg, protocol))
     out.update(_sasl_kwargs(kafka_cfg, protocol))
+    if "ssl_check_hostname" in out:
+        cafile = out.get("ssl_cafile")
+        out.settings["cafile"] = (f"source.kafka.ssl_cafile ({cafile})" if cafile else
+                                  "source.kafka.ssl_cafile (unset: the system trust store)")
+    if "sasl_mechanism" in out:
+        out.settings["user"] = f"source.kafka.sasl_username_env (environment variable {kafka_cfg.sasl_username_env})"
+        out.settings["password"] = _password_setting(kafka_cfg)
     return out
 
 

@@ -13,6 +13,7 @@ builds it from the config); each client class here receives only the keys it und
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
@@ -22,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
-from core.errors import CtpipeError
+from core.errors import InputError
 from core.records import SourceRecord
 from transforms.kafka.client import DEFAULT_ISOLATION_LEVEL
 
@@ -32,8 +33,9 @@ _KNOWN_KEYS = (set(KafkaConsumer.DEFAULT_CONFIG) | set(KafkaProducer.DEFAULT_CON
                | set(KafkaAdminClient.DEFAULT_CONFIG))
 
 
-class KafkaSourceError(CtpipeError):
-    """A Kafka read, offset lookup, commit or produce could not be completed."""
+class KafkaSourceError(InputError):
+    """A Kafka read, offset lookup, commit or produce could not be completed (broker unreachable,
+    login or TLS refused, topic missing, offsets gone): an input problem, exit code 3."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,92 @@ def _connect(client_cls: type, client_kwargs: Mapping[str, Any], timeout_s: floa
     try:
         return client_cls(**kwargs_for(client_cls, client_kwargs, timeout_s, **overrides))
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
-        raise KafkaSourceError(
-            f"cannot reach Kafka at {_bootstrap(client_kwargs)} within {timeout_s:g} s "
-            f"({type(exc).__name__}); check bootstrap_servers and that the broker is up") from exc
+        raise _bootstrap_error(client_kwargs, timeout_s, exc) from exc
+
+
+def _probe(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseException]:
+    """Why one connection to the first bootstrap server fails (refused, TLS handshake, SASL
+    login), or None when it succeeds.
+
+    kafka-python retries a failed bootstrap until its timeout and then reports only the timeout;
+    this makes one connection through its connection manager (kafka.net, kafka-python 3.0; the
+    lock pins 3.0.x) to learn the broker's actual answer.
+    """
+    try:
+        from kafka.net.manager import KafkaConnectionManager
+        from kafka.net.selector import NetworkSelector
+    except ImportError:  # another kafka-python layout: no probe, the generic message stands
+        return None
+    config = kwargs_for(KafkaConsumer, client_kwargs, timeout_s)
+    net = NetworkSelector(**config)
+    manager = KafkaConnectionManager(net, **config)
+
+    async def attempt():
+        node = manager.cluster.bootstrap_brokers()[0]
+        await manager.get_connection(node.node_id, timeout_ms=int(timeout_s * 1000), pop_on_close=False,
+                                     refresh_metadata_on_err=False)
+
+    try:
+        net.run(attempt)
+        return None
+    except Exception as exc:  # the failure is the answer
+        return exc
+    finally:
+        manager.close()
+        net.close()
+
+
+_ERROR_PREFIX = re.compile(r"^(\[Error -?\d+\] )?(\w+Error: )*")
+_SSL_SOURCE = re.compile(r" \(_ssl\.c:\d+\)")
+
+
+def _bootstrap_error(client_kwargs: Mapping[str, Any], timeout_s: float,
+                     exc: BaseException) -> KafkaSourceError:
+    """One clear error for a client that could not bootstrap, naming the setting to fix."""
+    bootstrap = _bootstrap(client_kwargs)
+    settings = getattr(client_kwargs, "settings", {})
+    sasl = str(client_kwargs.get("security_protocol", "")).startswith("SASL_")
+    # kafka-python 3.0.12 drops a response that arrives together with the connection's close (the
+    # broker answers a failed login and closes at once), so a refused login shows up as "socket
+    # disconnected" about half the time: probe a few times for the broker's own answer.
+    reason: Optional[BaseException] = None
+    for _attempt in range(4 if sasl else 1):
+        reason = _probe(client_kwargs, min(timeout_s, 10.0))
+        if not (sasl and isinstance(reason, kafka_errors.KafkaConnectionError) and "disconnected" in str(reason)):
+            break
+    detail = _SSL_SOURCE.sub("", _ERROR_PREFIX.sub("", str(reason))) if reason is not None else ""
+    user = client_kwargs.get("sasl_plain_username")
+    mechanism = client_kwargs.get("sasl_mechanism")
+    check_credentials = (f"check the password from {settings.get('password', 'sasl_plain_password')} and the "
+                         f"user from {settings.get('user', 'sasl_plain_username')}")
+    if isinstance(reason, kafka_errors.SaslAuthenticationFailedError):
+        return KafkaSourceError(f"Kafka at {bootstrap} refused the {mechanism} login of user {user!r} ({detail}); "
+                                f"{check_credentials}")
+    if sasl and "disconnected" in detail:
+        return KafkaSourceError(
+            f"Kafka at {bootstrap} closed the connection during the {mechanism} login of user {user!r}; "
+            f"the credentials are probably wrong: {check_credentials} (or the listener is not "
+            f"{client_kwargs.get('security_protocol')}: source.kafka.security_protocol)")
+    cafile = settings.get("cafile", f"ssl_cafile ({client_kwargs.get('ssl_cafile') or 'unset'})")
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        verify = detail.split("] ", 1)[-1].rstrip(".")  # "certificate verify failed: <why>"
+        if "mismatch" in verify:
+            return KafkaSourceError(
+                f"TLS handshake with Kafka at {bootstrap} failed: {verify}: the broker "
+                "certificate does not name the host in source.kafka.bootstrap_servers; connect with a host "
+                "name the certificate holds (keep source.kafka.ssl_check_hostname on)")
+        return KafkaSourceError(
+            f"TLS handshake with Kafka at {bootstrap} failed: {verify}; {cafile} must "
+            "hold the CA that signed the brokers' certificates")
+    if "Handshake failed" in detail:
+        return KafkaSourceError(
+            f"TLS handshake with Kafka at {bootstrap} failed ({detail}); is it a TLS listener? check "
+            f"source.kafka.security_protocol ({client_kwargs.get('security_protocol', 'PLAINTEXT')}) and "
+            "bootstrap_servers")
+    why = detail or type(exc).__name__
+    return KafkaSourceError(
+        f"cannot reach Kafka at {bootstrap} within {timeout_s:g} s ({why}); check bootstrap_servers, "
+        "source.kafka.security_protocol and that the broker is up")
 
 
 def _isolation(client_kwargs: Mapping[str, Any]) -> str:
