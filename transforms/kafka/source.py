@@ -92,12 +92,27 @@ def kwargs_for(client_cls: type, client_kwargs: Mapping[str, Any],
     return out
 
 
+_FIRST_BOOTSTRAP_S = 3.0
+"""A client that has not bootstrapped after this long gets its cause probed: a refused login or
+a failed TLS verification fails at once, anything else keeps trying until the full timeout."""
+
+
 def _connect(client_cls: type, client_kwargs: Mapping[str, Any], timeout_s: float,
              **overrides: Any):
+    deadline = time.monotonic() + timeout_s
     try:
-        return client_cls(**kwargs_for(client_cls, client_kwargs, timeout_s, **overrides))
+        return client_cls(**kwargs_for(client_cls, client_kwargs, min(timeout_s, _FIRST_BOOTSTRAP_S), **overrides))
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
-        raise _bootstrap_error(client_kwargs, timeout_s, exc) from exc
+        reason = _probe_reason(client_kwargs, timeout_s)
+        final = _explain(client_kwargs, reason)
+        remaining = deadline - time.monotonic()
+        if final is not None or remaining <= 0:
+            raise final or _unreachable(client_kwargs, timeout_s, reason, exc) from exc
+    try:
+        return client_cls(**kwargs_for(client_cls, client_kwargs, remaining, **overrides))
+    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+        reason = _probe_reason(client_kwargs, timeout_s)
+        raise _explain(client_kwargs, reason) or _unreachable(client_kwargs, timeout_s, reason, exc) from exc
 
 
 def _probe(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseException]:
@@ -132,15 +147,7 @@ def _probe(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseE
         net.close()
 
 
-_ERROR_PREFIX = re.compile(r"^(\[Error -?\d+\] )?(\w+Error: )*")
-_SSL_SOURCE = re.compile(r" \(_ssl\.c:\d+\)")
-
-
-def _bootstrap_error(client_kwargs: Mapping[str, Any], timeout_s: float,
-                     exc: BaseException) -> KafkaSourceError:
-    """One clear error for a client that could not bootstrap, naming the setting to fix."""
-    bootstrap = _bootstrap(client_kwargs)
-    settings = getattr(client_kwargs, "settings", {})
+def _probe_reason(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseException]:
     sasl = str(client_kwargs.get("security_protocol", "")).startswith("SASL_")
     # kafka-python 3.0.12 drops a response that arrives together with the connection's close (the
     # broker answers a failed login and closes at once), so a refused login shows up as "socket
@@ -150,7 +157,24 @@ def _bootstrap_error(client_kwargs: Mapping[str, Any], timeout_s: float,
         reason = _probe(client_kwargs, min(timeout_s, 10.0))
         if not (sasl and isinstance(reason, kafka_errors.KafkaConnectionError) and "disconnected" in str(reason)):
             break
-    detail = _SSL_SOURCE.sub("", _ERROR_PREFIX.sub("", str(reason))) if reason is not None else ""
+    return reason
+
+
+_ERROR_PREFIX = re.compile(r"^(\[Error -?\d+\] )?(\w+Error: )*")
+_SSL_SOURCE = re.compile(r" \(_ssl\.c:\d+\)")
+
+
+def _detail(reason: Optional[BaseException]) -> str:
+    return _SSL_SOURCE.sub("", _ERROR_PREFIX.sub("", str(reason))) if reason is not None else ""
+
+
+def _explain(client_kwargs: Mapping[str, Any], reason: Optional[BaseException]) -> Optional[KafkaSourceError]:
+    """The error for a definitive refusal (SASL login, TLS verification or handshake), naming the
+    setting to fix; None when ``reason`` may be transient (broker down, restarting)."""
+    bootstrap = _bootstrap(client_kwargs)
+    settings = getattr(client_kwargs, "settings", {})
+    detail = _detail(reason)
+    protocol = client_kwargs.get("security_protocol", "PLAINTEXT")
     user = client_kwargs.get("sasl_plain_username")
     mechanism = client_kwargs.get("sasl_mechanism")
     check_credentials = (f"check the password from {settings.get('password', 'sasl_plain_password')} and the "
@@ -158,31 +182,35 @@ def _bootstrap_error(client_kwargs: Mapping[str, Any], timeout_s: float,
     if isinstance(reason, kafka_errors.SaslAuthenticationFailedError):
         return KafkaSourceError(f"Kafka at {bootstrap} refused the {mechanism} login of user {user!r} ({detail}); "
                                 f"{check_credentials}")
-    if sasl and "disconnected" in detail:
+    if str(protocol).startswith("SASL_") and "disconnected" in detail:
         return KafkaSourceError(
-            f"Kafka at {bootstrap} closed the connection during the {mechanism} login of user {user!r}; "
-            f"the credentials are probably wrong: {check_credentials} (or the listener is not "
-            f"{client_kwargs.get('security_protocol')}: source.kafka.security_protocol)")
+            f"Kafka at {bootstrap} closed the connection during the {mechanism} login of user {user!r} (what "
+            f"a broker does after refusing the credentials); {check_credentials} (and that the listener is "
+            f"{protocol}: source.kafka.security_protocol)")
     cafile = settings.get("cafile", f"ssl_cafile ({client_kwargs.get('ssl_cafile') or 'unset'})")
     if "CERTIFICATE_VERIFY_FAILED" in detail:
         verify = detail.split("] ", 1)[-1].rstrip(".")  # "certificate verify failed: <why>"
         if "mismatch" in verify:
             return KafkaSourceError(
-                f"TLS handshake with Kafka at {bootstrap} failed: {verify}: the broker "
-                "certificate does not name the host in source.kafka.bootstrap_servers; connect with a host "
-                "name the certificate holds (keep source.kafka.ssl_check_hostname on)")
+                f"TLS handshake with Kafka at {bootstrap} failed: {verify}: the broker certificate does not "
+                "name the host in source.kafka.bootstrap_servers; connect with a host name the certificate "
+                "holds (keep source.kafka.ssl_check_hostname on)")
         return KafkaSourceError(
-            f"TLS handshake with Kafka at {bootstrap} failed: {verify}; {cafile} must "
-            "hold the CA that signed the brokers' certificates")
+            f"TLS handshake with Kafka at {bootstrap} failed: {verify}; {cafile} must hold the CA that "
+            "signed the brokers' certificates")
     if "Handshake failed" in detail:
         return KafkaSourceError(
             f"TLS handshake with Kafka at {bootstrap} failed ({detail}); is it a TLS listener? check "
-            f"source.kafka.security_protocol ({client_kwargs.get('security_protocol', 'PLAINTEXT')}) and "
-            "bootstrap_servers")
-    why = detail or type(exc).__name__
+            f"source.kafka.security_protocol ({protocol}) and bootstrap_servers")
+    return None
+
+
+def _unreachable(client_kwargs: Mapping[str, Any], timeout_s: float, reason: Optional[BaseException],
+                 exc: BaseException) -> KafkaSourceError:
     return KafkaSourceError(
-        f"cannot reach Kafka at {bootstrap} within {timeout_s:g} s ({why}); check bootstrap_servers, "
-        "source.kafka.security_protocol and that the broker is up")
+        f"cannot reach Kafka at {_bootstrap(client_kwargs)} within {timeout_s:g} s "
+        f"({_detail(reason) or type(exc).__name__}); check bootstrap_servers, source.kafka.security_protocol "
+        "and that the broker is up")
 
 
 def _isolation(client_kwargs: Mapping[str, Any]) -> str:
