@@ -15,7 +15,6 @@ import os
 import time
 
 import apache_beam as beam
-import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from kafka.record import MemoryRecords
