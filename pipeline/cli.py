@@ -4,7 +4,7 @@ Exit codes (every subcommand):
   0   success
   1   unexpected internal error (a bug: please report it with the traceback from --debug)
   2   bad configuration or command-line value
-  3   input missing, unreadable or corrupt
+  3   input missing, unreadable or corrupt (Kafka: unreachable, login or TLS refused, topic missing)
   4   storage root holds something unexpected
   5   another ctpipe process holds the lock on the storage root
   6   model registry refused the operation (missing version, integrity failure...)

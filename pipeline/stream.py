@@ -84,7 +84,7 @@ EXIT_CODES_HELP = """exit codes:
   0   every requested cycle completed (with --until-idle: the topic has no unread records)
   1   unexpected internal error (a bug: rerun with --debug and report the traceback)
   2   bad configuration or command-line value (e.g. no source.kafka section)
-  3   Kafka unreachable, topic missing, or checkpointed offsets deleted by retention
+  3   Kafka unreachable, login or TLS refused, topic missing, or checkpointed offsets deleted by retention
   4   storage root holds something unexpected (corrupt checkpoint, manifest or transform pointer)
   5   another ctpipe stream holds the lock on this storage root (or this one lost it)
 A non-zero exit leaves a consistent store: rerun the same command to continue from the checkpoint.

@@ -13,8 +13,8 @@
 # listener, SCRAM-SHA-512), CTPIPE_KAFKA_SASL_MECHANISM, CTPIPE_KAFKA_CA_FILE (the throw-away CA that
 # signed the broker certificate for localhost/127.0.0.1), CTPIPE_KAFKA_USER (the SCRAM user) and
 # CTPIPE_KAFKA_PASSWORD_FILE (its password, mode 0600; the password itself is in no .env file and
-# never printed: point kafka.sasl_password_file at that file, or export it into the variable named
-# by kafka.sasl_password_env). s3.env: CTPIPE_S3_ENDPOINT plus the moto server's test credentials.
+# never printed: point source.kafka.sasl_password_file at that file, or export it into the variable
+# named by source.kafka.sasl_password_env). s3.env: CTPIPE_S3_ENDPOINT plus the moto server's test credentials.
 #
 # kafka/ under the state dir holds the broker's data (log.dirs), configuration, ports and TLS files:
 # `stop kafka` then `start kafka` restarts on the same ports with the same data and credentials;

@@ -257,6 +257,10 @@ def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
         tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, client_kwargs)]
         found = _list_offsets(consumer, tps, which, client_kwargs, timeout_s)
         return {tp.partition: found[tp] for tp in tps}
+    except kafka_errors.KafkaError as exc:  # the broker went away after the client connected
+        raise KafkaSourceError(f"{which} offsets of Kafka topic {topic!r} on {_bootstrap(client_kwargs)} "
+                               f"failed: {_detail(exc) or type(exc).__name__}; check that the broker is up "
+                               "and rerun") from exc
     finally:
         consumer.close()
 
@@ -322,6 +326,7 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
     consumer.seek(tp, rng.start)
     position = rng.start
     deadline = time.monotonic() + timeout_s
+    last_error: Optional[BaseException] = None
     while position < rng.end:
         try:
             batch = consumer.poll(timeout_ms=_POLL_MS)
@@ -330,6 +335,14 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
             raise KafkaSourceError(
                 f"{rng}: offset {position} is no longer on the broker (retention deleted it); "
                 "the data was lost before it was read") from exc
+        except kafka_errors.KafkaError as exc:  # broker away (restarting?): retry until the deadline
+            last_error = exc
+            if time.monotonic() > deadline:
+                raise KafkaSourceError(
+                    f"{rng}: no progress past offset {position} within {timeout_s:g} s "
+                    f"({_detail(exc) or type(exc).__name__}); check that the broker is up and rerun") from exc
+            time.sleep(_POLL_MS / 1000)  # back off before the next attempt
+            continue
         for record in batch.get(tp, ()):
             if record.offset >= rng.end:
                 return
@@ -340,8 +353,9 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
             position = new_position
             deadline = time.monotonic() + timeout_s
         elif time.monotonic() > deadline:
-            raise KafkaSourceError(f"{rng}: no progress past offset {position} within {timeout_s:g} s "
-                                   "(broker down, or the range ends past the partition's end?)")
+            why = f"last error: {_detail(last_error)}" if last_error is not None else (
+                "broker down, or the range ends past the partition's end?")
+            raise KafkaSourceError(f"{rng}: no progress past offset {position} within {timeout_s:g} s ({why})")
 
 
 class _ReadRangeDoFn(beam.DoFn):
