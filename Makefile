@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock system-deps services-up services-down bench clean
+.PHONY: venv demo test test-fast lock system-deps engines engines-lock services-up services-down bench clean
 
 # The virtual environment, installed from the fully pinned lock (never resolves).
 $(VENV)/.installed: requirements.lock setup.py
@@ -17,18 +17,29 @@ $(VENV)/.installed: requirements.lock setup.py
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests need (promtool/prometheus, pushgateway, chromium); idempotent.
+# Debian packages the tests need (promtool/prometheus, pushgateway, chromium, JDK 17, Maven,
+# openssl); idempotent.
 system-deps:
 	bash scripts/install_system_deps.sh
+
+# The pinned JVM engines (jvm/engines.lock: Apache Kafka and its jars), fetched with Maven into
+# CTPIPE_ENGINES_DIR (default ~/.cache/ctpipe/engines) and sha256-verified; no network when cached.
+engines: system-deps
+	bash scripts/fetch_engines.sh
+
+# Regenerate jvm/engines.lock from jvm/engines.in (the only time JVM dependencies are resolved).
+engines-lock:
+	bash scripts/fetch_engines.sh --lock
 
 demo: venv
 	$(VENV)/bin/ctpipe demo --workdir ./demo-work
 
-# The whole suite. Tests start the local services they need (Kafka-compatible broker, S3 server,
-# MLflow, Prometheus) on loopback ports and stop them afterwards.
-test: venv system-deps
+# The whole suite. Tests start the local services they need (Apache Kafka from the pinned engines,
+# S3 server, MLflow, Prometheus) on loopback ports and stop them afterwards.
+test: venv system-deps engines
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# Unit tests only: no `slow` pipelines, no `integration` services (so no Java, no broker).
 test-fast: venv
 	$(PY) -m pytest tests -m "not slow and not integration" $(PYTEST_ARGS)
 
@@ -38,8 +49,10 @@ lock:
 	$(PYTHON) -m uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 		-o requirements.lock
 
-services-up: venv
-	bash scripts/services.sh start broker
+# Apache Kafka (PLAINTEXT + SASL_SSL/SCRAM) and an S3 server on loopback; `bash scripts/services.sh env`
+# prints their addresses.
+services-up: venv engines
+	bash scripts/services.sh start kafka
 	bash scripts/services.sh start s3
 
 services-down:

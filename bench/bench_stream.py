@@ -1,7 +1,8 @@
 """Benchmark: ``ctpipe stream`` end to end vs raw kafka-python consumption of the same topic.
 
-Starts a local Tansu broker (memory storage), produces N unique events (plus known bad messages
-and one watermark marker per partition), then in the same run:
+Starts a local Apache Kafka broker (scripts/services.sh start kafka: single-node KRaft from the
+pinned jars of jvm/engines.lock, PLAINTEXT listener used here), produces N unique events (plus
+known bad messages and one watermark marker per partition), then in the same run:
 
 1. raw: kafka-python KafkaConsumer, manual assign + seek to the beginning, poll until every
    partition's end offset: the consumption limit.
@@ -91,9 +92,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="bench-stream-")
-    broker = _procs.tansu_service(Path(work) / "logs").start()
+    broker = _procs.KafkaService(Path(work) / "services").start()
     try:
-        bootstrap = f"{_procs.HOST}:{broker.port}"
+        bootstrap = broker.env["CTPIPE_KAFKA_BOOTSTRAP"]
         topic = "bench-events"
         from transforms.kafka.produce import ensure_topic
         from transforms.kafka.source import end_offsets

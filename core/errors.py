@@ -25,7 +25,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_INTERNAL: "unexpected internal error (a bug: rerun with --debug and report the traceback)",
     EXIT_CONFIG: "bad configuration or command-line value",
-    EXIT_INPUT: "input missing, unreadable or corrupt (files, Kafka topic, offsets deleted by retention)",
+    EXIT_INPUT: "input missing, unreadable or corrupt (files; Kafka unreachable, login or TLS refused, topic missing; offsets deleted by retention)",
     EXIT_STORAGE: "storage root holds something unexpected (corrupt manifest, checkpoint, schema...)",
     EXIT_LOCKED: "another ctpipe process holds the lock on the storage root (or this one lost it)",
     EXIT_REGISTRY: "model registry refused the operation (missing version, integrity failure...)",

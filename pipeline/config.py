@@ -84,6 +84,10 @@ class KafkaSourceConfig(Section):
     """Check that the broker certificate matches its host name (keep on in production)."""
     max_message_bytes: Annotated[int, Range(ge=1)] = 1_000_000
     """Values larger than this go to dead-letter as oversize."""
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    """read_committed (default): records of aborted transactions never enter a window and a cycle
+    reads up to the last stable offset, so it never waits on an open transaction;
+    read_uncommitted reads every record up to the high watermark, aborted ones included."""
     max_records_per_split: Annotated[int, Range(ge=1)] = 20_000
     """Offset ranges are split into pieces of at most this many records across Beam workers."""
     idle_partition_timeout: Optional[Duration] = None

@@ -3,13 +3,16 @@
 #   prometheus              promtool (rule/config checks and rule unit tests) and prometheus
 #   prometheus-pushgateway  where batch runs push their metrics (integration tests)
 #   chromium                headless screenshots of `ctpipe report`
+#   openjdk-17-jdk-headless java, javac, keytool: the Apache Kafka broker of the tests and its TLS keystore
+#   maven                   fetches the pinned JVM engines of jvm/engines.lock (scripts/fetch_engines.sh)
+#   openssl                 the throw-away CA and broker certificate of scripts/services.sh
 # Idempotent: packages already installed are left alone, and `apt-get update` runs once, only
 # when something has to be installed. Non-interactive. Needs root (or sudo) to install.
 # Usage: scripts/install_system_deps.sh [--check]   (--check: report, install nothing, exit 1
 #        when something is missing)
 set -euo pipefail
 
-PACKAGES=(prometheus prometheus-pushgateway chromium)
+PACKAGES=(prometheus prometheus-pushgateway chromium openjdk-17-jdk-headless maven openssl)
 export DEBIAN_FRONTEND=noninteractive
 
 check_only=0

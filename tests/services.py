@@ -5,14 +5,24 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
 
 - ``s3_server`` (session): a moto S3 server; ``.endpoint_url``, ``.access_key``, ``.secret_key``,
   ``.region``, ``.client()`` and ``.create_bucket(name=None) -> str``.
-- ``kafka_broker`` (session): a Tansu broker with memory storage; ``.bootstrap`` and
-  ``.client_kwargs``.
-- ``kafka_broker_factory`` (function): ``start(storage="memory"|"s3")`` returns a ``ManagedBroker``
-  that can be ``kill()``-ed and ``restart()``-ed on the same port and, for s3, the same bucket.
-  Every broker it started is stopped at teardown.
+- ``kafka_broker`` (session): a real Apache Kafka 4.x broker (single-node KRaft, the pinned jars of
+  jvm/engines.lock) started by ``scripts/services.sh start kafka``: ``.bootstrap`` and
+  ``.client_kwargs`` (PLAINTEXT), plus for security tests ``.sasl_ssl_bootstrap``, ``.ca_file``,
+  ``.user``, ``.password_file``, ``.password`` and ``.sasl_client_kwargs`` (SASL_SSL,
+  SCRAM-SHA-512, hostname checking on).
+- ``kafka_broker_factory`` (function): ``start()`` returns a ``ManagedBroker`` of its own (same
+  attributes) that can be ``kill()``-ed (SIGKILL) and ``restart()``-ed on the same ports and data
+  dir (Kafka's own log dir: what was acknowledged survives). Every broker it started is stopped at
+  teardown.
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
 - ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
   scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
+- ``java_producer`` (function): ``start(bootstrap, topic, compression="none",
+  transactional_id=None)`` returns a ``tests._kafka_java.JavaProducer``: Apache Kafka's own Java
+  client (compressed and transactional batches written by another client than kafka-python).
+
+Without ``java`` the Kafka fixtures fail with that reason (they are ``integration`` tests, which
+``make test-fast`` leaves out).
 """
 from __future__ import annotations
 
@@ -53,74 +63,112 @@ class S3Server:
         return name
 
 
-@dataclass(frozen=True)
 class KafkaBroker:
-    """Connection details of a running Kafka-compatible broker."""
+    """Connection details of a running Apache Kafka broker (from its kafka.env)."""
 
-    bootstrap: str
+    def __init__(self, service: _procs.KafkaService):
+        self._service = service
+
+    def _env(self, name: str) -> str:
+        return self._service.env[name]
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of the PLAINTEXT listener."""
+        return self._env("CTPIPE_KAFKA_BOOTSTRAP")
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """host:port of the SASL_SSL listener (SCRAM-SHA-512; certificate for localhost/127.0.0.1)."""
+        return self._env("CTPIPE_KAFKA_SASL_SSL_BOOTSTRAP")
+
+    @property
+    def sasl_mechanism(self) -> str:
+        return self._env("CTPIPE_KAFKA_SASL_MECHANISM")
+
+    @property
+    def ca_file(self) -> str:
+        """PEM file of the throw-away CA that signed the broker certificate."""
+        return self._env("CTPIPE_KAFKA_CA_FILE")
+
+    @property
+    def user(self) -> str:
+        """The SCRAM user the broker was formatted with."""
+        return self._env("CTPIPE_KAFKA_USER")
+
+    @property
+    def password_file(self) -> str:
+        """File (mode 0600) holding the SCRAM user's password."""
+        return self._env("CTPIPE_KAFKA_PASSWORD_FILE")
+
+    @property
+    def password(self) -> str:
+        with open(self.password_file, encoding="utf-8") as fh:
+            return fh.read().strip()
+
+    @property
+    def data_dir(self) -> str:
+        return self._env("CTPIPE_KAFKA_DATA_DIR")
+
+    @property
+    def log_path(self) -> Path:
+        return self._service.log_path
 
     @property
     def client_kwargs(self) -> dict:
         """kafka-python keyword arguments for a plaintext connection to this broker."""
         return {"bootstrap_servers": self.bootstrap}
 
-
-class ManagedBroker:
-    """A Tansu broker this test controls: kill it (crash) and restart it on the same port/storage."""
-
-    def __init__(self, service: _procs.Service, storage_engine: str):
-        self._service = service
-        self.storage_engine = storage_engine
-
     @property
-    def bootstrap(self) -> str:
-        return f"{_procs.HOST}:{self._service.port}"
+    def sasl_client_kwargs(self) -> dict:
+        """kafka-python keyword arguments for SASL_SSL + SCRAM-SHA-512 (hostname checking on)."""
+        return {"bootstrap_servers": self.sasl_ssl_bootstrap, "security_protocol": "SASL_SSL",
+                "sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.user,
+                "sasl_plain_password": self.password, "ssl_cafile": self.ca_file, "ssl_check_hostname": True}
 
-    @property
-    def client_kwargs(self) -> dict:
-        return {"bootstrap_servers": self.bootstrap}
+
+class ManagedBroker(KafkaBroker):
+    """A broker this test controls: kill it (crash) and restart it on the same ports and data dir."""
 
     @property
     def running(self) -> bool:
         return self._service.running
 
     def kill(self) -> None:
-        """SIGKILL the broker, as a crash would; returns once its port is closed."""
+        """SIGKILL the broker, as a crash would; returns once it is gone and its ports are closed."""
         self._service.kill()
 
     def stop(self) -> None:
-        """Stop the broker with SIGTERM."""
+        """Stop the broker cleanly (SIGTERM)."""
         self._service.stop()
 
     def restart(self) -> None:
-        """Start the broker again on the same port and storage; returns once it accepts connections."""
+        """Start the broker again on the same ports and data dir; returns once it answers requests."""
         if self._service.running:
             self._service.kill()
         self._service.start()
 
 
+def _require_java() -> None:
+    reason = _procs.java_missing_reason()
+    if reason is None:
+        return
+    raise RuntimeError(f"{reason}; install openjdk-17-jdk-headless and maven (see README, 'Tests'); "
+                       "`make test-fast` leaves the Kafka (integration) tests out")
+
+
 class BrokerFactory:
     """Starts brokers for one test and stops all of them at teardown."""
 
-    def __init__(self, log_dir: Path, request: pytest.FixtureRequest):
-        self._log_dir = log_dir
-        self._request = request
+    def __init__(self, state_dir: Path):
+        self._state_dir = state_dir
         self._brokers: list[ManagedBroker] = []
 
-    def start(self, storage: str = "memory") -> ManagedBroker:
-        """Start a broker with ``storage`` "memory" or "s3" (a fresh bucket on ``s3_server``)."""
-        env: dict[str, str] = {}
-        if storage == "memory":
-            engine = "memory://tansu/"
-        elif storage == "s3":
-            s3: S3Server = self._request.getfixturevalue("s3_server")
-            engine = f"s3://{s3.create_bucket()}/"
-            env = _procs.s3_env(s3.endpoint_url)
-        else:
-            raise ValueError(f"storage must be 'memory' or 's3', not {storage!r}")
-        name = f"broker-{len(self._brokers)}"
-        service = _procs.tansu_service(self._log_dir, storage_engine=engine, env=env, name=name)
-        broker = ManagedBroker(service.start(), engine)
+    def start(self) -> ManagedBroker:
+        """Start a new broker with its own ports, data dir, certificates and SCRAM user."""
+        _require_java()
+        service = _procs.KafkaService(self._state_dir / f"broker-{len(self._brokers)}")
+        broker = ManagedBroker(service.start())
         self._brokers.append(broker)
         return broker
 
@@ -131,7 +179,7 @@ class BrokerFactory:
 
 @pytest.fixture(scope="session")
 def services_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Directory holding the log file of every service the fixtures start."""
+    """Directory holding the state and log files of every service the fixtures start."""
     return tmp_path_factory.mktemp("services")
 
 
@@ -146,22 +194,53 @@ def s3_server(services_log_dir: Path) -> Iterator[S3Server]:
 
 @pytest.fixture(scope="session")
 def kafka_broker(services_log_dir: Path) -> Iterator[KafkaBroker]:
-    service = _procs.tansu_service(services_log_dir).start()
+    _require_java()
+    service = _procs.KafkaService(services_log_dir / "kafka").start()
     try:
-        yield KafkaBroker(bootstrap=f"{_procs.HOST}:{service.port}")
+        yield KafkaBroker(service)
     finally:
         service.stop()
 
 
 @pytest.fixture
-def kafka_broker_factory(request: pytest.FixtureRequest, services_log_dir: Path,
-                         ) -> Iterator[BrokerFactory]:
-    log_dir = services_log_dir / uuid.uuid4().hex[:8]
-    factory = BrokerFactory(log_dir, request)
+def kafka_broker_factory(services_log_dir: Path) -> Iterator[BrokerFactory]:
+    factory = BrokerFactory(services_log_dir / uuid.uuid4().hex[:8])
     try:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_java_classes(services_log_dir: Path) -> tuple[Path, str]:
+    """(compiled tests/java classes, the pinned Kafka classpath), compiled once per session."""
+    from tests._kafka_java import compile_producer
+
+    _require_java()
+    classpath = _procs.kafka_classpath()
+    return compile_producer(services_log_dir / "java", classpath), classpath
+
+
+@pytest.fixture
+def java_producer(kafka_java_classes, services_log_dir: Path):
+    from tests._kafka_java import JavaProducer
+
+    classes, classpath = kafka_java_classes
+    started: list[JavaProducer] = []
+
+    def start(bootstrap: str, topic: str, compression: str = "none",
+              transactional_id: str | None = None) -> JavaProducer:
+        log = services_log_dir / "java" / f"producer-{topic}-{len(started)}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        producer = JavaProducer(classes, classpath, bootstrap, topic, compression, transactional_id, log)
+        started.append(producer)
+        return producer
+
+    yield start
+    for producer in started:  # a test that failed midway leaves its producer running
+        if producer.proc.poll() is None:
+            producer.proc.kill()
+            producer.proc.wait(timeout=30)
 
 
 @pytest.fixture

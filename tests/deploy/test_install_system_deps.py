@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install_system_deps.sh"
-PACKAGES = ["prometheus", "prometheus-pushgateway", "chromium"]
+PACKAGES = ["prometheus", "prometheus-pushgateway", "chromium", "openjdk-17-jdk-headless", "maven", "openssl"]
 
 STUBS = {
     # installed packages are the lines of $STATE

@@ -8,36 +8,14 @@ import sys
 
 import pytest
 import tensorflow as tf
-from tensorflow_transform.tf_metadata import schema_utils
 
-from core import schema_store, window_store
+from core import window_store
 from pipeline.backfill import run_backfill
+from tests._stores import read_ids_with_schema, tree_digest
 
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tree_digest(root):
-    out = {}
-    for path in sorted(glob.glob(os.path.join(root, "windows", "**", "*"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return out
-
-
-def read_ids_with_schema(root):
-    """Ids of every sealed window's raw TFRecords, parsed with plain tf.data and the stored schema."""
-    schema, _text, _v = schema_store.load(root)
-    spec = schema_utils.schema_as_feature_spec(schema).feature_spec
-    ids = []
-    for window in window_store.list_sealed(root):
-        ds = tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP")
-        for example in ds.map(lambda r: tf.io.parse_single_example(r, spec)):
-            ids.append(example["id"].numpy()[0].decode() if example["id"].shape.rank else example["id"].numpy().decode())
-        assert window.manifest["record_count"] == sum(1 for _ in ds)
-    return ids
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +83,6 @@ def test_stats_are_readable_by_tfdv(backfilled):
     window = window_store.list_sealed(config.storage.root)[0]
     stats = tfdv.load_stats_binary(os.path.join(window.path, "stats.pb"))
     import numpy as np
-    import tensorflow as tf
 
     temps = [tf.train.Example.FromString(r).features.feature["temperature"].float_list.value[0] for r in
              tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator()]
@@ -210,7 +187,6 @@ def test_a_range_that_cuts_a_window_is_refused_with_the_aligned_bounds():
 
 def _raw_ids(window) -> list:
     """Ids held by a sealed window, read from its raw TFRecords with tf.data (not ctpipe's code)."""
-    import tensorflow as tf
 
     return sorted(tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
                   for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP")

@@ -10,7 +10,7 @@ import pytest
 
 from core import window_store
 from pipeline.backfill import run_backfill
-from tests.test_backfill import read_ids_with_schema, tree_digest
+from tests._stores import read_ids_with_schema, tree_digest
 
 pytestmark = pytest.mark.slow
 

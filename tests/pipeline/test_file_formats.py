@@ -16,7 +16,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from core import schema_store, window_store
 from pipeline.backfill import run_backfill
-from tests.test_backfill import read_ids_with_schema
+from tests._stores import read_ids_with_schema
 
 pytestmark = pytest.mark.slow
 

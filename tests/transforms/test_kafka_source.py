@@ -1,8 +1,9 @@
 """Tests of transforms.kafka (source, client settings, producing).
 
 Unit tests cover the pure parts (range planning, config translation). Integration tests run
-against a real Tansu broker (and a moto S3 server for the restart test) started by the fixtures
-in tests/services.py; nothing about the broker is mocked.
+against a real Apache Kafka broker started by the fixtures in tests/services.py; nothing about the
+broker is mocked. Security, compression and transactions: tests/test_kafka_security.py and
+tests/test_kafka_formats.py.
 """
 from __future__ import annotations
 
@@ -300,8 +301,8 @@ def test_produce_paces_to_rate(kafka_broker, kafka_topic):
     assert sum(end_offsets(kafka_broker.client_kwargs, kafka_topic).values()) == 60
 
 
-def test_messages_survive_broker_restart_with_s3_storage(kafka_broker_factory, kafka_topic):
-    broker = kafka_broker_factory.start(storage="s3")
+def test_messages_survive_broker_crash_and_restart(kafka_broker_factory, kafka_topic):
+    broker = kafka_broker_factory.start()
     kw = broker.client_kwargs
     assert produce(kw, kafka_topic, _messages(300), partitions=PARTITIONS) == 300
     before = end_offsets(kw, kafka_topic)
@@ -310,7 +311,7 @@ def test_messages_survive_broker_restart_with_s3_storage(kafka_broker_factory, k
     broker.kill()
     assert not broker.running
     broker.restart()
-    assert broker.client_kwargs == kw  # same port, same bucket
+    assert broker.client_kwargs == kw  # same port, same log dir
 
     assert end_offsets(kw, kafka_topic) == before
     ranges = plan_ranges(beginning_offsets(kw, kafka_topic), before, kafka_topic, 1000)

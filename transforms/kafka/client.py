@@ -6,8 +6,8 @@ they are resolved here, at client-construction time. The returned mapping masks 
 its ``repr``/``str`` so logging the kwargs cannot leak it.
 
 The one mapping serves consumers, producers and admin clients alike: it carries the connection
-settings every client shares, plus ``max_partition_fetch_bytes`` (consumer) and
-``max_request_size`` (producer) sized from ``max_message_bytes``. ``transforms.kafka.source``
+settings every client shares, plus ``max_partition_fetch_bytes`` and ``isolation_level``
+(consumer) and ``max_request_size`` (producer) sized from ``max_message_bytes``. ``transforms.kafka.source``
 hands each client class only the keys it knows.
 """
 from __future__ import annotations
@@ -19,13 +19,26 @@ from core.errors import ConfigError
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+DEFAULT_ISOLATION_LEVEL = "read_committed"
 MASK = "***"
 _SECRET_KEYS = ("sasl_plain_password",)
 _DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class KafkaClientKwargs(dict):
-    """A plain dict of kafka-python kwargs whose repr/str hide secret values."""
+    """A plain dict of kafka-python kwargs whose repr/str hide secret values.
+
+    ``settings`` names, for error messages, the configuration each credential came from (keys
+    ``user``, ``password``, ``cafile``), e.g. ``source.kafka.sasl_password_env (KAFKA_PASSWORD)``;
+    never a secret value. It travels with copies and pickles of the mapping.
+    """
+
+    settings: dict[str, str]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = {}
 
     def __repr__(self) -> str:
         shown = {k: (MASK if k in _SECRET_KEYS and v is not None else v) for k, v in self.items()}
@@ -70,6 +83,13 @@ def _read_secret_file(path: str, what: str) -> str:
         raise ConfigError(f"Kafka {what}: file {path} named by kafka.sasl_password_file is empty; "
                           "write the password into it or fix the setting.")
     return value
+
+
+def _password_setting(cfg: Any) -> str:
+    env_var = getattr(cfg, "sasl_password_env", None)
+    if env_var:
+        return f"source.kafka.sasl_password_env (environment variable {env_var})"
+    return f"source.kafka.sasl_password_file ({getattr(cfg, 'sasl_password_file', None)})"
 
 
 def _sasl_password(cfg: Any) -> str:
@@ -125,8 +145,8 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
 
     ``kafka_cfg`` has ``bootstrap_servers``, ``security_protocol``, ``sasl_mechanism``,
     ``sasl_username_env``, ``sasl_password_env``, ``sasl_password_file``, ``ssl_cafile``,
-    ``ssl_check_hostname`` and ``max_message_bytes``. Raises ConfigError naming the setting, the
-    environment variable or the file at fault, and how to fix it.
+    ``ssl_check_hostname``, ``max_message_bytes`` and ``isolation_level``. Raises ConfigError
+    naming the setting, the environment variable or the file at fault, and how to fix it.
     """
     protocol = getattr(kafka_cfg, "security_protocol", None) or "PLAINTEXT"
     if protocol not in SECURITY_PROTOCOLS:
@@ -135,15 +155,27 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
     max_bytes = getattr(kafka_cfg, "max_message_bytes", None) or _DEFAULT_MAX_MESSAGE_BYTES
     if not isinstance(max_bytes, int) or max_bytes <= 0:
         raise ConfigError(f"kafka.max_message_bytes must be a positive integer, not {max_bytes!r}")
+    isolation = getattr(kafka_cfg, "isolation_level", None) or DEFAULT_ISOLATION_LEVEL
+    if isolation not in ISOLATION_LEVELS:
+        raise ConfigError(f"kafka.isolation_level must be one of {', '.join(ISOLATION_LEVELS)}, "
+                          f"not {isolation!r}")
     out = KafkaClientKwargs(
         bootstrap_servers=parse_bootstrap_servers(getattr(kafka_cfg, "bootstrap_servers", "")),
         client_id="ctpipe",
         security_protocol=protocol,
         max_partition_fetch_bytes=max(max_bytes, _DEFAULT_MAX_MESSAGE_BYTES),
         max_request_size=max_bytes,
+        isolation_level=isolation,
     )
     out.update(_ssl_kwargs(kafka_cfg, protocol))
     out.update(_sasl_kwargs(kafka_cfg, protocol))
+    if "ssl_check_hostname" in out:
+        cafile = out.get("ssl_cafile")
+        out.settings["cafile"] = (f"source.kafka.ssl_cafile ({cafile})" if cafile else
+                                  "source.kafka.ssl_cafile (unset: the system trust store)")
+    if "sasl_mechanism" in out:
+        out.settings["user"] = f"source.kafka.sasl_username_env (environment variable {kafka_cfg.sasl_username_env})"
+        out.settings["password"] = _password_setting(kafka_cfg)
     return out
 
 
@@ -156,7 +188,8 @@ def java_consumer_config(kafka_cfg) -> dict:
     kwargs = client_kwargs(kafka_cfg)
     out = {"bootstrap.servers": ",".join(kwargs["bootstrap_servers"]), "group.id": kafka_cfg.group_id,
            "security.protocol": kwargs["security_protocol"], "auto.offset.reset": "earliest",
-           "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"])}
+           "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"]),
+           "isolation.level": kwargs["isolation_level"]}
     if "ssl_cafile" in kwargs:
         out["ssl.truststore.type"] = "PEM"
         out["ssl.truststore.location"] = kwargs["ssl_cafile"]

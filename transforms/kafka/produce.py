@@ -33,6 +33,9 @@ def ensure_topic(client_kwargs: Mapping[str, Any], topic: str, partitions: int,
         except kafka_errors.TopicAlreadyExistsError:
             pass
         admin.wait_for_topics([topic], timeout_ms=int(timeout_s * 1000))
+    except kafka_errors.KafkaError as exc:
+        raise KafkaSourceError(f"creating Kafka topic {topic!r} with {partitions} partitions on "
+                               f"{_bootstrap(client_kwargs)} failed: {exc!r}") from exc
     finally:
         admin.close()
     have = end_offsets(client_kwargs, topic, timeout_s)

@@ -13,6 +13,7 @@ builds it from the config); each client class here receives only the keys it und
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
@@ -22,8 +23,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
-from core.errors import CtpipeError
+from core.errors import InputError
 from core.records import SourceRecord
+from transforms.kafka.client import DEFAULT_ISOLATION_LEVEL
 
 DEFAULT_TIMEOUT_S = 15.0
 _POLL_MS = 200
@@ -31,8 +33,9 @@ _KNOWN_KEYS = (set(KafkaConsumer.DEFAULT_CONFIG) | set(KafkaProducer.DEFAULT_CON
                | set(KafkaAdminClient.DEFAULT_CONFIG))
 
 
-class KafkaSourceError(CtpipeError):
-    """A Kafka read, offset lookup, commit or produce could not be completed."""
+class KafkaSourceError(InputError):
+    """A Kafka read, offset lookup, commit or produce could not be completed (broker unreachable,
+    login or TLS refused, topic missing, offsets gone): an input problem, exit code 3."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +92,137 @@ def kwargs_for(client_cls: type, client_kwargs: Mapping[str, Any],
     return out
 
 
+_FIRST_BOOTSTRAP_S = 3.0
+"""A client that has not bootstrapped after this long gets its cause probed: a refused login or
+a failed TLS verification fails at once, anything else keeps trying until the full timeout."""
+
+
 def _connect(client_cls: type, client_kwargs: Mapping[str, Any], timeout_s: float,
              **overrides: Any):
+    deadline = time.monotonic() + timeout_s
     try:
-        return client_cls(**kwargs_for(client_cls, client_kwargs, timeout_s, **overrides))
+        return client_cls(**kwargs_for(client_cls, client_kwargs, min(timeout_s, _FIRST_BOOTSTRAP_S), **overrides))
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
-        raise KafkaSourceError(
-            f"cannot reach Kafka at {_bootstrap(client_kwargs)} within {timeout_s:g} s "
-            f"({type(exc).__name__}); check bootstrap_servers and that the broker is up") from exc
+        reason = _probe_reason(client_kwargs, timeout_s)
+        final = _explain(client_kwargs, reason)
+        remaining = deadline - time.monotonic()
+        if final is not None or remaining <= 0:
+            raise final or _unreachable(client_kwargs, timeout_s, reason, exc) from exc
+    try:
+        return client_cls(**kwargs_for(client_cls, client_kwargs, remaining, **overrides))
+    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+        reason = _probe_reason(client_kwargs, timeout_s)
+        raise _explain(client_kwargs, reason) or _unreachable(client_kwargs, timeout_s, reason, exc) from exc
+
+
+def _probe(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseException]:
+    """Why one connection to the first bootstrap server fails (refused, TLS handshake, SASL
+    login), or None when it succeeds.
+
+    kafka-python retries a failed bootstrap until its timeout and then reports only the timeout;
+    this makes one connection through its connection manager (kafka.net, kafka-python 3.0; the
+    lock pins 3.0.x) to learn the broker's actual answer.
+    """
+    try:
+        from kafka.net.manager import KafkaConnectionManager
+        from kafka.net.selector import NetworkSelector
+    except ImportError:  # another kafka-python layout: no probe, the generic message stands
+        return None
+    config = kwargs_for(KafkaConsumer, client_kwargs, timeout_s)
+    net = NetworkSelector(**config)
+    manager = KafkaConnectionManager(net, **config)
+
+    async def attempt():
+        node = manager.cluster.bootstrap_brokers()[0]
+        await manager.get_connection(node.node_id, timeout_ms=int(timeout_s * 1000), pop_on_close=False,
+                                     refresh_metadata_on_err=False)
+
+    try:
+        net.run(attempt)
+        return None
+    except Exception as exc:  # the failure is the answer
+        return exc
+    finally:
+        manager.close()
+        net.close()
+
+
+def _probe_reason(client_kwargs: Mapping[str, Any], timeout_s: float) -> Optional[BaseException]:
+    sasl = str(client_kwargs.get("security_protocol", "")).startswith("SASL_")
+    # kafka-python 3.0.12 drops a response that arrives together with the connection's close (the
+    # broker answers a failed login and closes at once), so a refused login shows up as "socket
+    # disconnected" about half the time: probe a few times for the broker's own answer.
+    reason: Optional[BaseException] = None
+    for _attempt in range(4 if sasl else 1):
+        reason = _probe(client_kwargs, min(timeout_s, 10.0))
+        if not (sasl and isinstance(reason, kafka_errors.KafkaConnectionError) and "disconnected" in str(reason)):
+            break
+    return reason
+
+
+_ERROR_PREFIX = re.compile(r"^(\[Error -?\d+\] )?(\w+Error: )*")
+_SSL_SOURCE = re.compile(r" \(_ssl\.c:\d+\)")
+
+
+def _detail(reason: Optional[BaseException]) -> str:
+    return _SSL_SOURCE.sub("", _ERROR_PREFIX.sub("", str(reason))) if reason is not None else ""
+
+
+def _explain(client_kwargs: Mapping[str, Any], reason: Optional[BaseException]) -> Optional[KafkaSourceError]:
+    """The error for a definitive refusal (SASL login, TLS verification or handshake), naming the
+    setting to fix; None when ``reason`` may be transient (broker down, restarting)."""
+    bootstrap = _bootstrap(client_kwargs)
+    settings = getattr(client_kwargs, "settings", {})
+    detail = _detail(reason)
+    protocol = client_kwargs.get("security_protocol", "PLAINTEXT")
+    user = client_kwargs.get("sasl_plain_username")
+    mechanism = client_kwargs.get("sasl_mechanism")
+    check_credentials = (f"check the password from {settings.get('password', 'sasl_plain_password')} and the "
+                         f"user from {settings.get('user', 'sasl_plain_username')}")
+    if isinstance(reason, kafka_errors.SaslAuthenticationFailedError):
+        return KafkaSourceError(f"Kafka at {bootstrap} refused the {mechanism} login of user {user!r} ({detail}); "
+                                f"{check_credentials}")
+    if str(protocol).startswith("SASL_") and "disconnected" in detail:
+        return KafkaSourceError(
+            f"Kafka at {bootstrap} closed the connection during the {mechanism} login of user {user!r} (what "
+            f"a broker does after refusing the credentials); {check_credentials} (and that the listener is "
+            f"{protocol}: source.kafka.security_protocol)")
+    cafile = settings.get("cafile", f"ssl_cafile ({client_kwargs.get('ssl_cafile') or 'unset'})")
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        verify = detail.split("] ", 1)[-1].rstrip(".")  # "certificate verify failed: <why>"
+        if "mismatch" in verify:
+            return KafkaSourceError(
+                f"TLS handshake with Kafka at {bootstrap} failed: {verify}: the broker certificate does not "
+                "name the host in source.kafka.bootstrap_servers; connect with a host name the certificate "
+                "holds (keep source.kafka.ssl_check_hostname on)")
+        return KafkaSourceError(
+            f"TLS handshake with Kafka at {bootstrap} failed: {verify}; {cafile} must hold the CA that "
+            "signed the brokers' certificates")
+    if "Handshake failed" in detail:
+        return KafkaSourceError(
+            f"TLS handshake with Kafka at {bootstrap} failed ({detail}); is it a TLS listener? check "
+            f"source.kafka.security_protocol ({protocol}) and bootstrap_servers")
+    return None
+
+
+def _unreachable(client_kwargs: Mapping[str, Any], timeout_s: float, reason: Optional[BaseException],
+                 exc: BaseException) -> KafkaSourceError:
+    return KafkaSourceError(
+        f"cannot reach Kafka at {_bootstrap(client_kwargs)} within {timeout_s:g} s "
+        f"({_detail(reason) or type(exc).__name__}); check bootstrap_servers, source.kafka.security_protocol "
+        "and that the broker is up")
+
+
+def _isolation(client_kwargs: Mapping[str, Any]) -> str:
+    """The isolation level of ctpipe's reads: the configured one, read_committed when unset."""
+    return client_kwargs.get("isolation_level") or DEFAULT_ISOLATION_LEVEL
 
 
 def _data_consumer(client_kwargs: Mapping[str, Any], timeout_s: float) -> KafkaConsumer:
     """A group-less consumer for assign + seek reads; out-of-range offsets raise, never reset."""
     return _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
                     enable_auto_commit=False, auto_offset_reset="none",
-                    allow_auto_create_topics=False)
+                    allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,58 +248,32 @@ def _list_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], which: str
                                ) from exc
 
 
-def _fetched_high_watermarks(consumer: KafkaConsumer, seek_to: Mapping[TopicPartition, int],
-                             timeout_s: float) -> dict[TopicPartition, int]:
-    """High watermark per partition as reported by a Fetch from ``seek_to``.
-
-    Why not ListOffsets alone: Tansu 0.6 (our local broker) answers ListOffsets(latest) with the
-    *base* offset of the last record batch + 1, so a batch of 300 records at offsets 0..299
-    reports end 1, while its Fetch responses carry the true high watermark (300). On Apache Kafka
-    both agree, so taking the larger of the two is correct everywhere.
-    """
-    consumer.assign(list(seek_to))
-    for tp, offset in seek_to.items():
-        consumer.seek(tp, offset)
-    found: dict[TopicPartition, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(found) < len(seek_to):
-        consumer.poll(timeout_ms=_POLL_MS)
-        for tp in seek_to:
-            high = consumer.highwater(tp)
-            if tp not in found and high is not None:
-                found[tp] = high
-                consumer.pause(tp)
-        if len(found) < len(seek_to) and time.monotonic() > deadline:
-            missing = sorted(tp.partition for tp in seek_to if tp not in found)
-            raise KafkaSourceError(f"no Fetch response for partitions {missing} of Kafka topic "
-                                   f"{next(iter(seek_to)).topic!r} within {timeout_s:g} s")
-    return found
-
-
 def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
              timeout_s: float) -> dict[int, int]:
-    # A 1-byte fetch size still returns at least one batch: enough to learn the high watermark.
     consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
                         enable_auto_commit=False, auto_offset_reset="none",
-                        allow_auto_create_topics=False, max_partition_fetch_bytes=1)
+                        allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
     try:
         tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, client_kwargs)]
-        begin = _list_offsets(consumer, tps, "beginning", client_kwargs, timeout_s)
-        if which == "beginning":
-            found = begin
-        else:
-            listed = _list_offsets(consumer, tps, "end", client_kwargs, timeout_s)
-            seek_to = {tp: max(listed[tp] - 1, begin[tp]) for tp in tps}
-            fetched = _fetched_high_watermarks(consumer, seek_to, timeout_s)
-            found = {tp: max(listed[tp], fetched[tp]) for tp in tps}
+        found = _list_offsets(consumer, tps, which, client_kwargs, timeout_s)
         return {tp.partition: found[tp] for tp in tps}
+    except kafka_errors.KafkaError as exc:  # the broker went away after the client connected
+        raise KafkaSourceError(f"{which} offsets of Kafka topic {topic!r} on {_bootstrap(client_kwargs)} "
+                               f"failed: {_detail(exc) or type(exc).__name__}; check that the broker is up "
+                               "and rerun") from exc
     finally:
         consumer.close()
 
 
 def end_offsets(client_kwargs: Mapping[str, Any], topic: str,
                 timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, int]:
-    """Per partition, the offset the next produced message will get (exclusive end)."""
+    """Per partition, the exclusive end offset a read may plan against.
+
+    Under ``isolation_level`` read_committed (the default) that is the last stable offset: the
+    first offset of the oldest open transaction, else the high watermark. A cycle planned against
+    it never waits for a transaction still in flight. Under read_uncommitted it is the high
+    watermark (the offset the next produced message will get).
+    """
     return _offsets(client_kwargs, topic, "end", timeout_s)
 
 
@@ -233,6 +326,7 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
     consumer.seek(tp, rng.start)
     position = rng.start
     deadline = time.monotonic() + timeout_s
+    last_error: Optional[BaseException] = None
     while position < rng.end:
         try:
             batch = consumer.poll(timeout_ms=_POLL_MS)
@@ -241,6 +335,14 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
             raise KafkaSourceError(
                 f"{rng}: offset {position} is no longer on the broker (retention deleted it); "
                 "the data was lost before it was read") from exc
+        except kafka_errors.KafkaError as exc:  # broker away (restarting?): retry until the deadline
+            last_error = exc
+            if time.monotonic() > deadline:
+                raise KafkaSourceError(
+                    f"{rng}: no progress past offset {position} within {timeout_s:g} s "
+                    f"({_detail(exc) or type(exc).__name__}); check that the broker is up and rerun") from exc
+            time.sleep(_POLL_MS / 1000)  # back off before the next attempt
+            continue
         for record in batch.get(tp, ()):
             if record.offset >= rng.end:
                 return
@@ -251,8 +353,9 @@ def _read_with(consumer: KafkaConsumer, rng: OffsetRange, timeout_s: float) -> I
             position = new_position
             deadline = time.monotonic() + timeout_s
         elif time.monotonic() > deadline:
-            raise KafkaSourceError(f"{rng}: no progress past offset {position} within {timeout_s:g} s "
-                                   "(broker down, or the range ends past the partition's end?)")
+            why = f"last error: {_detail(last_error)}" if last_error is not None else (
+                "broker down, or the range ends past the partition's end?")
+            raise KafkaSourceError(f"{rng}: no progress past offset {position} within {timeout_s:g} s ({why})")
 
 
 class _ReadRangeDoFn(beam.DoFn):
