@@ -14,3 +14,14 @@ def all_parsers(parser=None, prefix=()):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from all_parsers(sub, prefix + (name,))
+
+
+def parses_as_ctpipe(argv) -> bool:
+    """True when the real ``ctpipe`` parser accepts ``argv`` (subcommand, flags and values)."""
+    from pipeline.cli.main import build_parser
+
+    try:
+        build_parser().parse_args(list(argv))
+    except SystemExit:
+        return False
+    return True
