@@ -24,7 +24,8 @@
 # $CTPIPE_KAFKA_JVM_OPTS (the broker JVM's heap and JIT options, default
 # "-Xms256m -Xmx512m -XX:TieredStopAtLevel=1": C1 only starts the broker about twice as fast on two
 # cores), $CTPIPE_S3_PORT (fixed port),
-# $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh).
+# $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh),
+# $CTPIPE_SERVICES_OWNER_PID (stop the broker once that process is gone; the test fixtures set it).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -291,6 +292,24 @@ for name, kwargs in listeners:
 EOF
 }
 
+# watch_owner OWNER PID: a detached watcher that stops PID (SIGTERM, SIGKILL after 30 s) once the
+# process OWNER is gone, so a test run killed before its teardown leaves no broker behind. It
+# checks every 2 s and exits with PID.
+watch_owner() {
+  local owner="$1" pid="$2"
+  setsid bash -c '
+    alive() { local s; s="$(awk "{ print \$3 }" "/proc/$1/stat" 2>/dev/null)" && [[ -n "$s" && "$s" != Z ]]; }
+    while alive "$2"; do
+      if ! alive "$1"; then
+        kill -TERM "$2" 2>/dev/null
+        for ((i = 0; i < 300; i++)); do alive "$2" || exit 0; sleep 0.1; done
+        kill -KILL "$2" 2>/dev/null
+        exit 0
+      fi
+      sleep 2
+    done' _ "$owner" "$pid" </dev/null >/dev/null 2>&1 &
+}
+
 start_kafka() {
   need_python
   local pid; pid="$(pid_of kafka)"
@@ -322,6 +341,7 @@ start_kafka() {
     kafka.Kafka "$kdir/server.properties" >>"$DIR/kafka.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$DIR/kafka.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
   local why
   if ! why="$(kafka_wait "$pid" "$plain" "$sasl" "$kdir" 2>&1)"; then
     echo "---- tail of $DIR/kafka.log" >&2

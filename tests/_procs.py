@@ -171,7 +171,9 @@ class KafkaService:
         self.env: dict[str, str] = {}
 
     def _script(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
-        env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable}
+        env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable,
+               # a run killed before its teardown must not leave a broker behind
+               "CTPIPE_SERVICES_OWNER_PID": str(os.getpid())}
         return subprocess.run(["bash", str(SERVICES_SH), *args], env=env, capture_output=True, text=True,
                               timeout=timeout_s, stdin=subprocess.DEVNULL)
 

@@ -319,6 +319,27 @@ def test_messages_survive_broker_crash_and_restart(kafka_broker_factory, kafka_t
     assert values == sorted(v for _, v in _messages(300))
 
 
+def test_a_missing_codec_fails_before_any_read_naming_the_package(tmp_path):
+    """Without python-snappy kafka-python spins forever on a snappy batch; ctpipe refuses first."""
+    import os
+    import subprocess
+    import sys
+
+    shim = tmp_path / "shim" / "snappy"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('python-snappy hidden by the test')\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = ("from transforms.kafka.source import require_codecs\n"
+             "try:\n    require_codecs()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim.parent), repo])}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.startswith("KafkaSourceError kafka-python here cannot decompress snappy record batches: "
+                                  "install python-snappy"), done.stdout + done.stderr
+    from transforms.kafka.source import require_codecs
+
+    require_codecs()  # this environment has all four
+
+
 def test_kwargs_for_gives_each_client_only_its_keys_and_keeps_the_mask(monkeypatch):
     from kafka import KafkaProducer
 

@@ -218,8 +218,30 @@ def _isolation(client_kwargs: Mapping[str, Any]) -> str:
     return client_kwargs.get("isolation_level") or DEFAULT_ISOLATION_LEVEL
 
 
+# codec -> (kafka.codec check, the package that provides it)
+_CODECS = {"gzip": ("has_gzip", "Python's gzip module"), "snappy": ("has_snappy", "python-snappy"),
+           "lz4": ("has_lz4", "lz4"), "zstd": ("has_zstd", "zstandard")}
+
+
+def require_codecs() -> None:
+    """Raise KafkaSourceError unless kafka-python can decompress every codec a producer may use.
+
+    A batch whose codec is missing does not fail cleanly: kafka-python 3.0.12 spins inside
+    ``poll()`` on it forever. Producers choose the codec, so all four are needed before any read.
+    """
+    from kafka import codec
+
+    missing = {name: package for name, (check, package) in _CODECS.items() if not getattr(codec, check)()}
+    if missing:
+        raise KafkaSourceError(
+            f"kafka-python here cannot decompress {', '.join(missing)} record batches: install "
+            f"{', '.join(missing.values())} into this Python environment (requirements.lock pins them; "
+            "kafka-python imports the `snappy` module of python-snappy, cramjam alone is not enough)")
+
+
 def _data_consumer(client_kwargs: Mapping[str, Any], timeout_s: float) -> KafkaConsumer:
     """A group-less consumer for assign + seek reads; out-of-range offsets raise, never reset."""
+    require_codecs()
     return _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None,
                     enable_auto_commit=False, auto_offset_reset="none",
                     allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
