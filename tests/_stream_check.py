@@ -169,3 +169,11 @@ class StreamProcess:
         self.proc.kill()
         self.wait()
         return True
+
+
+def sensor_message(ev_id: str, start: dt.datetime, minutes: int) -> tuple[bytes, bytes]:
+    """(key, value) of one sensor event ``minutes`` after ``start`` (device dev-001)."""
+    ts = (start + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    return (b"dev-001", json.dumps({"id": ev_id, "ts": ts, "device_id": "dev-001", "firmware": "v1",
+                                    "temperature": 50.0 + minutes % 7, "vibration": 1.0, "humidity": 40.0,
+                                    "label": minutes % 2}).encode())

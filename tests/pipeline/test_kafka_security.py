@@ -24,7 +24,7 @@ import yaml
 
 from core import layout
 from pipeline.config import load_config
-from tests._stream_check import sealed_ids, write_config
+from tests._stream_check import sealed_ids, sensor_message, write_config
 from transforms.kafka.client import client_kwargs
 from transforms.kafka.produce import ensure_topic, produce
 from transforms.kafka.source import KafkaSourceError, end_offsets
@@ -62,10 +62,7 @@ def sasl_topic(kafka_broker, kafka_topic) -> list[str]:
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 
     def event(ev_id, minutes):
-        ts = (start + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-        return (b"dev-001", json.dumps({"id": ev_id, "ts": ts, "device_id": "dev-001", "firmware": "v1",
-                                        "temperature": 50.0 + minutes % 7, "vibration": 1.0, "humidity": 40.0,
-                                        "label": minutes % 2}).encode())
+        return sensor_message(ev_id, start, minutes)
 
     kw = kafka_broker.sasl_client_kwargs
     ensure_topic(kw, kafka_topic, 1)

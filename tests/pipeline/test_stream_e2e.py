@@ -21,7 +21,7 @@ from collections import Counter
 import pytest
 
 from pipeline.checkpoint import CheckpointStore, source_id
-from tests._stream_check import StreamProcess, audit, produce_topic, write_config
+from tests._stream_check import StreamProcess, audit, produce_topic, sensor_message, write_config
 from transforms.kafka.produce import ensure_topic, produce
 from transforms.kafka.source import end_offsets
 
@@ -161,10 +161,7 @@ def test_late_records_for_a_sealed_window_follow_the_policy(kafka_broker, kafka_
     start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 
     def event(ev_id, minutes):
-        ts = (start + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-        return (b"dev-001", json.dumps({"id": ev_id, "ts": ts, "device_id": "dev-001", "firmware": "v1",
-                                        "temperature": 50.0 + minutes % 7, "vibration": 1.0, "humidity": 40.0,
-                                        "label": minutes % 2}).encode())
+        return sensor_message(ev_id, start, minutes)
 
     # windows 00:00 and 01:00, then an event at 03:00 moves the watermark past 01:00 + 15m lateness
     produce(kafka_broker.client_kwargs, kafka_topic, [event(f"a-{m}", m) for m in range(0, 120, 2)] +
