@@ -20,6 +20,7 @@ import apache_beam as beam
 
 from core import layout, schema_store, storage
 from core.errors import ConfigError, InputError
+from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import metrics, quality
 from pipeline.config import Config
@@ -100,8 +101,15 @@ def check_range_is_whole_windows(start_ms: Optional[int], end_ms: Optional[int],
                               f"use {flag} {iso[1]} or {flag} {iso[2]}")
 
 
-def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int]) -> RunResult:
-    """Run one backfill over the configured files; returns the run record (also stored)."""
+def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int],
+                 analyze_transform: bool = False) -> RunResult:
+    """Run one backfill over the configured files; returns the run record (also stored).
+
+    Windows are transformed with the published transform (``<root>/transforms/CURRENT``), the
+    one the stream applies, so windows of backfills and of the stream train together and a
+    backfill never changes what the stream applies behind its back. The first run on a store
+    (none published yet), or ``analyze_transform``, analyzes the transform over this run's
+    windows and publishes it as CURRENT."""
     root = config.storage.root
     check_range_is_whole_windows(start_ms, end_ms, config.window.size_s)
     storage.makedirs(root)
@@ -117,7 +125,8 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
                                    repr(config.source.files.uri), run_id)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
-        spec = seal_spec(config, schema_text, schema_version, run_id, sources=sources)
+        fingerprint = None if analyze_transform else current_transform(root)
+        spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=fingerprint, sources=sources)
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
@@ -140,6 +149,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         "run_id": run_id, "kind": "backfill", "started_at": started, "finished_at": time.time(),
         "range": {"start_ms": start_ms, "end_ms": end_ms}, "inputs": paths,
         "schema_version": schema_version, "code_version": code_version(),
+        "transform": {"fingerprint": fingerprint, "analyzed": fingerprint is None},
         "counters": counters, "windows": windows,
     }
     write_run_record(root, run_id, record)

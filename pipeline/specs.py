@@ -44,4 +44,5 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
     return SealSpec(root=root, window_size_s=config.window.size_s, schema_text=schema_text,
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),
-                    sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run)
+                    sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
+                    id_field=config.id_field)

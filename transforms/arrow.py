@@ -18,7 +18,8 @@ _ARROW_TYPES = {
 def _as_list(value, kind):
     values = value if isinstance(value, list) else [value]
     if kind == BYTES:
-        return [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
+        return [v if isinstance(v, bytes) else v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8")
+                for v in values]
     return values
 
 

@@ -22,7 +22,6 @@ comparisons in both modes.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Optional
 
@@ -63,6 +62,8 @@ class SealSpec:
     """((uri, {"uri": ..., coverage details}), ...): how each source is described in manifests."""
     compare_within_run: bool = True
     """Bounded runs: compare with this run's windows too (side input); unbounded: storage only."""
+    id_field: Optional[str] = None
+    """The id feature: ids of a version sealed before provenance was kept (transforms/versions.py)."""
 
 
 @dataclass
@@ -74,6 +75,10 @@ class WindowState:
     stats: object               # DatasetFeatureStatisticsList
     dead_by_reason: dict
     lags_s: list
+    dead_by_source: dict = field(default_factory=dict)
+    """{source: {reason: n}}, written to the manifest (transforms/versions.py)."""
+    events: tuple = ()
+    """The window's records in row order (their provenance is written beside the examples)."""
     verdict: object = None      # transforms.validation.Verdict
     quality: dict = field(default_factory=dict)
     fingerprint: Optional[str] = None
@@ -104,20 +109,27 @@ class _PrepareWindowDoFn(beam.DoFn):
     def process(self, element):
         from transforms.prepare import prepare_window
         from transforms.validation import window_statistics
+        from transforms.versions import dead_by_reason, load_previous, merge_dead_counts, merge_records
 
         wid, items = element
         events, dead = [], []
         for item in items:
             (events if isinstance(item, Event) else dead).append(item)
-        kept, dupes = split_duplicates(events)
+        # A new version keeps what the previous one held (transforms/versions.py has the rule).
+        previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field)
+        run_sources = set(self._sources) | {e.source for e in events} | {d.source for d in dead}
+        kept, dupes = split_duplicates(merge_records(previous, events))
         for d in dupes:
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, d)
         if not kept:
             return
-        prepared = prepare_window(kept, self._types, self._sources)
+        by_source = merge_dead_counts(previous, dead + dupes, run_sources)
+        described = dict(previous.sources) if previous is not None else {}
+        described.update(self._sources)
+        prepared = prepare_window(kept, self._types, described)
         lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
-        yield WindowState(wid, prepared, window_statistics(prepared.batch, wid),
-                          dict(Counter(d.reason for d in dead + dupes)), lags)
+        yield WindowState(wid, prepared, window_statistics(prepared.batch, wid), dead_by_reason(by_source),
+                          lags, by_source, tuple(kept))
 
 
 class _ValidateWindowDoFn(beam.DoFn):
@@ -189,6 +201,7 @@ class _WriteWindowDoFn(beam.DoFn):
             raw_examples=tuple(state.prepared.raw_examples), transformed_examples=state.transformed,
             stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
+            dead_letters_by_source=state.dead_by_source, events=state.events,
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
         wid, version, written = write_window(s.root, content)
         if written:

@@ -40,9 +40,11 @@ def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:
         os.unlink(path)
 
 
-def content_digest(raw_examples: Sequence[bytes], transform_fingerprint: str, schema_version: int) -> str:
+def content_digest(raw_examples: Sequence[bytes], transform_fingerprint: str, schema_version: int,
+                   dead_letters: int = 0) -> str:
     h = hashlib.sha256()
-    h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={len(raw_examples)}\n".encode())
+    h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={len(raw_examples)};"
+             f"dead={dead_letters}\n".encode())
     for example in raw_examples:
         h.update(hashlib.sha256(example).digest())
     return h.hexdigest()
@@ -73,12 +75,19 @@ class WindowContent:
     transform_fingerprint: str
     code_version: str
     quality: Optional[dict] = None
+    dead_letters_by_source: Optional[dict] = None
+    """{source: {reason: n}} (transforms/versions.py)."""
+    events: tuple = ()
+    """The records in row order; their provenance is written beside the examples."""
 
 
 def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
     """Seal ``content`` as the next version of its window. Returns (window_id, version, written);
     ``written`` is False when the newest sealed version already holds exactly this content."""
-    digest = content_digest(content.raw_examples, content.transform_fingerprint, content.schema_version)
+    from transforms.versions import PROVENANCE_FILE, provenance_bytes
+
+    digest = content_digest(content.raw_examples, content.transform_fingerprint, content.schema_version,
+                            content.dead_letters)
     latest = window_store.latest_sealed(root, content.window_id)
     if latest is not None and latest.manifest.get("content_digest") == digest:
         return content.window_id, latest.version, False
@@ -90,7 +99,8 @@ def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
             ("transformed", DATA_FILE, tfrecord_gz_bytes(content.transformed_examples),
              len(content.transformed_examples)),
             ("stats", STATS_FILE, content.stats.SerializeToString(deterministic=True), None),
-            ("anomalies", ANOMALIES_FILE, text_format.MessageToString(content.anomalies).encode(), None)):
+            ("anomalies", ANOMALIES_FILE, text_format.MessageToString(content.anomalies).encode(), None),
+            ("provenance", PROVENANCE_FILE, provenance_bytes(content.events), len(content.events))):
         storage.write_bytes_atomic(storage.join(target, name), data)
         files.append({"path": name, "kind": kind, "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), "records": records})
@@ -103,6 +113,7 @@ def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
         "end_ms": start_ms + content.window_size_s * 1000,
         "record_count": len(content.raw_examples),
         "dead_letters": content.dead_letters,
+        "dead_letters_by_source": content.dead_letters_by_source or {},
         "content_digest": digest,
         "files": files,
         "sources": list(content.sources),

@@ -12,7 +12,11 @@ def register(subparsers) -> None:
                                      "stored on the first run; a rerun over the same input is a no-op.")
     p.add_argument("--from", dest="start", help="first event time to include (ISO-8601, inclusive)")
     p.add_argument("--to", dest="end", help="event time to stop at (ISO-8601, exclusive)")
-    p.add_argument("--input", help="glob of input files (overrides source.files.uri)")
+    p.add_argument("--input", help="glob of input files (overrides source.files.uri); windows it touches get a new "
+                                   "version holding their earlier records plus these")
+    p.add_argument("--analyze-transform", action="store_true",
+                   help="analyze the preprocessing_fn over this run's windows and publish it as the transform every "
+                        "later seal applies (default: apply the published one; the first run analyzes)")
 
 
 def run(args, ctx) -> int:
@@ -28,7 +32,7 @@ def run(args, ctx) -> int:
         config = config.replace(source=config.source.replace(files=config.source.files.replace(uri=args.input)))
     if not config.source.files.uri:
         raise ConfigError("backfill: no input; set source.files.uri in the config or pass --input GLOB")
-    result = run_backfill(config, ctx.options, start_ms, end_ms)
+    result = run_backfill(config, ctx.options, start_ms, end_ms, analyze_transform=args.analyze_transform)
     metrics.push(config.metrics.pushgateway, "backfill")
     record = result.record
     counters = record["counters"]

@@ -67,8 +67,9 @@ def test_manifest_is_complete_and_checksums_match(backfilled):
         assert m["validation"]["verdict"] == "PASS", m["validation"]["reasons"]
         on_disk = sorted(set(os.listdir(window.path)) - {"MANIFEST.json"})
         assert sorted(f["path"] for f in m["files"]) == on_disk == [
-            "anomalies.pbtxt", "data-00000-of-00001.tfrecord.gz", "raw-00000-of-00001.tfrecord.gz", "stats.pb"]
-        assert sorted(f["kind"] for f in m["files"]) == ["anomalies", "raw", "stats", "transformed"]
+            "anomalies.pbtxt", "data-00000-of-00001.tfrecord.gz", "provenance.json.gz",
+            "raw-00000-of-00001.tfrecord.gz", "stats.pb"]
+        assert sorted(f["kind"] for f in m["files"]) == ["anomalies", "provenance", "raw", "stats", "transformed"]
         for f in m["files"]:
             with open(os.path.join(window.path, f["path"]), "rb") as handle:
                 data = handle.read()
@@ -116,10 +117,10 @@ def test_new_data_for_a_sealed_window_makes_a_new_version(backfilled, tmp_path):
     finally:
         late.unlink()
     written = {w["window_id"]: w for w in result.record["windows"] if w["written"]}
-    # The late record changes the transform's analysis input, so every window gets a v2;
-    # the window that received it holds one more record.
-    assert {(wid, w["version"]) for wid, w in written.items()} == {
-        ("20261127T0000Z", 2), ("20261127T0100Z", 2), ("20261127T0200Z", 2)}
+    # The published transform is applied (not analyzed again), so only the window that received
+    # the record gets a v2, holding one more record, transformed as before.
+    assert {(wid, w["version"]) for wid, w in written.items()} == {("20261127T0100Z", 2)}
+    assert result.record["transform"] == {"fingerprint": before.manifest["transform_fingerprint"], "analyzed": False}
     v2 = window_store.latest_sealed(config.storage.root, "20261127T0100Z")
     assert v2.version == 2 and v2.manifest["supersedes"] == 1
     assert os.path.exists(os.path.join(config.storage.root, "windows", "20261127T0100Z", "v1", "MANIFEST.json"))

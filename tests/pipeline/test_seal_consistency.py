@@ -57,6 +57,9 @@ def _copy_published(src_root: str, dst_root: str) -> None:
 def _comparable(window) -> dict:
     manifest = dict(window.manifest)
     manifest.pop("sources")
+    # where each record and dead letter came from differs by graph (files vs Kafka partitions)
+    manifest.pop("dead_letters_by_source")
+    manifest["files"] = [f for f in manifest["files"] if f["kind"] != "provenance"]
     quality = dict(manifest.pop("quality"))
     quality.pop("timeliness", None)
     return {"manifest": manifest, "quality": quality}

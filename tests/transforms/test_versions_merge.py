@@ -1,0 +1,73 @@
+"""Unit tests of the version-merge rule (transforms/versions.py); the end-to-end runs are in
+tests/pipeline/test_versions.py."""
+from __future__ import annotations
+
+import gzip
+import json
+
+from core.records import DeadLetter, Event
+from transforms.versions import (
+    PreviousVersion,
+    dead_by_reason,
+    merge_dead_counts,
+    merge_records,
+    provenance_bytes,
+    read_tfrecords,
+)
+from transforms.windowing import split_duplicates
+from transforms.write_window import tfrecord_gz_bytes
+
+
+def _ev(rid, source, position, value=1.0):
+    return Event(rid, 1000, {"x": value}, source, position)
+
+
+def test_read_tfrecords_reads_what_tensorflow_wrote():
+    records = [b"", b"a", b"x" * 70_000, bytes(range(256))]
+    assert read_tfrecords(tfrecord_gz_bytes(records)) == records
+
+
+def test_read_tfrecords_refuses_a_truncated_file():
+    data = gzip.decompress(tfrecord_gz_bytes([b"hello world"]))
+    import pytest
+
+    with pytest.raises(ValueError, match="truncated"):
+        read_tfrecords(gzip.compress(data[:-6]))
+
+
+def test_provenance_is_deterministic_and_row_aligned():
+    events = [_ev("b", "f2", "7"), _ev("a", "f1", "3")]
+    first, second = provenance_bytes(events), provenance_bytes(list(events))
+    assert first == second
+    doc = json.loads(gzip.decompress(first))
+    assert doc["sources"] == ["f1", "f2"]
+    assert [(r[0], doc["sources"][r[2]], r[3]) for r in doc["rows"]] == [("b", "f2", "7"), ("a", "f1", "3")]
+
+
+def test_merge_keeps_previous_records_and_replaces_re_reads():
+    previous = PreviousVersion(1, [_ev("a", "f1", "1"), _ev("b", "f1", "2"), _ev("c", "f2", "1")], {})
+    new = [_ev("b", "f1", "2", value=9.0), _ev("d", "f3", "1")]
+    merged = merge_records(previous, new)
+    assert sorted((e.id, e.features["x"]) for e in merged) == [("a", 1.0), ("b", 9.0), ("c", 1.0), ("d", 1.0)]
+
+
+def test_merge_then_dedupe_equals_one_run_over_all_sources():
+    first_run = [_ev("a", "f1", "1"), _ev("b", "f1", "2")]
+    second_run = [_ev("a", "f2", "1"), _ev("c", "f2", "2")]
+    kept_once, dupes_once = split_duplicates(first_run + second_run)
+    kept_first, _ = split_duplicates(first_run)
+    kept, dupes = split_duplicates(merge_records(PreviousVersion(1, kept_first, {}), second_run))
+    assert kept == kept_once and dupes == dupes_once
+
+
+def test_dead_counts_of_read_sources_are_recounted_others_carried():
+    previous = PreviousVersion(1, [], {"f1": {"bad_json": 2}, "f2": {"type_mismatch": 1, "duplicate_id": 1}})
+    letters = [DeadLetter("bad_json", "", None, "f1", "9"), DeadLetter("missing_id", "", None, "f3", "1"),
+               DeadLetter("duplicate_id", "", None, "f2", "4")]
+    merged = merge_dead_counts(previous, letters, run_sources={"f1", "f3"})
+    # f1 read again: its count is this run's (1, not 2 + 1); f2 not read: carried, plus the
+    # duplicate this merge found among its records
+    assert merged == {"f1": {"bad_json": 1}, "f2": {"duplicate_id": 2, "type_mismatch": 1},
+                      "f3": {"missing_id": 1}}
+    assert dead_by_reason(merged) == {"bad_json": 1, "duplicate_id": 2, "missing_id": 1, "type_mismatch": 1}
+    assert merge_dead_counts(None, [], set()) == {}
