@@ -19,7 +19,7 @@ import time
 
 from core import storage, window_store
 from core.errors import InputError
-from core.transform_store import transform_dir, verify_copy
+from core.transform_store import current_transform, transform_dir, verify_copy
 from core.version import code_version
 from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
@@ -41,10 +41,14 @@ def select_windows(config: Config):
     if not usable:
         raise InputError(f"no sealed, non-quarantined windows under {config.storage.root}; run `ctpipe backfill` "
                          "or `ctpipe stream` first (or release a reviewed window: `ctpipe windows release`)")
-    fingerprint = usable[-1].manifest["transform_fingerprint"]
-    chosen = [w for w in usable if w.manifest["transform_fingerprint"] == fingerprint]
-    skipped += [{"window": f"{w.window_id} v{w.version}", "reason": f"transform {w.manifest['transform_fingerprint']}"
-                 f" differs from the newest ({fingerprint})"} for w in usable if w not in chosen]
+    # One transform for the whole range: the published one (what the stream applies). Windows
+    # sealed with an earlier transform are transformed with it at training time (training/data.py);
+    # windows of another schema version than the newest cannot be parsed with it and are skipped.
+    fingerprint = current_transform(config.storage.root) or usable[-1].manifest["transform_fingerprint"]
+    schema_version = usable[-1].manifest["schema_version"]
+    chosen = [w for w in usable if w.manifest["schema_version"] == schema_version]
+    skipped += [{"window": f"{w.window_id} v{w.version}", "reason": f"schema v{w.manifest['schema_version']}"
+                 f" differs from the newest (v{schema_version})"} for w in usable if w not in chosen]
     if len(chosen) > config.training.max_windows:
         skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "older than training.max_windows"}
                     for w in chosen[:-config.training.max_windows]]
@@ -131,7 +135,9 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
 
     lineage = {
         "windows": [{"window_id": w.window_id, "version": w.version,
-                     "content_digest": w.manifest["content_digest"]} for w in windows],
+                     "content_digest": w.manifest["content_digest"],
+                     "transformed": "stored" if w.manifest["transform_fingerprint"] == fingerprint else
+                     f"at training time (sealed with {w.manifest['transform_fingerprint']})"} for w in windows],
         "skipped_windows": skipped,
         "transform_fingerprint": fingerprint,
         "schema_version": windows[-1].manifest["schema_version"],

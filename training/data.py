@@ -6,7 +6,7 @@ and machines, with no id needed among the transformed features.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -51,17 +51,47 @@ def split_dataset(windows: Sequence, id_field: str, eval_fraction: float, want_e
 
 
 def training_dataset(windows, id_field: str, eval_fraction: float, transformed_spec: dict, label_key: str,
-                     batch_size: int, shuffle_seed: int = 17):
-    """(features, label) batches of the training split, parsed with the transform's output spec."""
-    serialized = split_dataset(windows, id_field, eval_fraction, False, "transformed")
+                     batch_size: int, shuffle_seed: int = 17, tft_output=None, fingerprint: Optional[str] = None):
+    """(features, label) batches of the training split, parsed with the transform's output spec.
 
-    def parse(batch):
-        features = tf.io.parse_example(batch, transformed_spec)
+    Windows sealed with transform ``fingerprint`` (all of them when it is None) are read from their
+    stored transformed examples; the others (sealed before that transform was published) have
+    their raw examples transformed here with ``tft_output``, so windows of every backfill and of
+    the stream train together under one transform. The two streams are mixed at random in
+    proportion to their record counts."""
+    stored = [w for w in windows if fingerprint is None or w.manifest["transform_fingerprint"] == fingerprint]
+    others = [w for w in windows if w not in stored]
+
+    def finish(features):
         label = features.pop(label_key)
         return features, tf.cast(label, tf.float32)
 
-    return (serialized.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True)
-            .batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    parts, weights = [], []
+    if stored:
+        serialized = split_dataset(stored, id_field, eval_fraction, False, "transformed")
+        parts.append(serialized.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True).batch(batch_size)
+                     .map(lambda b: finish(tf.io.parse_example(b, transformed_spec)),
+                          num_parallel_calls=tf.data.AUTOTUNE))
+        weights.append(float(sum(w.manifest["record_count"] for w in stored)))
+    if others:
+        if tft_output is None:
+            raise ValueError("windows of another transform need tft_output to be transformed for training")
+        raw_spec = tft_output.raw_feature_spec()
+        layer = tft_output.transform_features_layer()
+
+        def transform(batch):
+            out = layer(tf.io.parse_example(batch, raw_spec))
+            return finish({name: out[name] for name in transformed_spec})
+
+        serialized = split_dataset(others, id_field, eval_fraction, False, "raw")
+        parts.append(serialized.shuffle(10_000, seed=shuffle_seed + 1, reshuffle_each_iteration=True)
+                     .batch(batch_size).map(transform))
+        weights.append(float(sum(w.manifest["record_count"] for w in others)))
+    if len(parts) == 1:
+        return parts[0].prefetch(tf.data.AUTOTUNE)
+    total = sum(weights)
+    return tf.data.Dataset.sample_from_datasets(parts, weights=[w / total for w in weights], seed=shuffle_seed,
+                                                stop_on_empty_dataset=False).prefetch(tf.data.AUTOTUNE)
 
 
 def raw_eval_examples(windows, id_field: str, eval_fraction: float) -> list[bytes]:

@@ -148,7 +148,8 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
     signature = input_signature(transformed_spec, spec.label_key)
     replicas = strategy.num_replicas_in_sync
     dataset = training_dataset(windows, spec.id_field, spec.eval_fraction, transformed_spec, spec.label_key,
-                               spec.batch_size * replicas)
+                               spec.batch_size * replicas, tft_output=tft_output,
+                               fingerprint=spec.transform_fingerprint)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)

@@ -175,6 +175,55 @@ def test_client_kwargs_repr_masks_password(monkeypatch):
         assert "svc-ctpipe" in text and "***" in text
 
 
+def _pardo_payloads(pipeline) -> bytes:
+    """The pipeline proto with every DoFn payload decoded (Beam stores them compressed)."""
+    import base64
+    import bz2
+    import zlib
+
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    proto = pipeline.to_runner_api()
+    out = [proto.SerializeToString()]
+    for transform in proto.components.transforms.values():
+        if transform.spec.urn == common_urns.primitives.PAR_DO.urn:
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload).do_fn.payload
+            data = base64.b64decode(payload)
+            out.append(bz2.decompress(data) if data[:3] == b"BZh" else zlib.decompress(data))
+    return b"".join(out)
+
+
+def test_secrets_are_not_pickled_and_are_read_again_where_the_client_is_made(monkeypatch, tmp_path):
+    """The kwargs travel inside Beam DoFns (the pipeline proto sent to a runner): a pickle holds
+    where each secret comes from, never its value; the worker reads it in kwargs_for."""
+    import pickle
+
+    import apache_beam as beam
+
+    from transforms.kafka.source import OffsetRange, ReadKafkaRanges
+
+    monkeypatch.setenv("T_KAFKA_USER", "svc-ctpipe")
+    secret = tmp_path / "password"
+    secret.write_text("hunter2-secret\n")
+    kw = client_kwargs(_sasl_cfg(sasl_password_file=str(secret)))
+    assert kw["sasl_plain_password"] == "hunter2-secret"
+    blob = pickle.dumps(kw)
+    assert b"hunter2-secret" not in blob and b"svc-ctpipe" not in blob
+    pipeline = beam.Pipeline()
+    _ = (pipeline | beam.Create([OffsetRange("t", 0, 0, 1)]) | ReadKafkaRanges(kw))
+    proto = _pardo_payloads(pipeline)
+    assert b"hunter2-secret" not in proto and str(secret).encode() in proto
+    # on a "worker": the unpickled mapping has no secret until a client is made from it
+    clone = pickle.loads(blob)
+    assert "sasl_plain_password" not in clone
+    assert kwargs_for(KafkaConsumer, clone)["sasl_plain_password"] == "hunter2-secret"
+    # the secret is missing where the client is made: the error names the file setting
+    secret.unlink()
+    with pytest.raises(ConfigError, match="sasl_password_file"):
+        kwargs_for(KafkaConsumer, pickle.loads(blob))
+
+
 # ---------------------------------------------------------------------------------------------
 # Against a real broker
 

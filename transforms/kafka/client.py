@@ -32,19 +32,45 @@ class KafkaClientKwargs(dict):
     ``settings`` names, for error messages, the configuration each credential came from (keys
     ``user``, ``password``, ``cafile``), e.g. ``source.kafka.sasl_password_env (KAFKA_PASSWORD)``;
     never a secret value. It travels with copies and pickles of the mapping.
+
+    Secrets never travel: a pickle (what Beam puts in the pipeline proto sent to a runner, with
+    every DoFn holding these kwargs) or a copy carries only where each secret comes from
+    (``secret_refs``: an environment variable or a file), and ``resolve_secrets`` reads it again
+    where the client is made, on the worker (``transforms.kafka.source.kwargs_for`` calls it).
     """
 
     settings: dict[str, str]
+    secret_refs: dict[str, tuple]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = {}
+        self.secret_refs = {}
 
     def __repr__(self) -> str:
         shown = {k: (MASK if k in _SECRET_KEYS and v is not None else v) for k, v in self.items()}
         return f"KafkaClientKwargs({shown!r})"
 
     __str__ = __repr__
+
+    def __reduce__(self):
+        public = {k: v for k, v in self.items() if k not in self.secret_refs}
+        return (_rebuild_kwargs, (public, dict(self.settings), dict(self.secret_refs)))
+
+    def resolve_secrets(self) -> "KafkaClientKwargs":
+        """Read every secret named in ``secret_refs`` that this copy does not hold (ConfigError
+        naming the variable or file when it is missing here)."""
+        for key, (kind, where, what) in self.secret_refs.items():
+            if key not in self:
+                self[key] = _read_env(where, what) if kind == "env" else _read_secret_file(where, what)
+        return self
+
+
+def _rebuild_kwargs(public: dict, settings: dict, secret_refs: dict) -> KafkaClientKwargs:
+    out = KafkaClientKwargs(public)
+    out.settings = settings
+    out.secret_refs = secret_refs
+    return out
 
 
 def parse_bootstrap_servers(value: str) -> list[str]:
@@ -92,27 +118,28 @@ def _password_setting(cfg: Any) -> str:
     return f"source.kafka.sasl_password_file ({getattr(cfg, 'sasl_password_file', None)})"
 
 
-def _sasl_password(cfg: Any) -> str:
+def _sasl_password_ref(cfg: Any) -> tuple:
     env_var = getattr(cfg, "sasl_password_env", None)
     path = getattr(cfg, "sasl_password_file", None)
     if env_var and path:
         raise ConfigError("kafka.sasl_password_env and kafka.sasl_password_file are both set; "
                           "set exactly one of them")
     if env_var:
-        return _read_env(env_var, "SASL password")
+        return ("env", env_var, "SASL password")
     if path:
-        return _read_secret_file(path, "SASL password")
+        return ("file", path, "SASL password")
     raise ConfigError("Kafka SASL needs a password: set kafka.sasl_password_env (an environment "
                       "variable name) or kafka.sasl_password_file (a file path)")
 
 
-def _sasl_kwargs(cfg: Any, protocol: str) -> dict[str, Any]:
+def _sasl_kwargs(cfg: Any, protocol: str) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """(settings, secret references) of SASL; the secrets are read by ``resolve_secrets``."""
     mechanism = getattr(cfg, "sasl_mechanism", None)
     if not protocol.startswith("SASL_"):
         if mechanism:
             raise ConfigError(f"kafka.sasl_mechanism is {mechanism!r} but security_protocol is "
                               f"{protocol}; use SASL_SSL or SASL_PLAINTEXT, or drop the mechanism")
-        return {}
+        return {}, {}
     if mechanism not in SASL_MECHANISMS:
         raise ConfigError(f"kafka.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)} with "
                           f"security_protocol {protocol}, not {mechanism!r}")
@@ -120,11 +147,8 @@ def _sasl_kwargs(cfg: Any, protocol: str) -> dict[str, Any]:
     if not user_env:
         raise ConfigError("Kafka SASL needs a user name: set kafka.sasl_username_env to the name of "
                           "an environment variable holding it")
-    return {
-        "sasl_mechanism": mechanism,
-        "sasl_plain_username": _read_env(user_env, "SASL user name"),
-        "sasl_plain_password": _sasl_password(cfg),
-    }
+    return {"sasl_mechanism": mechanism}, {"sasl_plain_username": ("env", user_env, "SASL user name"),
+                                           "sasl_plain_password": _sasl_password_ref(cfg)}
 
 
 def _ssl_kwargs(cfg: Any, protocol: str) -> dict[str, Any]:
@@ -168,7 +192,10 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
         isolation_level=isolation,
     )
     out.update(_ssl_kwargs(kafka_cfg, protocol))
-    out.update(_sasl_kwargs(kafka_cfg, protocol))
+    sasl, refs = _sasl_kwargs(kafka_cfg, protocol)
+    out.update(sasl)
+    out.secret_refs = refs
+    out.resolve_secrets()  # here too: a missing secret is a ConfigError before anything runs
     if "ssl_check_hostname" in out:
         cafile = out.get("ssl_cafile")
         out.settings["cafile"] = (f"source.kafka.ssl_cafile ({cafile})" if cafile else

@@ -84,6 +84,8 @@ def kwargs_for(client_cls: type, client_kwargs: Mapping[str, Any],
     if unknown:
         raise ValueError(f"unknown kafka-python settings: {sorted(unknown)}")
     out = copy.copy(client_kwargs) if isinstance(client_kwargs, dict) else dict(client_kwargs)
+    if hasattr(out, "resolve_secrets"):
+        out.resolve_secrets()  # a copy or an unpickled mapping (a worker) reads its secrets here
     for key in list(out):
         if key not in client_cls.DEFAULT_CONFIG:
             del out[key]
