@@ -109,12 +109,19 @@ class _PrepareWindowDoFn(beam.DoFn):
     def process(self, element):
         from transforms.prepare import prepare_window
         from transforms.validation import window_statistics
-        from transforms.versions import dead_by_reason, load_previous, merge_dead_counts, merge_records
+        from transforms.versions import (
+            dead_by_reason,
+            load_previous,
+            merge_dead_counts,
+            merge_records,
+            unique_dead_letters,
+        )
 
         wid, items = element
         events, dead = [], []
         for item in items:
             (events if isinstance(item, Event) else dead).append(item)
+        dead = unique_dead_letters(dead)
         # A new version keeps what the previous one held (transforms/versions.py has the rule).
         previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field)
         run_sources = set(self._sources) | {e.source for e in events} | {d.source for d in dead}

@@ -164,13 +164,18 @@ def _id_of(features: dict, id_field: Optional[str], wid: str) -> str:
 
 def merge_records(previous: Optional[PreviousVersion], events: list) -> list:
     """Previous records, replaced by this run's records read at the same (source, position), plus
-    this run's other records (not yet de-duplicated by id)."""
-    if previous is None:
-        return list(events)
-    by_origin = {(e.source, e.position): e for e in previous.events}
+    this run's other records (not yet de-duplicated by id). A record this run read twice at the
+    same position (a stream replanned from scratch writes the same offsets into parts of other
+    ranges) is one record, not a duplicate."""
+    by_origin = {} if previous is None else {(e.source, e.position): e for e in previous.events}
     for event in events:
         by_origin[(event.source, event.position)] = event
     return list(by_origin.values())
+
+
+def unique_dead_letters(dead: Iterable[DeadLetter]) -> list:
+    """One dead letter per (source, position): a record read twice is counted once."""
+    return list({(d.source, d.position): d for d in dead}.values())
 
 
 def merge_dead_counts(previous: Optional[PreviousVersion], letters: Iterable[DeadLetter], run_sources: set) -> dict:

@@ -145,3 +145,38 @@ def test_stream_late_data_keeps_the_records_a_backfill_sealed(store, direct_opti
     assert v2.manifest["dead_letters"] == v1.manifest["dead_letters"]
     assert set(v2.manifest["dead_letters_by_source"]) == set(v1.manifest["dead_letters_by_source"])
     assert sorted(read_ids_with_schema(root)) == sorted(generated.valid_ids + [f"s-late-{i}" for i in range(3)])
+
+
+def test_a_stream_replanned_from_scratch_duplicates_nothing(tmp_path, direct_options, kafka_broker, kafka_topic):
+    """The documented recovery for a lost or unusable checkpoint is to move it away: the next run
+    plans from the topic's beginning with other ranges (so other part names) over records already
+    in parts and windows. Before, every record then became a duplicate_id dead letter and the
+    windows resealed QUARANTINED; now the windows stay exactly as they were."""
+    import os
+
+    from pipeline.checkpoint import CheckpointStore
+
+    messages = [(None, _event(f"e-{h}-{m}", m, hour=h)) for h in (0, 1) for m in range(0, 60, 2)]
+    messages += [(None, b"{not json"), (None, json.dumps({"id": "bad-t", "ts": "2026-11-27T01:05:00Z",
+                                                             "temperature": "warm"}).encode())]
+    messages += [(None, _event("e-3-0", 0, hour=3))]  # moves the watermark past the first two hours
+    produce(kafka_broker.client_kwargs, kafka_topic, messages, partitions=1)
+
+    def config(split):
+        return config_from_dict({
+            "storage": {"root": str(tmp_path / "store")}, "window": {"size": "1h", "allowed_lateness": "0s"},
+            "source": {"kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topic": kafka_topic,
+                                 "max_records_per_split": split}}})
+
+    run_stream(config(7), direct_options, until_idle=True)
+    root = str(tmp_path / "store")
+    before = {w.window_id: w.manifest for w in window_store.list_sealed(root, latest_only=False)}
+    assert sorted(before) == [W0, W1]
+    os.remove(CheckpointStore(root, kafka_topic).path)  # what the error messages tell the operator to do
+    run_stream(config(11), direct_options, until_idle=True)
+    after = {w.window_id: w.manifest for w in window_store.list_sealed(root, latest_only=False)}
+    assert after == before, "no new version, no duplicate dead letters"
+    assert all("duplicate_id" not in m["quality"]["dead_letter_reasons"] for m in after.values())
+    ids = _ids_by_window(root)
+    assert ids[W0] + ids[W1] == sorted(f"e-0-{m}" for m in range(0, 60, 2)) + sorted(
+        f"e-1-{m}" for m in range(0, 60, 2))

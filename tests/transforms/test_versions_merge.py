@@ -13,6 +13,7 @@ from transforms.versions import (
     merge_records,
     provenance_bytes,
     read_tfrecords,
+    unique_dead_letters,
 )
 from transforms.windowing import split_duplicates
 from transforms.write_window import tfrecord_gz_bytes
@@ -49,6 +50,14 @@ def test_merge_keeps_previous_records_and_replaces_re_reads():
     new = [_ev("b", "f1", "2", value=9.0), _ev("d", "f3", "1")]
     merged = merge_records(previous, new)
     assert sorted((e.id, e.features["x"]) for e in merged) == [("a", 1.0), ("b", 9.0), ("c", 1.0), ("d", 1.0)]
+
+
+def test_a_record_read_twice_at_the_same_position_is_one_record():
+    twice = [_ev("a", "kafka://t/0", "5"), _ev("b", "kafka://t/0", "6"), _ev("a", "kafka://t/0", "5")]
+    kept, dupes = split_duplicates(merge_records(None, twice))
+    assert [e.id for e in kept] == ["a", "b"] and dupes == []
+    letter = DeadLetter("bad_json", "", None, "kafka://t/0", "7")
+    assert unique_dead_letters([letter, letter._replace(detail="again")]) == [letter._replace(detail="again")]
 
 
 def test_merge_then_dedupe_equals_one_run_over_all_sources():
