@@ -82,6 +82,7 @@ from transforms.kafka.source import (
     plan_ranges,
     source_uri,
     to_source_record,
+    topic_id,
 )
 from transforms.pending import (
     PartSettings,
@@ -363,6 +364,18 @@ class StreamRunner:
         if self.lock is not None:
             self.lock.check()
 
+    def check_topic(self, checkpoint: Checkpoint) -> Optional[str]:
+        """The topic's id now; InputError when it is not the one the checkpoint's offsets belong to."""
+        now = topic_id(self.kwargs, self.kafka.topic)
+        if checkpoint.topic_id and now and now != checkpoint.topic_id:
+            raise InputError(
+                f"Kafka topic {self.kafka.topic!r} was deleted and recreated: its id is {now}, the checkpoint "
+                f"{self.store.path} holds offsets of topic id {checkpoint.topic_id}; the new topic's offsets "
+                "restart, so reading on from this checkpoint would skip or misplace records. Nothing was "
+                "read. Seal the new topic into another storage root (or restore the old topic); the windows "
+                "sealed here stay as they are")
+        return now or checkpoint.topic_id
+
     def plan(self, checkpoint: Checkpoint) -> tuple[CyclePlan, bool]:
         if checkpoint.in_flight:
             return CyclePlan.from_json(checkpoint.in_flight), True
@@ -401,6 +414,7 @@ class StreamRunner:
 
         self._check_lock()
         checkpoint = self.store.load()
+        checkpoint = checkpoint.replace(topic_id=self.check_topic(checkpoint))
         plan, replayed = self.plan(checkpoint)
         if not plan.ranges:
             lap("plan")

@@ -289,6 +289,24 @@ def _offsets(client_kwargs: Mapping[str, Any], topic: str, which: str,
         consumer.close()
 
 
+def topic_id(client_kwargs: Mapping[str, Any], topic: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Optional[str]:
+    """The topic's id (Kafka 2.8+, KIP-516): a topic deleted and recreated under the same name gets
+    a new one, which is how a checkpoint tells the topic it read from a new topic whose offsets
+    restarted. None when the broker does not report ids."""
+    consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=None, enable_auto_commit=False,
+                        allow_auto_create_topics=False)
+    try:
+        _partitions(consumer, topic, client_kwargs)
+        # kafka-python keeps the ids of its last metadata response on the client's cluster view
+        found = consumer._client.cluster.topic_id(topic)
+        return None if found is None or found.int == 0 else str(found)
+    except kafka_errors.KafkaError as exc:
+        raise KafkaSourceError(f"metadata of Kafka topic {topic!r} on {_bootstrap(client_kwargs)} failed: "
+                               f"{_detail(exc) or type(exc).__name__}; check that the broker is up and rerun") from exc
+    finally:
+        consumer.close()
+
+
 def end_offsets(client_kwargs: Mapping[str, Any], topic: str,
                 timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[int, int]:
     """Per partition, the exclusive end offset a read may plan against.
