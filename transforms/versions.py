@@ -100,18 +100,26 @@ class PreviousVersion:
 
 
 def _example_features(example, types: dict) -> dict:
+    """Feature values of a stored example, as the current schema types them (a version sealed
+    under an earlier schema may hold an INT feature that is FLOAT now: its values are converted;
+    text an INT or FLOAT cannot hold is absent under the new schema, as a missing value)."""
     features = {}
     feature_map = example.features.feature
     for name, kind in types.items():
         if name not in feature_map:
             continue
         value = feature_map[name]
-        if kind == "INT":
-            features[name] = list(value.int64_list.value)
-        elif kind == "FLOAT":
-            features[name] = list(value.float_list.value)
-        else:
-            features[name] = list(value.bytes_list.value)
+        held = value.WhichOneof("kind")
+        values = list(getattr(value, held).value) if held else []
+        try:
+            if kind == "INT":
+                features[name] = [int(v) for v in values]
+            elif kind == "FLOAT":
+                features[name] = [float(v) for v in values]
+        except ValueError:  # text the new type cannot hold: the value is absent under this schema
+            continue
+        if kind == "BYTES":
+            features[name] = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
     return features
 
 

@@ -80,3 +80,16 @@ def test_dead_counts_of_read_sources_are_recounted_others_carried():
                       "f3": {"missing_id": 1}}
     assert dead_by_reason(merged) == {"bad_json": 1, "duplicate_id": 2, "missing_id": 1, "type_mismatch": 1}
     assert merge_dead_counts(None, [], set()) == {}
+
+
+def test_stored_values_are_read_as_the_current_schema_types_them():
+    from tensorflow.core.example import example_pb2
+
+    from transforms.versions import _example_features
+
+    example = example_pb2.Example()
+    example.features.feature["n"].int64_list.value.extend([3])
+    example.features.feature["t"].bytes_list.value.extend([b"7", b"x"])
+    example.features.feature["s"].bytes_list.value.extend([b"v1"])
+    out = _example_features(example, {"n": "FLOAT", "t": "INT", "s": "BYTES", "absent": "INT"})
+    assert out == {"n": [3.0], "s": [b"v1"]}  # "x" cannot be an INT: absent, as a missing value
