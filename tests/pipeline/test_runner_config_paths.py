@@ -45,6 +45,7 @@ def test_missing_runner_config_names_where_it_looked(tmp_path, monkeypatch):
     assert str(tmp_path / "prefix") in str(err.value)
 
 
+@pytest.mark.slow  # builds a wheel with pip (about 10 s)
 def test_the_wheel_installs_every_runner_config_where_resolution_looks(tmp_path):
     """Build ctpipe's wheel from a copy of the sources: every runner_configs/*.yaml is in it as
     data under share/ctpipe/runner_configs/, which pip installs into sys.prefix."""
