@@ -64,6 +64,12 @@ def test_app_image():
     for pkg in PACKAGES:
         assert any(re.search(rf"(^|\s){pkg}/", c) for c in copies), f"{pkg} not copied"
     assert any(c.split()[-2:] == ["setup.py", "./"] for c in copies)
+    # setup.py installs runner_configs/*.yaml as data files: they must be in the build stage
+    # before the package is installed.
+    build = instructions(APP)[:next(n for n, (i, a) in enumerate(instructions(APP))
+                                    if i == "RUN" and re.search(r"--no-build-isolation \.(\s|$)", a))]
+    assert any(i == "COPY" and re.search(r"(^|\s)runner_configs/", a) for i, a in build), \
+        "runner_configs/ is not in the build stage when setup.py installs it"
     users = [a for i, a in ins if i == "USER"]
     assert users and not users[-1].startswith(("root", "0")), "must end as a non-root user"
     entry = [a for i, a in ins if i == "ENTRYPOINT"]
