@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import metrics
@@ -110,3 +111,13 @@ def test_a_failed_or_rejected_run_keeps_the_last_success(pushgateway):
     groups = {labels for labels in _pushed(pushgateway, "ctpipe_gate_decisions_total")}
     assert {dict(g).get("task") for g in groups} == {None, "worker-1"}
     assert _pushed(pushgateway, "ctpipe_last_success_timestamp_seconds") == {success: 1795741200}
+
+
+def test_every_verdict_and_gate_outcome_is_exported_from_the_start():
+    """Alerts select these label values; their series exist (at 0) before the first occurrence."""
+    from transforms.validation import PASS, QUARANTINED, WARN
+
+    assert set(metrics.VERDICTS) == {PASS, WARN, QUARANTINED}
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert {s.labels["verdict"] for s in _samples(text, "ctpipe_windows_sealed_total")} >= set(metrics.VERDICTS)
+    assert {s.labels["outcome"] for s in _samples(text, "ctpipe_gate_decisions_total")} >= {"blessed", "rejected"}
