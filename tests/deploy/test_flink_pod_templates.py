@@ -6,6 +6,8 @@ spec.taskManager.podTemplate (FlinkConfigBuilder.applyPodTemplate -> FlinkUtils.
 key by key, the override's scalars win, and arrays merge element by element by position, unless
 ``kubernetes.operator.pod-template.merge-arrays-by-name`` is true and every element of both arrays
 has a ``name``, in which case elements merge by name and the result is the union, base order first.
+The flag is read from the deployment's own flinkConfiguration (FlinkConfigBuilder.buildFrom applies
+spec.flinkConfiguration before applyPodTemplate reads the option, a "dynamic" operator option).
 The helper is checked against the examples of the operator's documentation
 (docs/content/docs/custom-resource/pod-template.md, "Array Merging Behaviour") before it is used.
 Then each container of the rendered pods is checked for what it needs.
