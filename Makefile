@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock system-deps engines engines-lock services-up services-down bench clean
+AIRFLOW_VENV := .airflow-venv
+
+.PHONY: venv demo test test-fast lock system-deps engines engines-lock airflow airflow-lock services-up services-down \
+	bench clean
 
 # The virtual environment, installed from the fully pinned lock (never resolves).
 $(VENV)/.installed: requirements.lock setup.py
@@ -31,12 +34,33 @@ engines: system-deps
 engines-lock:
 	bash scripts/fetch_engines.sh --lock
 
+# Airflow 3 in a virtual environment of its own (deploy/airflow/requirements.lock; its dependencies
+# conflict with ctpipe's), for the tests that load deploy/airflow/ctpipe_dag.py in a real Airflow,
+# plus a migrated metadata database (sqlite) they copy instead of migrating on every run.
+# Rebuilt only when the lock changes.
+$(AIRFLOW_VENV)/.installed: deploy/airflow/requirements.lock | $(VENV)/.installed
+	test -x $(AIRFLOW_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON) $(AIRFLOW_VENV)
+	$(VENV)/bin/uv pip sync --quiet --python $(AIRFLOW_VENV)/bin/python deploy/airflow/requirements.lock
+	rm -rf $(AIRFLOW_VENV)/db-template && mkdir -p $(AIRFLOW_VENV)/db-template
+	AIRFLOW_HOME=$(CURDIR)/$(AIRFLOW_VENV)/db-template AIRFLOW__CORE__LOAD_EXAMPLES=False \
+		AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(CURDIR)/$(AIRFLOW_VENV)/db-template/airflow.db \
+		$(AIRFLOW_VENV)/bin/airflow db migrate > $(AIRFLOW_VENV)/db-template/migrate.log 2>&1 \
+		|| { tail -20 $(AIRFLOW_VENV)/db-template/migrate.log; exit 1; }
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
+# Regenerate deploy/airflow/requirements.lock from requirements.in.
+airflow-lock: venv
+	$(VENV)/bin/uv pip compile deploy/airflow/requirements.in --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_36 -o deploy/airflow/requirements.lock
+
 demo: venv
 	$(VENV)/bin/ctpipe demo --workdir ./demo-work
 
 # The whole suite. Tests start the local services they need (Apache Kafka from the pinned engines,
 # S3 server, MLflow, Prometheus) on loopback ports and stop them afterwards.
-test: venv system-deps engines
+test: venv system-deps engines airflow
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Unit tests only: no `slow` pipelines, no `integration` services (so no Java, no broker).

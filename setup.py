@@ -5,6 +5,8 @@ packages (core, pipeline with pipeline.cli, transforms, training, examples) inst
 Exact versions live in requirements.lock; the ranges below only say what the code needs, so a
 worker image built from the lock satisfies them.
 """
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -14,6 +16,10 @@ setup(
     packages=find_packages(include=["core", "core.*", "pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "training", "training.*", "examples", "examples.*"]),
     package_data={"examples": ["ctpipe.yaml"]},  # the documented example config
+    # The runner configs, installed under <prefix>/share/ctpipe/runner_configs/: a relative
+    # --runner-config (e.g. the default runner_configs/direct.yaml) resolves there when the current
+    # directory has none, as in a scheduler's temporary task directory (pipeline/options.py).
+    data_files=[("share/ctpipe/runner_configs", sorted(glob("runner_configs/*.yaml")))],
     python_requires=">=3.11,<3.12",
     install_requires=[
         "apache-beam[gcp,aws]>=2.68,<2.69",

@@ -155,5 +155,10 @@ def run_scratch_dir(root: str, run_id: str) -> str:
     return storage.join(root, "tmp", run_id)
 
 
+def train_backup_dir(root: str) -> str:
+    """Keras BackupAndRestore state of interrupted trainings (one folder per training input)."""
+    return storage.join(root, "train-backup")
+
+
 def lock_path(root: str, name: str) -> str:
     return storage.join(root, "locks", f"{name}.lock")

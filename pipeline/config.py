@@ -256,8 +256,10 @@ class TrainingConfig(Section):
     """How many of the newest windows provide the held-out evaluation examples."""
     backup_dir: Optional[str] = None
     """Where Keras BackupAndRestore keeps the state of the last finished epoch (one folder per
-    training input), so that a killed run resumes there; every worker of a multi-worker job must
-    see the same directory. Default: ``ctpipe-backup`` in the system's temporary directory."""
+    training input), so that a killed run resumes there. It must outlive the process (on
+    Kubernetes a persistent volume, never the pod's /tmp), and every worker of a multi-worker job
+    must see the same directory. Default: ``<storage.root>/train-backup`` when the storage root is
+    a local path; with an object-store root (s3://, gs://) it must be set."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import time
 
-from core import storage, window_store
-from core.errors import InputError
+from core import layout, storage, window_store
+from core.errors import ConfigError, InputError
 from core.transform_store import current_transform, transform_dir, verify_copy
 from core.version import code_version
 from pipeline import metrics
@@ -64,6 +64,20 @@ def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
     return local
 
 
+def backup_base_dir(config: Config) -> str:
+    """The folder of BackupAndRestore state: ``training.backup_dir``, else ``<root>/train-backup``
+    for a local storage root. Never the process's temporary directory, which a restarted pod loses
+    (the restart would then train from the first epoch again)."""
+    if config.training.backup_dir:
+        return config.training.backup_dir
+    root = config.storage.root
+    if storage.is_local(root):
+        return layout.train_backup_dir(root)
+    raise ConfigError(f"training.backup_dir is not set and storage.root {root} is an object store; set "
+                      "training.backup_dir to a folder that outlives the training process and that every "
+                      "worker sees, e.g. a mounted persistent volume (/var/lib/ctpipe/train-backup)")
+
+
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
     ``progress_dir``: every worker rewrites a progress file there after each batch."""
@@ -75,6 +89,7 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     from transforms.preprocess import load_function
 
     root = config.storage.root
+    backup_base = backup_base_dir(config)
     run_id = new_run_id("train")
     started = time.time()
     windows, skipped, fingerprint = select_windows(config)
@@ -97,7 +112,6 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
             with open(sig_path, encoding="utf-8") as handle:
                 warm_signature = json.load(handle)
 
-    backup_base = config.training.backup_dir or os.path.join(tempfile.gettempdir(), "ctpipe-backup")
     spec = TrainSpec(
         transform_dir=local_transform_dir(root, fingerprint, scratch), transform_fingerprint=fingerprint,
         label_key=config.label_field, id_field=config.id_field, event_time_field=config.event_time.field,

@@ -4,6 +4,10 @@ Counters and histograms live in one registry. Long runs (``ctpipe stream --inter
 on ``metrics.port``; batch runs push it to ``metrics.pushgateway`` when they end (job label
 ``ctpipe_<command>``). Beam DoFns count with Beam metrics (they may run in other processes); the
 driver copies the pipeline result's counters into these after the run (``record_beam_counters``).
+
+Series that alerts select by label value exist from the start: every window verdict and both gate
+outcomes are exported as 0 until they happen, so ``increase(...{verdict="QUARANTINED"}[1h])`` sees
+the first quarantine instead of a series that appears already at 1.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ DEAD_LETTERS = Counter("ctpipe_dead_letters", "Records sent to dead-letter", ["s
 WINDOWS_SEALED = Counter("ctpipe_windows_sealed", "Windows sealed, by verdict", ["verdict"], registry=REGISTRY)
 STAGE_DURATION = Histogram("ctpipe_stage_duration_seconds", "Wall time of a stage", ["stage"],
                            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600), registry=REGISTRY)
-LAST_SUCCESS = Gauge("ctpipe_last_success_timestamp_seconds", "Unix time of the last successful run",
-                     ["job"], registry=REGISTRY)
+_LAST_SUCCESS_NAME = "ctpipe_last_success_timestamp_seconds"
+_LAST_SUCCESS_HELP = "Unix time of the last successful run"
+LAST_SUCCESS = Gauge(_LAST_SUCCESS_NAME, _LAST_SUCCESS_HELP, ["job"], registry=REGISTRY)
 KAFKA_LAG = Gauge("ctpipe_kafka_consumer_lag", "Records between the checkpoint and the log end",
                   ["topic", "partition"], registry=REGISTRY)
 WATERMARK = Gauge("ctpipe_watermark_timestamp_seconds", "Event-time watermark", ["source"], registry=REGISTRY)
@@ -35,6 +40,18 @@ MODEL_METRIC = Gauge("ctpipe_model_metric", "Evaluation metric of a model versio
                      ["model", "version", "metric"], registry=REGISTRY)
 MODELS_PUSHED = Counter("ctpipe_models_pushed", "Model versions pushed to the registry", ["model"],
                         registry=REGISTRY)
+
+VERDICTS = ("PASS", "WARN", "QUARANTINED")
+"""Window verdicts (transforms.validation); each one's sealed-window counter starts at 0."""
+GATE_OUTCOMES = ("blessed", "rejected")
+"""Gate outcomes; each one's counter starts at 0."""
+for _verdict in VERDICTS:
+    WINDOWS_SEALED.labels(verdict=_verdict)
+for _outcome in GATE_OUTCOMES:
+    GATE_DECISIONS.labels(outcome=_outcome)
+
+SUCCESS_GROUP = {"outcome": "success"}
+"""Pushgateway grouping labels (besides ``job``) of the last-success timestamp, see ``push``."""
 
 
 @contextmanager
@@ -73,6 +90,41 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=REGISTRY)
 
 
-def push(gateway: str | None, job: str) -> None:
-    if gateway:
-        push_to_gateway(gateway, job=f"ctpipe_{job}", registry=REGISTRY)
+class _Families:
+    """A read-only view of a registry holding only the metric families ``keep`` accepts."""
+
+    def __init__(self, registry: CollectorRegistry, keep):
+        self._registry = registry
+        self._keep = keep
+
+    def collect(self):
+        return [family for family in self._registry.collect() if self._keep(family.name)]
+
+
+def _last_success_of(job: str) -> float | None:
+    for family in LAST_SUCCESS.collect():
+        for sample in family.samples:
+            if sample.labels.get("job") == job:
+                return sample.value
+    return None
+
+
+def push(gateway: str | None, job: str, grouping: dict | None = None) -> None:
+    """Push this process's metrics to the Pushgateway under ``job=ctpipe_<job>`` (plus ``grouping``).
+
+    The run's metrics replace their group (PUT), so the group holds exactly the latest run. The
+    last-success timestamp is not part of it: it is pushed to a group of its own
+    (``SUCCESS_GROUP``) and only by a run that succeeded, so a failed run, or a train run whose
+    candidate the gate rejected, never deletes the time of the last success.
+    """
+    if not gateway:
+        return
+    group = dict(grouping or {})
+    push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key=group,
+                    registry=_Families(REGISTRY, lambda name: name != _LAST_SUCCESS_NAME))
+    succeeded_at = _last_success_of(job)
+    if succeeded_at is not None:
+        success = CollectorRegistry()
+        Gauge(_LAST_SUCCESS_NAME, _LAST_SUCCESS_HELP, ["job"], registry=success).labels(
+            job=job).set(succeeded_at)
+        push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key={**group, **SUCCESS_GROUP}, registry=success)

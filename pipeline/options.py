@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
@@ -19,14 +20,24 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def installed_runner_configs_parent() -> str:
+    """Where an installed ctpipe keeps ``runner_configs/`` (setup.py's data_files)."""
+    return os.path.join(sys.prefix, "share", "ctpipe")
+
+
 def resolve_runner_config(path: str) -> str:
-    """Find ``path`` as given, else relative to the ctpipe installation (runner_configs/ ships with it)."""
+    """Find ``path`` as given (relative to the current directory), else relative to the ctpipe
+    source tree (an editable install), else among the runner configs installed with ctpipe, so
+    ``runner_configs/direct.yaml`` works from any directory, a scheduler's temporary one included."""
     if os.path.exists(path):
         return path
-    candidate = os.path.join(_HERE, path)
-    if os.path.exists(candidate):
-        return candidate
-    raise ConfigError(f"runner config {path!r} does not exist; pass --runner-config FILE "
+    if not os.path.isabs(path):
+        for parent in (_HERE, installed_runner_configs_parent()):
+            candidate = os.path.join(parent, path)
+            if os.path.exists(candidate):
+                return candidate
+    raise ConfigError(f"runner config {path!r} does not exist (looked in the current directory {os.getcwd()}, "
+                      f"{_HERE} and {installed_runner_configs_parent()}); pass --runner-config FILE "
                       "(see runner_configs/direct.yaml)")
 
 

@@ -66,7 +66,7 @@ from core.errors import ConfigError, CtpipeError, InputError, find_in_chain
 from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
-from pipeline import metrics
+from pipeline import metrics, quality
 from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.specs import decode_spec, seal_spec
@@ -460,6 +460,10 @@ class StreamRunner:
         for window in sealed:
             if window["written"]:
                 metrics.WINDOWS_SEALED.labels(verdict=window["verdict"]).inc()
+        # Data-quality and drift gauges of the windows this cycle sealed, as a backfill exports them.
+        written = [w["window_id"] for w in sealed if w["written"]]
+        if written:
+            quality.export_quality_metrics(root, written)
         if watermark is not None:
             metrics.WATERMARK.labels(source=sid).set(watermark / 1000)
         commit_error = None

@@ -17,6 +17,12 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
 - ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
   scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
+- ``pushgateway`` (function): a Prometheus Pushgateway (Debian's prometheus-pushgateway);
+  ``.address`` (host:port) and ``.url``.
+- ``prometheus`` (function): ``start(targets, rule_files=())`` runs a real Prometheus that scrapes
+  ``targets`` every second with honor_labels (as deploy/prometheus/prometheus.yml does) and
+  evaluates ``rule_files`` every second; returns a ``Prometheus`` with ``.query(expr)`` (the
+  HTTP API's instant query) and ``.wait_for(expr)`` (polls until the query returns series).
 - ``java_producer`` (function): ``start(bootstrap, topic, compression="none",
   transactional_id=None)`` returns a ``tests._kafka_java.JavaProducer``: Apache Kafka's own Java
   client (compressed and transactional batches written by another client than kafka-python).
@@ -247,6 +253,117 @@ def java_producer(kafka_java_classes, services_log_dir: Path):
 def kafka_topic() -> str:
     """A topic name no other test uses."""
     return f"ctpipe-test-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+def _system_binary(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} is not installed; `make test` installs it (scripts/install_system_deps.sh)")
+    return path
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    address: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
+    port = _procs.free_port()
+    # Debian's build persists to /var/lib/prometheus/pushgateway.data by default, which every
+    # Pushgateway on the machine would share (and reload): keep this one's metrics in memory.
+    service = _procs.Service("pushgateway", [_system_binary("prometheus-pushgateway"),
+                                             f"--web.listen-address={_procs.HOST}:{port}",
+                                             "--persistence.file="],
+                             port, tmp_path / "pushgateway.log").start()
+    try:
+        yield Pushgateway(f"{_procs.HOST}:{port}")
+    finally:
+        service.stop()
+
+
+class Prometheus:
+    """A running Prometheus server; queries go through its HTTP API."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def query(self, expr: str) -> list:
+        """The result of an instant query (a list of series); raises on a bad expression."""
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/api/v1/query?query={urllib.parse.quote(expr)}"
+        try:
+            body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"Prometheus refused {expr!r}: {exc.read().decode(errors='replace')}") from exc
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, expr: str, timeout_s: float = 60.0) -> list:
+        """Poll until ``expr`` returns series (scrapes and rule evaluations run every second)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.query(expr)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.25)  # polling the API for the next 1 s scrape / evaluation, bounded above
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path):
+    """``start(targets, rule_files=())`` -> a ready Prometheus; every server started is stopped."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    import yaml
+
+    started: list[_procs.Service] = []
+
+    def start(targets: list[str], rule_files=()) -> Prometheus:
+        port = _procs.free_port()
+        home = tmp_path / f"prometheus-{len(started)}"
+        home.mkdir()
+        config = home / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(f) for f in rule_files],
+            "scrape_configs": [{"job_name": "ctpipe-test", "honor_labels": True,
+                                "static_configs": [{"targets": list(targets)}]}]}))
+        service = _procs.Service("prometheus", [_system_binary("prometheus"), f"--config.file={config}",
+                                                f"--web.listen-address={_procs.HOST}:{port}",
+                                                f"--storage.tsdb.path={home / 'tsdb'}"],
+                                 port, home / "prometheus.log").start()
+        started.append(service)
+        server = Prometheus(f"http://{_procs.HOST}:{port}")
+        deadline = time.monotonic() + 60
+        while True:  # the port opens before the TSDB is ready (503 until then)
+            try:
+                urllib.request.urlopen(f"{server.url}/-/ready", timeout=5).read()
+                return server
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Prometheus on port {port} never became ready; see {home / 'prometheus.log'}")
+                time.sleep(0.1)  # polling readiness, bounded above
+
+    yield start
+    for service in started:
+        service.stop()
 
 
 # --------------------------------------------------------------------------- MLflow

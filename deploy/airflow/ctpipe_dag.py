@@ -5,21 +5,34 @@ offset fixed at cycle start and seals the windows the watermark passed (bounded 
 exactly-once through ctpipe's checkpoint protocol), then `ctpipe train` runs policy, training,
 the evaluation gate and the push. Both push their metrics to the Pushgateway.
 
-Deploy by copying this file into the DAGs folder of an Airflow (2.4+) whose workers have the
-`ctpipe` CLI installed (the ctpipe image, deploy/docker/Dockerfile). Airflow Variables
-(Admin > Variables) set the paths without editing the file:
+Exit codes (README, "Exit codes"): `ctpipe train` exits 10 when the evaluation gate rejects the
+candidate. That is a decision, not a failure: the task ends as *skipped* (never retried, the DAG
+run still succeeds) and the production model stays where it was. Any other non-zero exit fails
+the task, and Airflow retries it (`retries` below): every ctpipe command is idempotent.
+
+Deploy by copying this file into the DAGs folder of an Airflow 3 (BashOperator from
+apache-airflow-providers-standard; deploy/airflow/requirements.lock is the tested set) whose
+workers have the `ctpipe` CLI installed (the ctpipe image, deploy/docker/Dockerfile). Airflow
+Variables (Admin > Variables) set the paths without editing the file:
+  ctpipe_bin            the ctpipe command on the workers (default `ctpipe`, found on PATH)
   ctpipe_config         path of ctpipe.yaml on the workers (default /etc/ctpipe/ctpipe.yaml)
-  ctpipe_runner_config  Beam options file for the stream step (default runner_configs/direct.yaml)
+  ctpipe_runner_config  Beam options file for the stream step (default runner_configs/direct.yaml;
+                        a relative path that is not in the task's working directory, which Airflow
+                        makes a fresh temporary one, resolves among the runner configs installed
+                        with ctpipe)
 No credentials here: Kafka and object-store secrets reach the workers as environment variables
 or mounted files, which ctpipe.yaml names.
 """
 from datetime import datetime, timedelta
 
-from airflow import DAG
-from airflow.operators.bash import BashOperator
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
 
+CTPIPE = "{{ var.value.get('ctpipe_bin', 'ctpipe') }}"
 CONFIG = "{{ var.value.get('ctpipe_config', '/etc/ctpipe/ctpipe.yaml') }}"
 RUNNER_CONFIG = "{{ var.value.get('ctpipe_runner_config', 'runner_configs/direct.yaml') }}"
+EXIT_GATE_REJECTED = 10
+"""`ctpipe train`: the gate rejected the candidate (core/errors.py)."""
 
 default_args = {
     "owner": "ml-platform",
@@ -41,12 +54,13 @@ with DAG(
 ) as dag:
     stream = BashOperator(
         task_id="stream_until_idle",
-        bash_command=f"ctpipe stream --until-idle --config {CONFIG} --runner-config {RUNNER_CONFIG}",
+        bash_command=f"{CTPIPE} stream --until-idle --config {CONFIG} --runner-config {RUNNER_CONFIG}",
         execution_timeout=timedelta(minutes=30),
     )
     train = BashOperator(
         task_id="train",
-        bash_command=f"ctpipe train --config {CONFIG}",
+        bash_command=f"{CTPIPE} train --config {CONFIG}",
         execution_timeout=timedelta(minutes=50),
+        skip_on_exit_code=EXIT_GATE_REJECTED,  # not blessed: skipped, not failed, not retried
     )
     stream >> train

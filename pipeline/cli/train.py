@@ -24,7 +24,10 @@ def run(args, ctx) -> int:
 
     config = ctx.config
     outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir)
-    metrics.push(config.metrics.pushgateway, "train")
+    # The chief's push is the run's (gate decision, model metrics); other workers push to a group of
+    # their own, so they never replace it.
+    metrics.push(config.metrics.pushgateway, "train",
+                 {"task": outcome["task"]} if outcome["role"] == "worker" else None)
     if outcome["role"] == "worker":  # multi-worker training: the chief evaluates and pushes
         emit(args, outcome, [f"worker {outcome['task']}: trained {outcome['epochs_run']} epochs "
                              f"({outcome['train_examples']} examples, {outcome['strategy']}); "

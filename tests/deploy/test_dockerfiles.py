@@ -64,6 +64,12 @@ def test_app_image():
     for pkg in PACKAGES:
         assert any(re.search(rf"(^|\s){pkg}/", c) for c in copies), f"{pkg} not copied"
     assert any(c.split()[-2:] == ["setup.py", "./"] for c in copies)
+    # setup.py installs runner_configs/*.yaml as data files: they must be in the build stage
+    # before the package is installed.
+    build = instructions(APP)[:next(n for n, (i, a) in enumerate(instructions(APP))
+                                    if i == "RUN" and re.search(r"--no-build-isolation \.(\s|$)", a))]
+    assert any(i == "COPY" and re.search(r"(^|\s)runner_configs/", a) for i, a in build), \
+        "runner_configs/ is not in the build stage when setup.py installs it"
     users = [a for i, a in ins if i == "USER"]
     assert users and not users[-1].startswith(("root", "0")), "must end as a non-root user"
     entry = [a for i, a in ins if i == "ENTRYPOINT"]
@@ -100,3 +106,28 @@ def test_dockerignore_keeps_what_the_images_copy():
     for required in (".git", "**/.venv", "tests/"):
         assert any(p.lstrip("*/").rstrip("/") == required.lstrip("*/").rstrip("/")
                    for p in patterns), required
+
+
+def test_default_user_functions_are_in_the_image():
+    """The preprocessing_fn and model_fn the configs name (the defaults and the Kubernetes
+    ConfigMap's) are importable in the image: their package is copied into both stages and
+    installed by setup.py (which also stages it to Beam workers)."""
+    import yaml
+    from setuptools import find_packages
+
+    from pipeline.config import Config, config_from_dict
+
+    configmap = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "configmap.yaml").read_text()) if d][0]
+    configs = [Config(), config_from_dict(yaml.safe_load(configmap["data"]["ctpipe.yaml"]))]
+    modules = {fn.split(":")[0] for c in configs for fn in (c.transform.preprocessing_fn, c.training.model_fn)}
+    assert "examples.sensors" in modules
+    copies = [a for i, a in instructions(APP) if i == "COPY" and "--from=" not in a]
+    setup_text = (ROOT / "setup.py").read_text()
+    packages = find_packages(where=str(ROOT), include=re.findall(r'"([a-z_.*]+)"', setup_text.split(
+        "find_packages(include=")[1].split("]")[0]))
+    for module in modules:
+        package = module.split(".")[0]
+        assert (ROOT / (module.replace(".", "/") + ".py")).exists(), module
+        runtime_copies = [c for c in copies if re.search(rf"(^|\s){package}/", c)]
+        assert len(runtime_copies) == 2, f"{package}/ must be copied into the build and the runtime stage"
+        assert package in packages, f"setup.py does not install {package}"

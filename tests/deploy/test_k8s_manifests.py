@@ -468,3 +468,70 @@ def test_config_map_is_a_valid_ctpipe_config():
 
     cfg = config_from_dict(data)
     assert cfg.source.kafka.sasl_password_file.startswith("/var/run/secrets/")
+
+
+# ------------------------------------------------------------------------------ training runs
+
+
+def training_pods():
+    """(file, Job spec, pod spec) of the CronJob's Job and the distributed trainer Job."""
+    cj = find("CronJob", "ctpipe-train")
+    job = find("Job", "ctpipe-trainer")
+    return [("controller-cronjob.yaml", cj["spec"]["jobTemplate"]["spec"],
+             cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+            ("trainer-job.yaml", job["spec"], job["spec"]["template"]["spec"])]
+
+
+def test_a_gate_rejection_is_not_retried():
+    """Exit 10 is a decision: the Job ends at once instead of training again (backoffLimit)."""
+    from core.errors import EXIT_CONFIG, EXIT_GATE_REJECTED
+
+    for name, job, pod in training_pods():
+        assert pod["restartPolicy"] == "Never", name  # podFailurePolicy requires it
+        (trainer,) = pod["containers"]
+        rules = job["podFailurePolicy"]["rules"]
+        fail_now = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+        assert fail_now, f"{name}: no FailJob rule"
+        codes = fail_now[0]["onExitCodes"]
+        assert codes["operator"] == "In" and codes["containerName"] == trainer["name"], name
+        assert {EXIT_GATE_REJECTED, EXIT_CONFIG} <= set(codes["values"]), name
+        # An evicted or preempted pod is recreated without spending a retry.
+        assert any(r["action"] == "Ignore" and r.get("onPodConditions") == [
+            {"type": "DisruptionTarget", "status": "True"}] for r in rules), name
+        assert job["backoffLimit"] >= 1, f"{name}: real failures still get a retry"
+
+
+def test_training_backups_outlive_the_pod():
+    """BackupAndRestore state is on a shared persistent volume, not the pod's /tmp."""
+    cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
+    backup_dir = cfg["training"]["backup_dir"]
+    pvcs = {d["metadata"]["name"]: d for d in find("PersistentVolumeClaim")}
+    for name, _, pod in training_pods():
+        (trainer,) = pod["containers"]
+        mount = [m for m in trainer["volumeMounts"] if backup_dir == m["mountPath"]
+                 or backup_dir.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mount, f"{name}: training.backup_dir {backup_dir} is not on a mounted volume"
+        volume = [v for v in pod["volumes"] if v["name"] == mount[0]["name"]][0]
+        claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+        assert claim in pvcs, f"{name}: {backup_dir} is on {volume}, not a PersistentVolumeClaim"
+        # Both workers of the distributed Job, on any nodes, see the same folder.
+        assert pvcs[claim]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "controller-cronjob.yaml" in {n for n, d in all_documents()
+                                         if d["kind"] == "PersistentVolumeClaim"}, "the claim is long-lived"
+
+
+def test_the_driver_stages_artifacts_through_the_job_server_service():
+    """The job server advertises 0.0.0.0:<artifact port>; the driver gets the Service address."""
+    fd = find("FlinkDeployment", "ctpipe-flink")
+    js = [c for c in fd["spec"]["jobManager"]["podTemplate"]["spec"]["containers"]
+          if c["name"] == "beam-job-server"][0]
+    args = " ".join(js["args"])
+    assert "--job-host=0.0.0.0" in args
+    artifact_port = int(re.search(r"--artifact-port=(\d+)", args).group(1))
+    svc = find("Service", "ctpipe-flink-jobserver")
+    assert artifact_port in [p["port"] for p in svc["spec"]["ports"]]
+    runner = yaml.safe_load((ROOT / "runner_configs" / "flink.yaml").read_text())
+    var = re.fullmatch(r"\$\{(\w+)\}", runner["artifact_endpoint"]).group(1)
+    env = {e["name"]: e.get("value") for e in
+           find("Deployment", "ctpipe-stream")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[var] == f"ctpipe-flink-jobserver.{NAMESPACE}.svc:{artifact_port}"

@@ -35,6 +35,7 @@ CONFIG_DIR = ROOT / "runner_configs"
 TEST_ENV = {
     "CTPIPE_FLINK_MASTER": "ctpipe-flink-rest.ctpipe.svc:8081",
     "CTPIPE_FLINK_JOB_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8099",
+    "CTPIPE_FLINK_ARTIFACT_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8098",
     "CTPIPE_GCP_PROJECT": "ctpipe-test-project",
     "CTPIPE_GCP_REGION": "europe-west1",
     "CTPIPE_GCS_BUCKET": "ctpipe-test-bucket",
@@ -46,16 +47,16 @@ TEST_ENV = {
 # Options of the Java FlinkPipelineOptions (runners/flink/.../FlinkPipelineOptions.java) that the
 # Python SDK does not declare. Beam's portable runner keeps unknown options
 # (get_all_options(retain_unknown_options=True)) and the job server maps snake_case to camelCase.
-JAVA_FLINK_OPTIONS = {
+CHECKPOINT_OPTIONS = {
     "checkpointing_interval",
     "checkpointing_mode",
     "checkpoint_timeout_millis",
     "min_pause_between_checkpoints",
     "externalized_checkpoints_enabled",
     "retain_externalized_checkpoints_on_cancellation",
-    "number_of_execution_retries",
-    "execution_retry_delay",
 }
+JAVA_FLINK_OPTIONS = CHECKPOINT_OPTIONS | {"number_of_execution_retries", "execution_retry_delay"}
+FLINK_CONFIGS = ["flink.yaml", "flink-streaming.yaml"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -82,7 +83,7 @@ def unknown_option_names(flags):
     return {u[2:].split("=", 1)[0] for u in unknown if u.startswith("--")}
 
 
-ALL_CONFIGS = ["direct.yaml", "flink.yaml", "dataflow.yaml"]
+ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, "dataflow.yaml"]
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -100,7 +101,7 @@ def test_values_are_scalars_or_scalar_lists(name):
 def test_every_option_is_known(name):
     _, cfg = load(name)
     unknown = unknown_option_names(cfg)
-    allowed = JAVA_FLINK_OPTIONS if name == "flink.yaml" else set()
+    allowed = JAVA_FLINK_OPTIONS if name in FLINK_CONFIGS else set()
     assert unknown <= allowed, f"{name}: options Beam does not know: {sorted(unknown - allowed)}"
 
 
@@ -124,28 +125,60 @@ def test_direct():
     assert int(direct.direct_num_workers) == 1
 
 
-def test_flink():
-    raw, cfg = load("flink.yaml")
+@pytest.mark.parametrize("name", FLINK_CONFIGS)
+def test_flink(name):
+    raw, cfg = load(name)
     opts = PipelineOptions(cfg)
     assert opts.view_as(StandardOptions).runner == "FlinkRunner"
-    assert not opts.view_as(StandardOptions).streaming  # bounded graphs; the unbounded one adds --streaming
     flink = opts.view_as(FlinkRunnerOptions)
     assert flink.flink_master == TEST_ENV["CTPIPE_FLINK_MASTER"]
     assert flink.flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
     assert flink.parallelism == 4 and flink.max_parallelism >= flink.parallelism
     portable = opts.view_as(PortableOptions)
     assert portable.job_endpoint == TEST_ENV["CTPIPE_FLINK_JOB_ENDPOINT"]
+    # The job server advertises its bind address (0.0.0.0) for artifacts: the driver must be
+    # given a reachable one.
+    assert portable.artifact_endpoint == TEST_ENV["CTPIPE_FLINK_ARTIFACT_ENDPOINT"]
     assert portable.environment_type in ("EXTERNAL", "DOCKER")
     assert portable.environment_config
     assert opts.view_as(SetupOptions).setup_file == "/app/setup.py"
+    # Site-specific addresses come from the environment, not the file.
+    for key in ("flink_master", "job_endpoint", "artifact_endpoint"):
+        assert _VAR.fullmatch(raw[key]), f"{name}: {key} must be a ${{VAR}} reference"
+
+
+def test_flink_bounded_graphs_run_in_batch_mode_without_checkpoint_options():
+    raw, cfg = load("flink.yaml")
+    assert not PipelineOptions(cfg).view_as(StandardOptions).streaming
+    assert not CHECKPOINT_OPTIONS & set(raw), "Flink ignores checkpoint options in batch mode"
+
+
+def test_flink_streaming_checkpoints():
+    _, cfg = load("flink-streaming.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).streaming
     # The Java-side options survive into what the portable runner sends to the job server.
     sent = opts.get_all_options(retain_unknown_options=True)
     assert int(sent["checkpointing_interval"]) == 60000
     assert sent["checkpointing_mode"] in ("EXACTLY_ONCE", "AT_LEAST_ONCE")
     assert int(sent["min_pause_between_checkpoints"]) < int(sent["checkpoint_timeout_millis"])
     assert sent["externalized_checkpoints_enabled"] is True
-    # Site-specific addresses come from the environment, not the file.
-    assert raw["flink_master"].startswith("${") and raw["job_endpoint"].startswith("${")
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_checkpoint_options_only_where_they_apply(name):
+    """Flink checkpoints exist only in streaming mode: a file that sets them must set streaming."""
+    raw, _ = load(name)
+    if CHECKPOINT_OPTIONS & set(raw):
+        assert raw.get("streaming") is True, f"{name} sets checkpoint options but not streaming: true"
+
+
+def test_flink_configs_target_the_same_cluster():
+    batch, _ = load("flink.yaml")
+    streaming, _ = load("flink-streaming.yaml")
+    for key in ("runner", "flink_master", "flink_version", "job_endpoint", "artifact_endpoint",
+                "max_parallelism", "environment_type", "environment_config", "setup_file", "pickle_library"):
+        assert batch[key] == streaming[key], key
 
 
 def test_dataflow(monkeypatch):

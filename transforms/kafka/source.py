@@ -407,12 +407,16 @@ class _ReadRangeDoFn(beam.DoFn):
         self._client_kwargs = client_kwargs
         self._timeout_s = timeout_s
         self._consumer: KafkaConsumer | None = None
+        # Beam counter ``records_in``: the driver exports it as ctpipe_records_in_total{stage="stream"}.
+        self._records = beam.metrics.Metrics.counter("ctpipe", "records_in")
 
     def setup(self) -> None:
         self._consumer = _data_consumer(self._client_kwargs, self._timeout_s)
 
     def process(self, rng: OffsetRange) -> Iterator[KafkaRecord]:
-        yield from _read_with(self._consumer, rng, self._timeout_s)
+        for record in _read_with(self._consumer, rng, self._timeout_s):
+            self._records.inc()
+            yield record
 
     def teardown(self) -> None:
         if self._consumer is not None:
