@@ -14,7 +14,7 @@ layout"); nothing else joins directory names onto a root by hand:
     <root>/runs/<run_id>.json                 run record (the driver writes it last)
     <root>/runs/<run_id>/<kind>/<name>.json   results the run's workers hand back to the driver
     <root>/tmp/<run_id>/                      scratch shared by the run's workers
-    <root>/locks/<name>.lock
+    <root>/locks/root.lease                   the storage root's lease (core/lock.py; a directory locally)
 
 Window id: the window's UTC start as ``YYYYMMDDTHHMMZ`` (``20261127T0100Z``).
 """
@@ -155,5 +155,6 @@ def run_scratch_dir(root: str, run_id: str) -> str:
     return storage.join(root, "tmp", run_id)
 
 
-def lock_path(root: str, name: str) -> str:
-    return storage.join(root, "locks", f"{name}.lock")
+def lease_path(root: str, name: str = "root") -> str:
+    """The lease ``name`` of ``root``; ``root`` is the one every writer of the root takes."""
+    return storage.join(root, "locks", f"{name}.lease")
