@@ -43,7 +43,6 @@ registry serializes its pushes with the same class at its own ``path``.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading

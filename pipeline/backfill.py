@@ -46,7 +46,7 @@ def new_run_id(kind: str) -> str:
 
 
 def infer_and_store_schema(config: Config, options, read_records: Callable, described_as: str,
-                           run_id: Optional[str] = None) -> int:
+                           run_id: Optional[str] = None, fence=None) -> int:
     """First run on an empty store: infer the schema from the statistics of the records that
     ``read_records(pipeline)`` yields (SourceRecords), store it as schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
@@ -69,7 +69,7 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
         raise InputError(f"no decodable events in {described_as}: cannot infer a schema "
                          "(check event_time.field and id_field)")
     schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
-    version = schema_store.save(config.storage.root, schema)
+    version = schema_store.save(config.storage.root, schema, fence=fence)
     if own_scratch:
         storage.delete_tree(scratch)
     return version
@@ -100,11 +100,20 @@ def check_range_is_whole_windows(start_ms: Optional[int], end_ms: Optional[int],
                               f"use {flag} {iso[1]} or {flag} {iso[2]}")
 
 
-def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int]) -> RunResult:
-    """Run one backfill over the configured files; returns the run record (also stored)."""
-    root = config.storage.root
+def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int],
+                 lock_timeout_s: float = 0.0) -> RunResult:
+    """Run one backfill over the configured files under the storage root's lease (waiting up to
+    ``lock_timeout_s`` for it); returns the run record (also stored)."""
+    from pipeline.lease import root_lease
+
     check_range_is_whole_windows(start_ms, end_ms, config.window.size_s)
-    storage.makedirs(root)
+    storage.makedirs(config.storage.root)
+    with root_lease(config.storage.root, "backfill", lock_timeout_s) as lock:
+        return _run_backfill(config, options, start_ms, end_ms, lock)
+
+
+def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int], lock) -> RunResult:
+    root = config.storage.root
     run_id = new_run_id("backfill")
     started = time.time()
     files = match_files(config.source.files.uri)
@@ -114,10 +123,10 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
     with metrics.timed("backfill"):
         if schema_store.load(root) is None:
             infer_and_store_schema(config, options, lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit),
-                                   repr(config.source.files.uri), run_id)
+                                   repr(config.source.files.uri), run_id, fence=lock)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
-        spec = seal_spec(config, schema_text, schema_version, run_id, sources=sources)
+        spec = seal_spec(config, schema_text, schema_version, run_id, sources=sources, fence=lock.fence())
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
@@ -142,6 +151,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         "schema_version": schema_version, "code_version": code_version(),
         "counters": counters, "windows": windows,
     }
+    lock.check()
     write_run_record(root, run_id, record)
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
     quality.export_quality_metrics(root, [w["window_id"] for w in windows])

@@ -31,9 +31,10 @@ def decode_spec(config, schema=None, now_ms: Optional[int] = None):
 
 
 def seal_spec(config, schema_text: str, schema_version: int, run_id: str, fingerprint: Optional[str] = None,
-              sources: Optional[dict] = None, compare_within_run: bool = True):
+              sources: Optional[dict] = None, compare_within_run: bool = True, fence=None):
     """SealSpec for sealing windows of ``config``'s root: apply ``fingerprint``, or (None) analyze
-    ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``."""
+    ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``;
+    ``fence``: the root's lease (core.lock.Fence) the workers check before they publish."""
     from transforms.seal import SealSpec, TransformSpec
     from transforms.validate_windows import ValidationSettings
 
@@ -44,4 +45,5 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
     return SealSpec(root=root, window_size_s=config.window.size_s, schema_text=schema_text,
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),
-                    sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run)
+                    sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
+                    fence=fence)

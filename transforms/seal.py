@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 
 from core import window_store
+from core.lock import Fence
 from core.records import DeadLetter, Event
 from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
 from transforms.windowing import split_duplicates
@@ -63,6 +64,10 @@ class SealSpec:
     """((uri, {"uri": ..., coverage details}), ...): how each source is described in manifests."""
     compare_within_run: bool = True
     """Bounded runs: compare with this run's windows too (side input); unbounded: storage only."""
+    fence: Optional[Fence] = None
+    """The storage root's lease as the run's driver holds it (core.lock.Fence): checked on the
+    worker before each MANIFEST and transform publish, so a run whose lease was taken over
+    publishes nothing more. None: unfenced (unit tests of sealing alone)."""
 
 
 @dataclass
@@ -190,7 +195,7 @@ class _WriteWindowDoFn(beam.DoFn):
             stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
-        wid, version, written = write_window(s.root, content)
+        wid, version, written = write_window(s.root, content, fence=s.fence)
         if written:
             self._sealed.inc()
             self._records.inc(len(state.prepared.ids))
@@ -233,7 +238,7 @@ class SealWindows(beam.PTransform):
             digests = validated | "Digests" >> beam.Map(lambda st: (st.window_id, st.prepared.digest))
             fingerprint = (batches, digests) | "AnalyzeTransform" >> AnalyzeTransform(
                 spec.transform.preprocessing_fn, spec.schema_text, arrow_schema_for(types), spec.root,
-                spec.transform.scratch)
+                spec.transform.scratch, fence=spec.fence)
             transformed = validated | "Transform" >> beam.ParDo(
                 _ApplyTransformDoFn(spec), fingerprint=beam.pvalue.AsSingleton(fingerprint))
         summaries = transformed | "WriteWindow" >> beam.ParDo(_WriteWindowDoFn(spec))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.errors import ConfigError
-from pipeline.cli.common import add_command, emit, parse_time
+from pipeline.cli.common import add_command, add_lock_timeout, check_lock_timeout, emit, parse_time
 
 
 def register(subparsers) -> None:
@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("--from", dest="start", help="first event time to include (ISO-8601, inclusive)")
     p.add_argument("--to", dest="end", help="event time to stop at (ISO-8601, exclusive)")
     p.add_argument("--input", help="glob of input files (overrides source.files.uri)")
+    add_lock_timeout(p)
 
 
 def run(args, ctx) -> int:
@@ -28,7 +29,7 @@ def run(args, ctx) -> int:
         config = config.replace(source=config.source.replace(files=config.source.files.replace(uri=args.input)))
     if not config.source.files.uri:
         raise ConfigError("backfill: no input; set source.files.uri in the config or pass --input GLOB")
-    result = run_backfill(config, ctx.options, start_ms, end_ms)
+    result = run_backfill(config, ctx.options, start_ms, end_ms, lock_timeout_s=check_lock_timeout(args))
     metrics.push(config.metrics.pushgateway, "backfill")
     record = result.record
     counters = record["counters"]
