@@ -150,8 +150,9 @@ class StorageLock:
 
     # -------------------------------------------------------------------- public
 
-    def acquire(self, timeout_s: float = 0.0) -> "StorageLock":
+    def acquire(self, timeout_s: float = 0.0, on_wait=None) -> "StorageLock":
         """Take the lease, waiting up to ``timeout_s`` for its holder to release it or let it expire.
+        ``on_wait(record)`` is called once, with the holder's record, when this call starts waiting.
 
         Raises:
           LockError: still held by another live process after ``timeout_s`` (at once when 0); the
@@ -161,6 +162,7 @@ class StorageLock:
             raise LockError(f"lease {self.path} is already held by this object")
         deadline = self._clock() + timeout_s
         conflicts = 0
+        told = False
         while True:
             current = self._store.read()
             started = self._clock()
@@ -183,6 +185,9 @@ class StorageLock:
                     continue  # somebody else wrote first: read what they wrote
             if self._clock() >= deadline:
                 raise LockError(self._held_message(current, self._seen))
+            if on_wait is not None and not told and current is not None:
+                told = True
+                on_wait(current[1])
             time.sleep(POLL_S)
         self.token = token
         self._valid_until = started + VALID_SHARE * self.ttl_s

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator, Optional
 
 from core.errors import TerminatedError
-from core.lock import StorageLock
+from core.lock import StorageLock, describe
 
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 """How long a command waits for the lease by default (twice the default TTL, so a holder that
@@ -38,6 +39,40 @@ def stop_if_terminating(where: str) -> None:
 
 
 @contextlib.contextmanager
+def handle_sigterm(what: str, graceful: bool) -> Iterator[None]:
+    """SIGTERM inside the block: with ``graceful`` the first one only sets the flag that
+    :func:`stop_if_terminating` reads; without, or on the second, TerminatedError at once. Only in
+    the main thread (signals arrive there); the previous handler comes back on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(_signum, _frame):
+        if _terminating.is_set() or not graceful:
+            _terminating.set()
+            raise TerminatedError(f"SIGTERM: {what} stopped at once; its lease was released")
+        _terminating.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_unless_terminating(seconds: float) -> None:
+    """Sleep ``seconds`` (a schedule, not a race workaround), waking at once on SIGTERM."""
+    _terminating.wait(seconds)
+
+
+def _tell_waiting(command: str, timeout_s: float):
+    def tell(record: dict) -> None:
+        print(f"ctpipe {command}: waiting up to {timeout_s:.0f} s for the storage root's lease, held by "
+              f"{describe(record)}", file=sys.stderr, flush=True)
+    return tell
+
+
+@contextlib.contextmanager
 def root_lease(root: str, command: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
                *, graceful: bool = False, lock: Optional[StorageLock] = None) -> Iterator[StorageLock]:
     """Hold the lease of ``root`` for ``command``, waiting up to ``timeout_s`` for it.
@@ -47,20 +82,9 @@ def root_lease(root: str, command: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_
     :func:`stop_if_terminating`); without, or on the second, TerminatedError is raised at once.
     The lease is released either way."""
     lease = lock or StorageLock(root, command=command)
-    lease.acquire(timeout_s=timeout_s)
-    previous = None
-    main = threading.current_thread() is threading.main_thread()
-    if main:
-        def on_sigterm(_signum, _frame):
-            if _terminating.is_set() or not graceful:
-                _terminating.set()
-                raise TerminatedError(f"SIGTERM (second): {command} stopped at once; the lease was released")
-            _terminating.set()
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    lease.acquire(timeout_s=timeout_s, on_wait=_tell_waiting(command, timeout_s))
     try:
-        yield lease
+        with handle_sigterm(command, graceful):
+            yield lease
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
         lease.release()

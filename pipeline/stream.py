@@ -69,6 +69,7 @@ from core.version import code_version
 from pipeline import metrics
 from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
+from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
 from pipeline.specs import decode_spec, seal_spec
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
@@ -363,8 +364,6 @@ class StreamRunner:
 
     def _check_lock(self, where: str = "between the phases of a cycle") -> None:
         """A safe point: stop on SIGTERM, refuse to go on without a valid lease."""
-        from pipeline.lease import stop_if_terminating
-
         stop_if_terminating(where)
         if self.lock is not None:
             self.lock.check()
@@ -408,7 +407,7 @@ class StreamRunner:
             seconds[name] = round(now - mark[0], 3)
             mark[0] = now
 
-        self._check_lock()
+        self._check_lock("before planning a cycle")
         checkpoint = self.store.load()
         plan, replayed = self.plan(checkpoint)
         if not plan.ranges:
@@ -422,7 +421,7 @@ class StreamRunner:
                 infer_schema_from_ranges(config, plan, self.kwargs, self.options, fence=self.lock)
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
-            self._check_lock()
+            self._check_lock(f"cycle {plan.cycle} before its ingest (the plan is in the checkpoint: a rerun replays it)")
             ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
             lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
@@ -439,7 +438,7 @@ class StreamRunner:
             to_seal = windows_to_seal(pending, touched, config.window.size_s, plan.watermark_before_ms, watermark)
             sealed = []
             if to_seal:
-                self._check_lock()
+                self._check_lock(f"cycle {plan.cycle} before sealing (a rerun replays the cycle from its plan)")
                 sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version,
                                   fence=self._fence())
             lap("seal")
@@ -447,7 +446,7 @@ class StreamRunner:
             late_counts = dict(checkpoint.late_records)
             if late:
                 late_counts[config.window.late_data] = late_counts.get(config.window.late_data, 0) + late
-            self._check_lock()
+            self._check_lock(f"cycle {plan.cycle} before its checkpoint (a rerun replays the cycle from its plan)")
             done = checkpoint.replace(offsets={**checkpoint.offsets, **plan.ends}, max_event_time_ms=newest,
                                       watermark_ms=watermark, cycle=plan.cycle, in_flight=None,
                                       late_records=late_counts, last_records_at=records_at)
@@ -487,8 +486,6 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
     exit; a second stream on the same root alternates cycles with this one (each cycle starts from
     the checkpoint under the lease, so nothing is read twice). ``lock_timeout_s``: how long each
     cycle waits for the lease. SIGTERM abandons the cycle at its next phase boundary."""
-    from pipeline.lease import root_lease, stop_if_terminating
-
     if config.source.kafka is None:
         raise ConfigError("ctpipe stream needs a source.kafka section in the config (bootstrap_servers, topic)")
     if cycles is not None and cycles < 1:
@@ -500,6 +497,14 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
     runner = StreamRunner(config, options, None, max_records_per_cycle)
     if interval_s is not None:
         metrics.serve(config.metrics.port, config.metrics.bind)
+    with handle_sigterm("ctpipe stream", graceful=True):
+        _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s)
+    metrics.push(config.metrics.pushgateway, "stream")
+    return results
+
+
+def _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s) -> None:
+    """The loop of run_stream: one lease per cycle; appends each CycleResult to ``results``."""
     done = 0
     while True:
         started = time.monotonic()
@@ -521,6 +526,4 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
         if interval_s is not None:
             remaining = interval_s - (time.monotonic() - started)
             if remaining > 0:
-                time.sleep(remaining)  # the schedule itself, not a race workaround
-    metrics.push(config.metrics.pushgateway, "stream")
-    return results
+                wait_unless_terminating(remaining)  # the schedule itself, not a race workaround
