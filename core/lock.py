@@ -150,9 +150,10 @@ class StorageLock:
 
     # -------------------------------------------------------------------- public
 
-    def acquire(self, timeout_s: float = 0.0, on_wait=None) -> "StorageLock":
+    def acquire(self, timeout_s: float = 0.0, on_wait=None, on_poll=None) -> "StorageLock":
         """Take the lease, waiting up to ``timeout_s`` for its holder to release it or let it expire.
-        ``on_wait(record)`` is called once, with the holder's record, when this call starts waiting.
+        ``on_wait(record)`` is called once, with the holder's record, when this call starts waiting;
+        ``on_poll()`` before every wait between attempts (it may raise to give up, e.g. on SIGTERM).
 
         Raises:
           LockError: still held by another live process after ``timeout_s`` (at once when 0); the
@@ -188,6 +189,8 @@ class StorageLock:
             if on_wait is not None and not told and current is not None:
                 told = True
                 on_wait(current[1])
+            if on_poll is not None:
+                on_poll()
             time.sleep(POLL_S)
         self.token = token
         self._valid_until = started + VALID_SHARE * self.ttl_s

@@ -82,7 +82,8 @@ def root_lease(root: str, command: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_
     :func:`stop_if_terminating`); without, or on the second, TerminatedError is raised at once.
     The lease is released either way."""
     lease = lock or StorageLock(root, command=command)
-    lease.acquire(timeout_s=timeout_s, on_wait=_tell_waiting(command, timeout_s))
+    lease.acquire(timeout_s=timeout_s, on_wait=_tell_waiting(command, timeout_s),
+                  on_poll=lambda: stop_if_terminating(f"{command}, while waiting for the storage root's lease"))
     try:
         with handle_sigterm(command, graceful):
             yield lease

@@ -107,3 +107,21 @@ def test_sigterm_stops_a_non_graceful_holder_at_once_and_releases(tmp_path):
         assert StorageLock(root).owner()["state"] == "released"
     finally:
         lease._terminating.clear()
+
+
+def test_sigterm_while_waiting_for_the_lease_gives_up_the_wait(tmp_path):
+    from core.errors import TerminatedError
+    from pipeline import lease
+
+    root = str(tmp_path)
+    holder = StorageLock(root, command="backfill").acquire()
+    try:
+        with handle_sigterm("ctpipe stream", graceful=True):
+            lease._terminating.set()  # what the first SIGTERM does
+            with pytest.raises(TerminatedError, match="while waiting for the storage root's lease"):
+                with root_lease(root, "stream", 300, graceful=True):
+                    raise AssertionError("took a lease that is held")
+        assert holder.owner()["holder"] == holder.holder  # untouched
+    finally:
+        lease._terminating.clear()
+        holder.release()
