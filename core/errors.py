@@ -17,6 +17,7 @@ EXIT_INPUT = 3
 EXIT_STORAGE = 4
 EXIT_LOCKED = 5
 EXIT_REGISTRY = 6
+EXIT_FENCED = 7
 EXIT_GATE_REJECTED = 10
 EXIT_INCONSISTENT = 11
 EXIT_INTERRUPTED = 130
@@ -27,11 +28,12 @@ EXIT_CODES: dict[int, str] = {
     EXIT_CONFIG: "bad configuration or command-line value",
     EXIT_INPUT: "input missing, unreadable or corrupt (files; Kafka unreachable, login or TLS refused, topic missing; offsets deleted by retention)",
     EXIT_STORAGE: "storage root holds something unexpected (corrupt manifest, checkpoint, schema...)",
-    EXIT_LOCKED: "another ctpipe process holds the lock on the storage root (or this one lost it)",
+    EXIT_LOCKED: "another ctpipe process holds the storage root's lease (the message names it; --lock-timeout waits longer)",
     EXIT_REGISTRY: "model registry refused the operation (missing version, integrity failure...)",
+    EXIT_FENCED: "this process lost the storage root's lease (paused or cut off longer than its TTL): its publish was refused, nothing partial is visible; rerun",
     EXIT_GATE_REJECTED: "`train`: the evaluation gate rejected the candidate (a decision, not a crash)",
     EXIT_INCONSISTENT: "`windows consistency`: the two sources disagree on the window's counts or ids",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGINT)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT or SIGTERM): the lease was released; a rerun continues",
 }
 """Every exit code any ctpipe command returns, and what it means."""
 
@@ -74,9 +76,21 @@ class StorageError(CtpipeError):
 
 
 class LockError(CtpipeError):
-    """Another ctpipe process holds the lock on this storage root."""
+    """Another ctpipe process holds the lease on this storage root."""
 
     exit_code = EXIT_LOCKED
+
+
+class FencedError(LockError):
+    """This process's lease was taken over (or could not be renewed): a publish was refused."""
+
+    exit_code = EXIT_FENCED
+
+
+class TerminatedError(CtpipeError):
+    """SIGTERM arrived: the command stopped at a safe point and released its lease."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class RegistryError(CtpipeError):

@@ -14,7 +14,7 @@ layout"); nothing else joins directory names onto a root by hand:
     <root>/runs/<run_id>.json                 run record (the driver writes it last)
     <root>/runs/<run_id>/<kind>/<name>.json   results the run's workers hand back to the driver
     <root>/tmp/<run_id>/                      scratch shared by the run's workers
-    <root>/locks/<name>.lock
+    <root>/locks/root.lease                   the storage root's lease (core/lock.py; a directory locally)
 
 Window id: the window's UTC start as ``YYYYMMDDTHHMMZ`` (``20261127T0100Z``).
 """
@@ -160,5 +160,6 @@ def train_backup_dir(root: str) -> str:
     return storage.join(root, "train-backup")
 
 
-def lock_path(root: str, name: str) -> str:
-    return storage.join(root, "locks", f"{name}.lock")
+def lease_path(root: str, name: str = "root") -> str:
+    """The lease ``name`` of ``root``; ``root`` is the one every writer of the root takes."""
+    return storage.join(root, "locks", f"{name}.lease")

@@ -48,12 +48,15 @@ def load(root: str, version: Optional[int] = None):
         raise StorageError(f"{schema_path(root, version)} is not a valid schema.pbtxt: {exc}") from exc
 
 
-def save(root: str, schema) -> int:
-    """Store ``schema`` as a new version unless it equals the newest; returns its version."""
+def save(root: str, schema, fence=None) -> int:
+    """Store ``schema`` as a new version unless it equals the newest; returns its version.
+    ``fence`` (core.lock: the root's lease or its Fence) is checked before the write."""
     text = schema_to_text(schema)
     current = load(root)
     if current is not None and current[1] == text:
         return current[2]
     version = (current[2] + 1) if current else 1
+    if fence is not None:
+        fence.check_publish(f"schema v{version}")
     storage.write_bytes_atomic(schema_path(root, version), text.encode())
     return version

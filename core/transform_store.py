@@ -86,5 +86,8 @@ def current_transform(root: str) -> Optional[str]:
     return fingerprint
 
 
-def set_current(root: str, fingerprint: str) -> None:
+def set_current(root: str, fingerprint: str, fence=None) -> None:
+    """Point CURRENT at ``fingerprint``; ``fence`` (core.lock) is checked first."""
+    if fence is not None:
+        fence.check_publish(f"{layout.transform_pointer(root)} -> {fingerprint}")
     storage.write_bytes_atomic(layout.transform_pointer(root), fingerprint.encode())

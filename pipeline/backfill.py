@@ -47,7 +47,7 @@ def new_run_id(kind: str) -> str:
 
 
 def infer_and_store_schema(config: Config, options, read_records: Callable, described_as: str,
-                           run_id: Optional[str] = None) -> int:
+                           run_id: Optional[str] = None, fence=None) -> int:
     """First run on an empty store: infer the schema from the statistics of the records that
     ``read_records(pipeline)`` yields (SourceRecords), store it as schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
@@ -70,7 +70,7 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
         raise InputError(f"no decodable events in {described_as}: cannot infer a schema "
                          "(check event_time.field and id_field)")
     schema = infer_schema(stats, config.label_field, config.id_field, config.event_time.field)
-    version = schema_store.save(config.storage.root, schema)
+    version = schema_store.save(config.storage.root, schema, fence=fence)
     if own_scratch:
         storage.delete_tree(scratch)
     return version
@@ -102,17 +102,26 @@ def check_range_is_whole_windows(start_ms: Optional[int], end_ms: Optional[int],
 
 
 def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int],
-                 analyze_transform: bool = False) -> RunResult:
-    """Run one backfill over the configured files; returns the run record (also stored).
+                 analyze_transform: bool = False, lock_timeout_s: float = 0.0) -> RunResult:
+    """Run one backfill over the configured files under the storage root's lease (waiting up to
+    ``lock_timeout_s`` for it); returns the run record (also stored).
 
     Windows are transformed with the published transform (``<root>/transforms/CURRENT``), the
     one the stream applies, so windows of backfills and of the stream train together and a
     backfill never changes what the stream applies behind its back. The first run on a store
     (none published yet), or ``analyze_transform``, analyzes the transform over this run's
     windows and publishes it as CURRENT."""
-    root = config.storage.root
+    from pipeline.lease import root_lease
+
     check_range_is_whole_windows(start_ms, end_ms, config.window.size_s)
-    storage.makedirs(root)
+    storage.makedirs(config.storage.root)
+    with root_lease(config.storage.root, "backfill", lock_timeout_s) as lock:
+        return _run_backfill(config, options, start_ms, end_ms, lock, analyze_transform)
+
+
+def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optional[int], lock,
+                  analyze_transform: bool) -> RunResult:
+    root = config.storage.root
     run_id = new_run_id("backfill")
     started = time.time()
     files = match_files(config.source.files.uri)
@@ -122,11 +131,12 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
     with metrics.timed("backfill"):
         if schema_store.load(root) is None:
             infer_and_store_schema(config, options, lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit),
-                                   repr(config.source.files.uri), run_id)
+                                   repr(config.source.files.uri), run_id, fence=lock)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
         fingerprint = None if analyze_transform else current_transform(root)
-        spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=fingerprint, sources=sources)
+        spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=fingerprint, sources=sources,
+                         fence=lock.fence())
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
@@ -152,6 +162,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         "transform": {"fingerprint": fingerprint, "analyzed": fingerprint is None},
         "counters": counters, "windows": windows,
     }
+    lock.check()
     write_run_record(root, run_id, record)
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
     quality.export_quality_metrics(root, [w["window_id"] for w in windows])

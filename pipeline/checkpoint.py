@@ -111,5 +111,9 @@ class CheckpointStore:
                                "the storage root is shared by two sources with the same id")
         return checkpoint
 
-    def save(self, checkpoint: Checkpoint) -> None:
+    def save(self, checkpoint: Checkpoint, fence=None) -> None:
+        """Write ``checkpoint``; ``fence`` (the root's lease, core.lock) is checked first, so a
+        stream whose lease was taken over never moves the checkpoint."""
+        if fence is not None:
+            fence.check_publish(f"checkpoint {self.path} (cycle {checkpoint.cycle})")
         storage.write_json_atomic(self.path, checkpoint.to_json())

@@ -78,9 +78,15 @@ def backup_base_dir(config: Config) -> str:
                       "worker sees, e.g. a mounted persistent volume (/var/lib/ctpipe/train-backup)")
 
 
-def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None) -> dict:
+def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None,
+                 lock_timeout_s: float = 0.0) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
-    ``progress_dir``: every worker rewrites a progress file there after each batch."""
+    ``progress_dir``: every worker rewrites a progress file there after each batch.
+
+    Training only reads the root (sealed windows are immutable), so it runs beside a stream or a
+    backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
+    what it publishes: the push, the alias move and the run record, each fenced by the lease."""
+    from pipeline.lease import root_lease
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
     from training.registry import open_registry
@@ -169,17 +175,20 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
                "lineage": lineage,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
-    if blessing["blessed"] or force_push:
-        version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
-                                blessing=blessing)
-        outcome.update(pushed=True, version=version.version)
-        metrics.MODELS_PUSHED.labels(model=model_name).inc()
-        for name in ("auc", "accuracy", "log_loss", "example_count"):
-            metrics.MODEL_METRIC.labels(model=model_name, version=str(version.version), metric=name).set(
-                candidate_metrics[name])
-        if blessing["blessed"]:
-            registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
-    write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
+    with root_lease(root, "train", lock_timeout_s) as lock:
+        registry.fenced_by(lock)
+        if blessing["blessed"] or force_push:
+            version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
+                                    blessing=blessing)
+            outcome.update(pushed=True, version=version.version)
+            metrics.MODELS_PUSHED.labels(model=model_name).inc()
+            for name in ("auc", "accuracy", "log_loss", "example_count"):
+                metrics.MODEL_METRIC.labels(model=model_name, version=str(version.version), metric=name).set(
+                    candidate_metrics[name])
+            if blessing["blessed"]:
+                registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
+        lock.check()
+        write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
     shutil.rmtree(scratch, ignore_errors=True)
     if blessing["blessed"]:
         metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()

@@ -31,9 +31,10 @@ def decode_spec(config, schema=None, now_ms: Optional[int] = None):
 
 
 def seal_spec(config, schema_text: str, schema_version: int, run_id: str, fingerprint: Optional[str] = None,
-              sources: Optional[dict] = None, compare_within_run: bool = True):
+              sources: Optional[dict] = None, compare_within_run: bool = True, fence=None):
     """SealSpec for sealing windows of ``config``'s root: apply ``fingerprint``, or (None) analyze
-    ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``."""
+    ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``;
+    ``fence``: the root's lease (core.lock.Fence) the workers check before they publish."""
     from transforms.seal import SealSpec, TransformSpec
     from transforms.validate_windows import ValidationSettings
 
@@ -45,4 +46,4 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),
                     sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
-                    id_field=config.id_field)
+                    id_field=config.id_field, fence=fence)

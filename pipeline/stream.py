@@ -69,6 +69,7 @@ from core.version import code_version
 from pipeline import metrics, quality
 from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
+from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
 from pipeline.specs import decode_spec, seal_spec
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
@@ -236,7 +237,7 @@ def schema_sample(ranges, limit: int = SCHEMA_SAMPLE_RECORDS) -> list:
     return out
 
 
-def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options) -> int:
+def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options, fence=None) -> int:
     """First cycle on an empty store: infer the schema from a sample of the planned records
     (``schema_sample``) and store it."""
     ranges = schema_sample(plan.ranges)
@@ -244,7 +245,8 @@ def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options) -> int:
         config, options,
         lambda p: (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
                    | "ToSource" >> beam.Map(to_source_record)),
-        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}")
+        f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}",
+        fence=fence)
 
 
 def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
@@ -281,7 +283,7 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
 
 
 def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
-             schema_version: int) -> list:
+             schema_version: int, fence=None) -> list:
     """Seal ``window_ids`` from all their pending parts with the sealing composite."""
     root = config.storage.root
     run_id = seal_run_id(plan, sid)
@@ -293,7 +295,7 @@ def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schem
             uri = source_uri(info.range.topic, info.range.partition)
             sources.setdefault(uri, {"uri": uri, "topic": info.range.topic, "partition": info.range.partition})
     spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=current_transform(root),
-                     sources=sources)
+                     sources=sources, fence=fence)
     pipeline = beam.Pipeline(options=options)
     keyed = (pipeline
              | "ReadParts" >> ReadPendingParts(paths)
@@ -357,10 +359,13 @@ class StreamRunner:
         self.kwargs = client_kwargs(self.kafka)
         self.store = CheckpointStore(config.storage.root, self.kafka.topic)
         self.lock = lock
+        """The root's lease for the cycle being run (run_stream takes it per cycle)."""
         self.max_records_per_cycle = max_records_per_cycle
         self._clock = clock
 
-    def _check_lock(self) -> None:
+    def _check_lock(self, where: str = "between the phases of a cycle") -> None:
+        """A safe point: stop on SIGTERM, refuse to go on without a valid lease."""
+        stop_if_terminating(where)
         if self.lock is not None:
             self.lock.check()
 
@@ -375,6 +380,9 @@ class StreamRunner:
                 "read. Seal the new topic into another storage root (or restore the old topic); the windows "
                 "sealed here stay as they are")
         return now or checkpoint.topic_id
+
+    def _fence(self):
+        return None if self.lock is None else self.lock.fence()
 
     def plan(self, checkpoint: Checkpoint) -> tuple[CyclePlan, bool]:
         if checkpoint.in_flight:
@@ -412,7 +420,7 @@ class StreamRunner:
             seconds[name] = round(now - mark[0], 3)
             mark[0] = now
 
-        self._check_lock()
+        self._check_lock("before planning a cycle")
         checkpoint = self.store.load()
         checkpoint = checkpoint.replace(topic_id=self.check_topic(checkpoint))
         plan, replayed = self.plan(checkpoint)
@@ -420,14 +428,14 @@ class StreamRunner:
             lap("plan")
             return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [], seconds=seconds)
         if not replayed:
-            self.store.save(checkpoint.replace(in_flight=plan.to_json()))
+            self.store.save(checkpoint.replace(in_flight=plan.to_json()), fence=self.lock)
         lap("plan")
         with metrics.timed("stream_cycle"):
             if schema_store.load(root) is None:
-                infer_schema_from_ranges(config, plan, self.kwargs, self.options)
+                infer_schema_from_ranges(config, plan, self.kwargs, self.options, fence=self.lock)
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
-            self._check_lock()
+            self._check_lock(f"cycle {plan.cycle} before its ingest (the plan is in the checkpoint: a rerun replays it)")
             ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
             lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
@@ -444,18 +452,19 @@ class StreamRunner:
             to_seal = windows_to_seal(pending, touched, config.window.size_s, plan.watermark_before_ms, watermark)
             sealed = []
             if to_seal:
-                self._check_lock()
-                sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version)
+                self._check_lock(f"cycle {plan.cycle} before sealing (a rerun replays the cycle from its plan)")
+                sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version,
+                                  fence=self._fence())
             lap("seal")
             late = int(ingest["counters"].get("late_records", 0))
             late_counts = dict(checkpoint.late_records)
             if late:
                 late_counts[config.window.late_data] = late_counts.get(config.window.late_data, 0) + late
-            self._check_lock()
+            self._check_lock(f"cycle {plan.cycle} before its checkpoint (a rerun replays the cycle from its plan)")
             done = checkpoint.replace(offsets={**checkpoint.offsets, **plan.ends}, max_event_time_ms=newest,
                                       watermark_ms=watermark, cycle=plan.cycle, in_flight=None,
                                       late_records=late_counts, last_records_at=records_at)
-            self.store.save(done)
+            self.store.save(done, fence=self.lock)
             lap("checkpoint")
         for window in sealed:
             if window["written"]:
@@ -485,14 +494,16 @@ class StreamRunner:
 # --------------------------------------------------------------------------- command
 
 
-def _lock_name(config) -> str:
-    return f"stream-{CheckpointStore(config.storage.root, config.source.kafka.topic).source_id}"
-
-
 def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool = False,
                interval_s: Optional[float] = None, max_records_per_cycle: int = DEFAULT_MAX_RECORDS_PER_CYCLE,
-               on_cycle=None) -> list:
-    """Run cycles under the storage-root lock; returns the CycleResults."""
+               on_cycle=None, lock_timeout_s: float = 0.0) -> list:
+    """Run cycles, each under the storage root's lease (pipeline/lease.py); returns the CycleResults.
+
+    The lease is taken per cycle and released between cycles, so a backfill, a train's push or a
+    window release on the same root runs between two cycles instead of waiting for the stream to
+    exit; a second stream on the same root alternates cycles with this one (each cycle starts from
+    the checkpoint under the lease, so nothing is read twice). ``lock_timeout_s``: how long each
+    cycle waits for the lease. SIGTERM abandons the cycle at its next phase boundary."""
     if config.source.kafka is None:
         raise ConfigError("ctpipe stream needs a source.kafka section in the config (bootstrap_servers, topic)")
     if cycles is not None and cycles < 1:
@@ -501,25 +512,36 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
         raise ConfigError(f"--interval must be > 0 seconds, not {interval_s}")
     storage.makedirs(config.storage.root)
     results = []
-    with StorageLock(config.storage.root, _lock_name(config)) as lock:
-        runner = StreamRunner(config, options, lock, max_records_per_cycle)
-        if interval_s is not None:
-            metrics.serve(config.metrics.port, config.metrics.bind)
-        done = 0
-        while True:
-            started = time.monotonic()
-            result = runner.run_cycle()
-            results.append(result)
-            done += 1
-            if on_cycle is not None:
-                on_cycle(result)
-            if until_idle and result.idle:
-                break
-            if not until_idle and interval_s is None and done >= (cycles or 1):
-                break
-            if interval_s is not None:
-                remaining = interval_s - (time.monotonic() - started)
-                if remaining > 0:
-                    time.sleep(remaining)  # the schedule itself, not a race workaround
+    runner = StreamRunner(config, options, None, max_records_per_cycle)
+    if interval_s is not None:
+        metrics.serve(config.metrics.port, config.metrics.bind)
+    with handle_sigterm("ctpipe stream", graceful=True):
+        _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s)
     metrics.push(config.metrics.pushgateway, "stream")
     return results
+
+
+def _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s) -> None:
+    """The loop of run_stream: one lease per cycle; appends each CycleResult to ``results``."""
+    done = 0
+    while True:
+        started = time.monotonic()
+        stop_if_terminating(f"before cycle {done + 1}")
+        with root_lease(config.storage.root, "stream", lock_timeout_s, graceful=True) as lock:
+            runner.lock = lock
+            try:
+                result = runner.run_cycle()
+            finally:
+                runner.lock = None
+        results.append(result)
+        done += 1
+        if on_cycle is not None:
+            on_cycle(result)
+        if until_idle and result.idle:
+            break
+        if not until_idle and interval_s is None and done >= (cycles or 1):
+            break
+        if interval_s is not None:
+            remaining = interval_s - (time.monotonic() - started)
+            if remaining > 0:
+                wait_unless_terminating(remaining)  # the schedule itself, not a race workaround

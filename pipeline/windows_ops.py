@@ -13,9 +13,11 @@ from core import storage, window_store
 from core.errors import ConfigError, StorageError
 
 
-def release_window(root: str, window_id: str, reason: str, by: str, now: dt.datetime | None = None) -> dict:
+def release_window(root: str, window_id: str, reason: str, by: str, now: dt.datetime | None = None,
+                   fence=None) -> dict:
     """Record the release of ``window_id``'s newest version (it must be QUARANTINED and not yet
-    released); returns the record written."""
+    released); returns the record written. ``fence``: the root's lease (core.lock), checked
+    before the write."""
     if not reason or not reason.strip():
         raise ConfigError("--reason: say why the window is safe to use (it is recorded with the release)")
     window = window_store.latest_sealed(root, window_id)
@@ -31,5 +33,7 @@ def release_window(root: str, window_id: str, reason: str, by: str, now: dt.date
     record = {"window_id": window_id, "version": window.version, "by": by, "reason": reason.strip(),
               "at": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
               "verdict": window.verdict, "reasons": window.manifest["validation"]["reasons"]}
+    if fence is not None:
+        fence.check_publish(f"the release of window {window_id} v{window.version}")
     storage.write_json_atomic(storage.join(window.path, window_store.RELEASE), record)
     return record

@@ -76,7 +76,7 @@ def tensor_adapter_config(schema, arrow_schema: pa.Schema) -> tensor_adapter.Ten
     return tensor_adapter.TensorAdapterConfig(arrow_schema, reps)
 
 
-def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str) -> str:
+def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str, fence=None) -> str:
     """Copy the staged transform output (any file system) to <root>/transforms/<fingerprint>/ (COMPLETE last), then
     point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
 
@@ -84,15 +84,18 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
     ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature. CHECKSUMS.json
     (every file's sha256) is written before COMPLETE; loaders verify against it. A transform
     published before checksums existed is republished from this run's staging (same fingerprint:
-    same inputs)."""
+    same inputs). ``fence`` (core.lock.Fence of the root's lease) is checked before COMPLETE and
+    before CURRENT."""
     target = transform_dir(root, fingerprint)
     complete = storage.exists(storage.join(target, COMPLETE_MARKER))
     if not complete or not storage.exists(storage.join(target, CHECKSUMS_FILE)):
         storage.copy_tree(staging, target)
         storage.write_bytes_atomic(storage.join(target, "metadata", "schema.pbtxt"), raw_schema_text.encode())
         write_checksums(target, fingerprint)
+        if fence is not None:
+            fence.check_publish(f"transform {fingerprint}")
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
-    set_current(root, fingerprint)
+    set_current(root, fingerprint, fence=fence)
     return fingerprint
 
 
@@ -107,7 +110,7 @@ class AnalyzeTransform(beam.PTransform):
     """
 
     def __init__(self, preprocessing_fn: str, schema_text: str, arrow_schema: pa.Schema, root: str,
-                 scratch: str):
+                 scratch: str, fence=None):
         super().__init__()
         self._fn_spec = preprocessing_fn
         self._fn = load_function(preprocessing_fn, "transform.preprocessing_fn")
@@ -115,6 +118,7 @@ class AnalyzeTransform(beam.PTransform):
         self._arrow_schema = arrow_schema
         self._root = root
         self._scratch = scratch
+        self._fence = fence
 
     def expand(self, inputs):
         from core.schema_store import schema_from_text
@@ -131,7 +135,7 @@ class AnalyzeTransform(beam.PTransform):
                        | "Fingerprint" >> beam.Map(lambda d: transform_fingerprint(fn_spec, schema_text, d)))
         return written | "PublishTransform" >> beam.Map(
             _publish, fingerprint=beam.pvalue.AsSingleton(fingerprint), staging=staging, root=self._root,
-            raw_schema_text=self._schema_text)
+            raw_schema_text=self._schema_text, fence=self._fence)
 
 
 class TransformApplier:

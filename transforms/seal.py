@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 
 from core import window_store
+from core.lock import Fence
 from core.records import DeadLetter, Event
 from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
 from transforms.windowing import split_duplicates
@@ -64,6 +65,10 @@ class SealSpec:
     """Bounded runs: compare with this run's windows too (side input); unbounded: storage only."""
     id_field: Optional[str] = None
     """The id feature: ids of a version sealed before provenance was kept (transforms/versions.py)."""
+    fence: Optional[Fence] = None
+    """The storage root's lease as the run's driver holds it (core.lock.Fence): checked on the
+    worker before each MANIFEST and transform publish, so a run whose lease was taken over
+    publishes nothing more. None: unfenced (unit tests of sealing alone)."""
 
 
 @dataclass
@@ -210,7 +215,7 @@ class _WriteWindowDoFn(beam.DoFn):
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
             dead_letters_by_source=state.dead_by_source, events=state.events,
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
-        wid, version, written = write_window(s.root, content)
+        wid, version, written = write_window(s.root, content, fence=s.fence)
         if written:
             self._sealed.inc()
             self._records.inc(len(state.prepared.ids))
@@ -253,7 +258,7 @@ class SealWindows(beam.PTransform):
             digests = validated | "Digests" >> beam.Map(lambda st: (st.window_id, st.prepared.digest))
             fingerprint = (batches, digests) | "AnalyzeTransform" >> AnalyzeTransform(
                 spec.transform.preprocessing_fn, spec.schema_text, arrow_schema_for(types), spec.root,
-                spec.transform.scratch)
+                spec.transform.scratch, fence=spec.fence)
             transformed = validated | "Transform" >> beam.ParDo(
                 _ApplyTransformDoFn(spec), fingerprint=beam.pvalue.AsSingleton(fingerprint))
         summaries = transformed | "WriteWindow" >> beam.ParDo(_WriteWindowDoFn(spec))

@@ -81,9 +81,11 @@ class WindowContent:
     """The records in row order; their provenance is written beside the examples."""
 
 
-def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
+def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, int, bool]:
     """Seal ``content`` as the next version of its window. Returns (window_id, version, written);
-    ``written`` is False when the newest sealed version already holds exactly this content."""
+    ``written`` is False when the newest sealed version already holds exactly this content.
+    ``fence`` (core.lock.Fence of the root's lease) is checked before the first part file and
+    again right before the MANIFEST: a writer whose lease was taken over publishes nothing."""
     from transforms.versions import PROVENANCE_FILE, provenance_bytes
 
     digest = content_digest(content.raw_examples, content.transform_fingerprint, content.schema_version,
@@ -93,6 +95,9 @@ def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
         return content.window_id, latest.version, False
     version = 1 if latest is None else latest.version + 1
     target = window_store.window_dir(root, content.window_id, version)
+    what = f"window {content.window_id} v{version}"
+    if fence is not None:
+        fence.check_publish(what)
     files = []
     for kind, name, data, records in (
             ("raw", RAW_FILE, tfrecord_gz_bytes(content.raw_examples), len(content.raw_examples)),
@@ -125,5 +130,7 @@ def write_window(root: str, content: WindowContent) -> tuple[str, int, bool]:
         "code_version": content.code_version,
         "supersedes": None if latest is None else latest.version,
     }
+    if fence is not None:
+        fence.check_publish(what)
     storage.write_json_atomic(storage.join(target, window_store.MANIFEST), manifest)
     return content.window_id, version, True

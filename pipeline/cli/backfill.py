@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.errors import ConfigError
-from pipeline.cli.common import add_command, emit, parse_time
+from pipeline.cli.common import add_command, add_lock_timeout, check_lock_timeout, emit, parse_time
 
 
 def register(subparsers) -> None:
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--analyze-transform", action="store_true",
                    help="analyze the preprocessing_fn over this run's windows and publish it as the transform every "
                         "later seal applies (default: apply the published one; the first run analyzes)")
+    add_lock_timeout(p)
 
 
 def run(args, ctx) -> int:
@@ -32,7 +33,8 @@ def run(args, ctx) -> int:
         config = config.replace(source=config.source.replace(files=config.source.files.replace(uri=args.input)))
     if not config.source.files.uri:
         raise ConfigError("backfill: no input; set source.files.uri in the config or pass --input GLOB")
-    result = run_backfill(config, ctx.options, start_ms, end_ms, analyze_transform=args.analyze_transform)
+    result = run_backfill(config, ctx.options, start_ms, end_ms, analyze_transform=args.analyze_transform,
+                          lock_timeout_s=check_lock_timeout(args))
     metrics.push(config.metrics.pushgateway, "backfill")
     record = result.record
     counters = record["counters"]

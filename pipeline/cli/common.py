@@ -54,6 +54,22 @@ def add_command(subparsers, name: str, help_text: str, handler=None, *, descript
     return parser
 
 
+def add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    """``--lock-timeout SECONDS``: how long a writing command waits for the storage root's lease."""
+    from pipeline.lease import DEFAULT_LOCK_TIMEOUT_S
+
+    parser.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
+                        help="wait up to SECONDS for the storage root's lease when another ctpipe command holds "
+                             f"it (default {DEFAULT_LOCK_TIMEOUT_S:.0f}; 0: refuse at once, naming the holder); "
+                             "see docs/LEASE.md")
+
+
+def check_lock_timeout(args) -> float:
+    if args.lock_timeout < 0:
+        raise ConfigError(f"--lock-timeout must be >= 0 seconds, not {args.lock_timeout}")
+    return args.lock_timeout
+
+
 def add_group(subparsers, name: str, help_text: str, dest: str, *, description: str | None = None):
     """Add a command group (``windows``, ``registry``...); returns the subparsers of its actions."""
     group = add_command(subparsers, name, help_text, description=description)

@@ -5,7 +5,7 @@ import sys
 
 from core import schema_store
 from core.errors import EXIT_OK, ConfigError, StorageError
-from pipeline.cli.common import add_command, add_group, emit
+from pipeline.cli.common import add_command, add_group, add_lock_timeout, check_lock_timeout, emit
 
 
 def schema_version(text: str) -> int:
@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--window", action="append", metavar="ID", help="a window id (repeatable)")
     p.add_argument("--last", type=int, help="the newest N non-quarantined windows")
     p.add_argument("--save", action="store_true", help="also store it as the next schema version")
+    add_lock_timeout(p)
     p = add_command(actions, "show", "print a stored schema (default: the newest)", run_show)
     p.add_argument("--version", type=schema_version, help="e.g. v2")
     p = add_command(actions, "diff", "feature-level differences between two schema versions", run_diff)
@@ -36,6 +37,15 @@ def register(subparsers) -> None:
                     description="Validate a curated schema (TFMD text format; '-' reads stdin) and store it as the "
                                 "next version; later runs check records against it.")
     p.add_argument("file", help="schema.pbtxt to store, or - for stdin")
+    add_lock_timeout(p)
+
+
+def _save(args, root: str, schema) -> int:
+    """Store ``schema`` under the storage root's lease (schema versions are a publish point)."""
+    from pipeline.lease import root_lease
+
+    with root_lease(root, f"schema {args.schema_command}", check_lock_timeout(args)) as lock:
+        return schema_store.save(root, schema, fence=lock)
 
 
 def run_infer(args, ctx) -> int:
@@ -50,7 +60,7 @@ def run_infer(args, ctx) -> int:
               "schema": schema_store.schema_to_text(schema)}
     lines = [result["schema"]]
     if args.save:
-        result["stored_version"] = schema_store.save(config.storage.root, schema)
+        result["stored_version"] = _save(args, config.storage.root, schema)
         lines.append(f"# stored as schema v{result['stored_version']}")
     emit(args, result, lines)
     return EXIT_OK
@@ -102,7 +112,7 @@ def run_set(args, ctx) -> int:
             raise ConfigError(f"cannot read schema file {args.file!r}: {exc.strerror}") from exc
     schema = validate_schema_text(text, source, config)
     before = schema_store.versions(config.storage.root)
-    version = schema_store.save(config.storage.root, schema)
+    version = _save(args, config.storage.root, schema)
     unchanged = bool(before) and version == before[-1]
     emit(args, {"version": version, "unchanged": unchanged},
          [f"schema v{version} " + ("unchanged (same as the newest version)" if unchanged else "stored")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from pipeline.cli.common import add_command
+from pipeline.cli.common import add_command, add_lock_timeout, check_lock_timeout
 
 CYCLE_RECORDS_DEFAULT_TEXT = "500,000"
 """pipeline.stream.DEFAULT_MAX_RECORDS_PER_CYCLE as --help shows it (not imported: that module loads
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-records-per-cycle", type=int, default=None, metavar="N",
                    help=f"read at most N records per cycle, shared by the partitions (default "
                         f"{CYCLE_RECORDS_DEFAULT_TEXT}); smaller cycles seal sooner and replay less after a crash")
+    add_lock_timeout(p)
 
 
 def print_cycle(result, as_json: bool) -> None:
@@ -56,5 +57,6 @@ def run(args, ctx) -> int:
         cycles = 1
     limits = {} if args.max_records_per_cycle is None else {"max_records_per_cycle": args.max_records_per_cycle}
     run_stream(ctx.config, ctx.options, cycles=cycles, until_idle=args.until_idle, interval_s=args.interval,
-               on_cycle=lambda result: print_cycle(result, args.json), **limits)
+               on_cycle=lambda result: print_cycle(result, args.json), lock_timeout_s=check_lock_timeout(args),
+               **limits)
     return 0

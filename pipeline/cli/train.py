@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.errors import EXIT_GATE_REJECTED, EXIT_OK
-from pipeline.cli.common import add_command, emit
+from pipeline.cli.common import add_command, add_lock_timeout, check_lock_timeout, emit
 
 
 def register(subparsers) -> None:
@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--progress-dir", metavar="DIR",
                    help="rewrite DIR/progress-<task>.json (epoch, batch, state, pid) after every batch, so an "
                         "operator or a test can watch training")
+    add_lock_timeout(p)
 
 
 def run(args, ctx) -> int:
@@ -23,7 +24,8 @@ def run(args, ctx) -> int:
     from pipeline.controller import run_training
 
     config = ctx.config
-    outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir)
+    outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir,
+                           lock_timeout_s=check_lock_timeout(args))
     # The chief's push is the run's (gate decision, model metrics); other workers push to a group of
     # their own, so they never replace it.
     metrics.push(config.metrics.pushgateway, "train",

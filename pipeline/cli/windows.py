@@ -6,7 +6,7 @@ import json
 
 from core import window_store
 from core.errors import EXIT_INCONSISTENT, EXIT_OK, StorageError
-from pipeline.cli.common import add_command, add_group, emit
+from pipeline.cli.common import add_command, add_group, add_lock_timeout, check_lock_timeout, emit
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("window_id")
     p.add_argument("--reason", required=True, help="why the window is safe to train on (recorded)")
     p.add_argument("--by", help="who releases it (default: the login name, $LOGNAME or $USER)")
+    add_lock_timeout(p)
     p = add_command(actions, "consistency", "compare a window with the same window in another storage root",
                     run_consistency,
                     description="Counts and ids of a window here against the same window sealed under --against "
@@ -64,9 +65,12 @@ def run_show(args, ctx) -> int:
 
 
 def run_release(args, ctx) -> int:
+    from pipeline.lease import root_lease
     from pipeline.windows_ops import release_window
 
-    record = release_window(ctx.config.storage.root, args.window_id, args.reason, args.by or getpass.getuser())
+    root = ctx.config.storage.root
+    with root_lease(root, "windows release", check_lock_timeout(args)) as lock:
+        record = release_window(root, args.window_id, args.reason, args.by or getpass.getuser(), fence=lock)
     emit(args, record, [f"released {record['window_id']} v{record['version']} by {record['by']}: {record['reason']}"])
     return EXIT_OK
 

@@ -1,13 +1,9 @@
 """Unit tests of ``ctpipe stream``'s pure parts: planning, watermark, sealing choice, checkpoint
-store, storage-root lock, pending part names and encoding. No broker needed (the lease test uses
-the real moto S3 server fixture)."""
+store, storage-root lease refusals, pending part names and encoding. No broker needed."""
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -139,83 +135,28 @@ def test_source_id_is_file_name_safe():
     assert source_id("a/b c") == "kafka-a_b_c"
 
 
-# --------------------------------------------------------------------------- lock
+# --------------------------------------------------------------------------- lease
+# tests/core/test_lock.py covers the lease itself (races, takeover, fencing, S3, GCS).
 
 
-def test_second_lock_on_the_same_root_is_refused_until_released(tmp_path):
-    first = StorageLock(str(tmp_path), "stream-x").acquire()
+def test_checkpoint_save_is_refused_once_the_lease_was_taken_over(tmp_path):
+    from core.errors import FencedError
+    from core.lease_stores import LocalLeaseStore
+
+    store = CheckpointStore(str(tmp_path), "ev")
+    lock = StorageLock(str(tmp_path), heartbeat_s=10).acquire()
     try:
-        with pytest.raises(LockError, match=f"locked by pid {os.getpid()}"):
-            StorageLock(str(tmp_path), "stream-x").acquire()
-        StorageLock(str(tmp_path), "stream-other").acquire().release()  # other names are independent
-    finally:
-        first.release()
-    assert not os.path.exists(first.path)
-    StorageLock(str(tmp_path), "stream-x").acquire().release()
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
-    lock = StorageLock(str(tmp_path), "s")
-    os.makedirs(os.path.dirname(lock.path))
-    with open(lock.path, "w") as handle:  # what a kill -9'd owner leaves behind
-        json.dump({"pid": _dead_pid(), "host": socket.gethostname(), "token": "old", "heartbeat": 1e18}, handle)
-    lock.acquire()
-    try:
-        assert json.load(open(lock.path))["token"] == lock.token
+        store.save(Checkpoint(topic="ev", cycle=1), fence=lock)
+        leases = LocalLeaseStore(lock.path)
+        version, record = leases.read()
+        leases.replace(version, dict(record, token=record["token"] + 1, holder="taker", write_id="w"))
+        # The holder's renewal has not run yet: only the stored token shows the takeover.
+        with pytest.raises(FencedError, match=r"refusing to publish checkpoint .*cycle 2.*token 1"):
+            store.save(Checkpoint(topic="ev", cycle=2), fence=lock)
+        assert store.load().cycle == 1
     finally:
         lock.release()
-
-
-def test_lock_with_a_stale_heartbeat_from_another_host_is_taken_over(tmp_path):
-    now = [1000.0]
-    lock = StorageLock(str(tmp_path), "s", heartbeat_s=1, stale_after_s=60, clock=lambda: now[0])
-    os.makedirs(os.path.dirname(lock.path))
-    with open(lock.path, "w") as handle:
-        json.dump({"pid": 1, "host": "elsewhere", "token": "old", "heartbeat": 950.0}, handle)
-    with pytest.raises(LockError, match="host elsewhere"):
-        lock.acquire()
-    now[0] = 1011.0  # 61 s after the other host's last heartbeat
-    lock.acquire()
-    lock.release()
-
-
-def test_heartbeat_notices_a_lost_lock(tmp_path):
-    lock = StorageLock(str(tmp_path), "s", heartbeat_s=0.05, stale_after_s=60).acquire()
-    try:
-        with open(lock.path, "w") as handle:
-            json.dump({"pid": 1, "host": "elsewhere", "token": "thief", "heartbeat": 0}, handle)
-        lock._thread.join(timeout=10)  # the loop ends once it sees the foreign token
-        with pytest.raises(LockError, match="lost the lock"):
-            lock.check()
-    finally:
-        lock.release()
-
-
-def test_lease_on_an_object_store_refuses_a_live_lease_and_takes_an_expired_one(s3_server):
-    from pipeline.options import pipeline_options
-
-    pipeline_options("runner_configs/direct.yaml", [
-        f"--s3_endpoint_url={s3_server.endpoint_url}", f"--s3_access_key_id={s3_server.access_key}",
-        f"--s3_secret_access_key={s3_server.secret_key}", f"--s3_region_name={s3_server.region}"])
-    root = f"s3://{s3_server.create_bucket()}/store"
-    now = [1000.0]
-    first = StorageLock(root, "s", heartbeat_s=30, stale_after_s=60, clock=lambda: now[0]).acquire()
-    second = StorageLock(root, "s", heartbeat_s=30, stale_after_s=60, clock=lambda: now[0])
-    with pytest.raises(LockError, match="locked by pid"):
-        second.acquire()
-    now[0] = 1061.0  # the first owner's lease expired (it stopped renewing)
-    second.acquire()
-    first._renew()
-    with pytest.raises(LockError, match="lost the lock"):
-        first.check()
-    second.release()
-    first._held = False
+    assert LocalLeaseStore(lock.path).read()[1]["holder"] == "taker"
 
 
 # --------------------------------------------------------------------------- pending parts
@@ -249,14 +190,14 @@ def test_range_index_finds_the_planned_range():
             index.find(partition, offset)
 
 
-def test_a_second_stream_on_a_locked_root_exits_with_lock_error(tmp_path):
+def test_a_stream_on_a_root_whose_lease_is_held_exits_with_lock_error_naming_the_holder(tmp_path):
     from pipeline.config import config_from_dict
-    from pipeline.stream import _lock_name, run_stream
+    from pipeline.stream import run_stream
 
     config = config_from_dict({"storage": {"root": str(tmp_path)},
                                "source": {"kafka": {"bootstrap_servers": "127.0.0.1:1", "topic": "ev"}}})
-    with StorageLock(str(tmp_path), _lock_name(config)):
-        with pytest.raises(LockError) as caught:
+    with StorageLock(str(tmp_path), command="backfill"):
+        with pytest.raises(LockError, match=f"held by pid {os.getpid()} .*command backfill") as caught:
             run_stream(config, options=None, cycles=1)
     assert caught.value.exit_code == 5
 

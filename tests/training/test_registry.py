@@ -278,7 +278,7 @@ def test_local_push_waits_for_the_model_lock_and_then_releases_it(tmp_path, save
         held.release()
     assert mv.version == 1
     assert waited >= 0.4  # it did wait for the holder
-    assert not os.path.exists(lock_path)
+    assert StorageLock(root, "model", path=lock_path).owner()["state"] == "released"
 
 
 def test_local_push_gives_up_on_a_held_model_lock_naming_it(tmp_path, saved_model_dir):

@@ -201,6 +201,19 @@ class Registry(abc.ABC):
         """
         self._clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self._user = user or _default_user()
+        self._fence = None
+
+    # -- fencing
+    def fenced_by(self, fence) -> "Registry":
+        """Check ``fence`` (the storage root's lease, core.lock: anything with
+        ``check_publish(what)``) before every publish: a version's commit and every alias move.
+        A writer whose lease was taken over is refused with FencedError. Returns self."""
+        self._fence = fence
+        return self
+
+    def _check_fence(self, what: str) -> None:
+        if self._fence is not None:
+            self._fence.check_publish(what)
 
     # -- abstract: versions
     @abc.abstractmethod
@@ -279,6 +292,7 @@ class Registry(abc.ABC):
             entry = {"version": int(version), "at": utc_iso(self._clock),
                      "by": by or self._user, "reason": reason}
             history = (state.history if state else ()) + (entry,)
+            self._check_fence(f"alias {alias!r} of model {model!r} -> v{int(version)}")
             self._write_alias(model, alias, AliasState(
                 version=int(version), history=history[-MAX_ALIAS_HISTORY:],
                 rollbacks=state.rollbacks if state else ()))
@@ -332,6 +346,7 @@ class Registry(abc.ABC):
                     "point it at a known-good version explicitly (`ctpipe registry promote VERSION`, or promote() in Python)")
             log = {"from": state.version, "to": v, "at": utc_iso(self._clock),
                    "by": by or self._user, "reason": reason or "rollback"}
+            self._check_fence(f"rollback of alias {alias!r} of model {model!r} -> v{v}")
             self._write_alias(model, alias, AliasState(
                 version=v, history=state.history[:i + 1],
                 rollbacks=(state.rollbacks + (log,))[-MAX_ALIAS_HISTORY:]))

@@ -72,9 +72,10 @@ class FileRegistry(Registry):
     objects on S3), and get/list read one COMMITTED.json per version.
 
     Concurrency: on a local (or NFS) filesystem pushes and alias moves are serialized by the
-    project's one lock, :class:`core.lock.StorageLock`, on the file ``<model>/.lock``: a lock whose
-    holder process is dead on this host, or whose heartbeat stopped ``stale_after_s`` ago, is
-    taken over. Object stores offer no such primitive through Beam: there, run one writer per
+    project's one lease, :class:`core.lock.StorageLock`, at ``<model>/.lock`` (a lease directory):
+    a lease whose holder process is dead on this host, or that a waiter saw unrenewed for its
+    TTL, is taken over. Writers that hold the storage root's lease (``ctpipe train``) also fence
+    the commit marker and alias moves with it (:meth:`Registry.fenced_by`). Object stores offer no such primitive through Beam: there, run one writer per
     model (the CT controller is a single leader) — two concurrent pushers could pick the same
     version number, and two concurrent alias moves race (last write wins). Readers are always
     safe: they see a version only after its COMMITTED.json, and an alias document is one object.
@@ -207,8 +208,8 @@ class FileRegistry(Registry):
             holder = {k: v for k, v in (lock.owner() or {}).items() if k in ("pid", "host")}
             raise RegistryError(
                 f"lock {lock.path!r} is still held after {self._lock_timeout_s:.0f} s "
-                f"(holder: {holder}); wait for that push to finish, or delete "
-                "the file if no process is using the registry") from None
+                f"(holder: {holder}); wait for that push to finish (a holder that died is taken over "
+                f"once its lease went {lock.ttl_s:.0f} s without renewal)") from None
         try:
             yield lock
         finally:
@@ -257,6 +258,7 @@ class FileRegistry(Registry):
                          "blessing": json.loads(payload.docs[BLESSING_FILE])}
             if lock is not None:
                 lock.check()  # taken over while this process stalled: leave the version uncommitted
+            self._check_fence(f"model {model!r} version {version}")
             self._write_bytes(self._join(vdir, COMMITTED_FILE),
                               json_bytes(committed, COMMITTED_FILE))
         return self._to_model_version(committed, self.aliases(model))

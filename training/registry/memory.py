@@ -105,6 +105,7 @@ class MemoryRegistry(Registry):
             with open(os.path.join(payload.local_dir, rel), "rb") as f:
                 files[rel] = f.read()
         files.update(payload.docs)
+        self._check_fence(f"model {model!r} (next version)")
         with self._store.lock:
             committed = self._store.committed.setdefault(model, {})
             version = 1 + max(committed, default=0)

@@ -169,6 +169,7 @@ class MlflowRegistry(Registry):
             self._client.set_terminated(run_id, "FAILED")
             raise
         self._client.set_terminated(run_id, "FINISHED")
+        self._check_fence(f"model {model!r} (a new MLflow model version)")
         mv = self._client.create_model_version(
             name=model, source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}", run_id=run_id,
             tags=tags)
