@@ -75,6 +75,7 @@ def runner_for(tmp_path, monkeypatch):
         schema_store.save(config.storage.root, schema_pb2.Schema())
         monkeypatch.setattr(stream, "end_offsets", topic.end_offsets)
         monkeypatch.setattr(stream, "beginning_offsets", lambda _k, _t: {p: 0 for p in range(8)})
+        monkeypatch.setattr(stream, "topic_id", lambda _k, _t: "0f5c7a3e-topic")
         monkeypatch.setattr(stream, "run_ingest", topic.run_ingest)
         monkeypatch.setattr(stream, "run_seal", lambda *a, **k: [])
         monkeypatch.setattr(stream, "commit_group_offsets", lambda *a, **k: None)
@@ -141,6 +142,7 @@ def test_one_record_stamped_2100_does_not_move_the_watermark(tmp_path, monkeypat
     monkeypatch.setattr(stream, "ReadKafkaRanges", FakeKafkaRead(records))
     monkeypatch.setattr(stream, "end_offsets", lambda _k, _t: {0: len(values)})
     monkeypatch.setattr(stream, "beginning_offsets", lambda _k, _t: {0: 0})
+    monkeypatch.setattr(stream, "topic_id", lambda _k, _t: "0f5c7a3e-topic")
     monkeypatch.setattr(stream, "run_seal", lambda *a, **k: [])
     monkeypatch.setattr(stream, "commit_group_offsets", lambda *a, **k: None)
     config = config_from_dict({"storage": {"root": str(tmp_path / "store")},
