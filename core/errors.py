@@ -17,6 +17,7 @@ EXIT_INPUT = 3
 EXIT_STORAGE = 4
 EXIT_LOCKED = 5
 EXIT_REGISTRY = 6
+EXIT_UNREACHABLE = 7
 EXIT_GATE_REJECTED = 10
 EXIT_INCONSISTENT = 11
 EXIT_INTERRUPTED = 130
@@ -29,6 +30,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_STORAGE: "storage root holds something unexpected (corrupt manifest, checkpoint, schema...)",
     EXIT_LOCKED: "another ctpipe process holds the lock on the storage root (or this one lost it)",
     EXIT_REGISTRY: "model registry refused the operation (missing version, integrity failure...)",
+    EXIT_UNREACHABLE: "object store unreachable or refusing access (endpoint, network timeout, credentials, missing bucket); nothing was written",
     EXIT_GATE_REJECTED: "`train`: the evaluation gate rejected the candidate (a decision, not a crash)",
     EXIT_INCONSISTENT: "`windows consistency`: the two sources disagree on the window's counts or ids",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGINT)",
@@ -83,6 +85,13 @@ class RegistryError(CtpipeError):
     """The model registry refused an operation."""
 
     exit_code = EXIT_REGISTRY
+
+
+class ObjectStoreError(CtpipeError):
+    """An object store (s3://, gs://) named by the storage root, the inputs or the registry did not
+    answer in time, refused the credentials, or lacks the bucket."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 class IntegrityError(RegistryError):

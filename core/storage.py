@@ -64,6 +64,13 @@ def read_bytes(path: str) -> bytes:
         raise StorageError(f"cannot read {path}: {exc}") from exc
 
 
+def open_read(path: str):
+    """A binary file object reading ``path`` as stored (no decompression), local or object store."""
+    if is_local(path):
+        return open(path, "rb")
+    return _filesystems().open(path, compression_type="uncompressed")
+
+
 def read_json(path: str) -> dict:
     data = read_bytes(path)
     try:

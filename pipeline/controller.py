@@ -20,6 +20,7 @@ import time
 from core import storage, window_store
 from core.errors import InputError
 from core.transform_store import transform_dir, verify_copy
+from core.window_staging import stage_windows
 from core.version import code_version
 from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
@@ -65,7 +66,7 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     ``progress_dir``: every worker rewrites a progress file there after each batch."""
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
-    from training.registry import open_registry
+    from pipeline.stores import open_registry
     from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
     from transforms.preprocess import load_function
@@ -75,7 +76,10 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     started = time.time()
     windows, skipped, fingerprint = select_windows(config)
     scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
-    registry = open_registry(config.registry.uri)
+    # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
+    # store are copied to the scratch dir first, each file checked against its manifest.
+    windows = stage_windows(windows, os.path.join(scratch, "windows"))
+    registry = open_registry(config)
     model_name = config.registry.model_name
     chash = config_hash(config)
 
