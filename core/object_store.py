@@ -105,7 +105,7 @@ def _endpoint_text(settings: ObjectStoreSettings) -> str:
     return "AWS S3 (no object_store.s3.endpoint_url set; set it for an S3-compatible server)"
 
 
-def _check_s3_bucket(client, settings: ObjectStoreSettings, bucket: str, what: str) -> None:
+def _check_s3_bucket(client, settings: ObjectStoreSettings, bucket: str, what: str, uri: str) -> None:
     from botocore import exceptions as bx
 
     where = _endpoint_text(settings)
@@ -114,17 +114,17 @@ def _check_s3_bucket(client, settings: ObjectStoreSettings, bucket: str, what: s
     except (bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.EndpointConnectionError,
             bx.ConnectionClosedError) as exc:
         raise ObjectStoreError(
-            f"cannot reach {where} for {what} s3://{bucket} ({type(exc).__name__}, {settings.limits_text}); "
+            f"cannot reach {where} for {what} {uri} ({type(exc).__name__}, {settings.limits_text}); "
             "check the endpoint and the network (object_store.connect_timeout / read_timeout / "
             "max_attempts set the limits); nothing was written") from None
     except bx.NoCredentialsError:
-        raise ObjectStoreError(f"no S3 credentials for {what} s3://{bucket}: set {S3_CREDENTIALS_HINT}; "
+        raise ObjectStoreError(f"no S3 credentials for {what} {uri}: set {S3_CREDENTIALS_HINT}; "
                                "they never go in ctpipe.yaml or a runner config") from None
     except bx.ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code")
         if status == 404 or code in ("404", "NoSuchBucket"):
-            raise ObjectStoreError(f"bucket {bucket!r} of {what} s3://{bucket} does not exist at {where}; "
+            raise ObjectStoreError(f"bucket {bucket!r} of {what} {uri} does not exist at {where}; "
                                    "create it or fix the URI") from None
         if status in (401, 403) or code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             raise ObjectStoreError(f"{where} refused access to bucket {bucket!r} of {what} (HTTP {status}); "
@@ -132,10 +132,10 @@ def _check_s3_bucket(client, settings: ObjectStoreSettings, bucket: str, what: s
         raise ObjectStoreError(f"{where} answered HTTP {status} ({code}) for bucket {bucket!r} of {what}; "
                                "check the endpoint (is it an S3 server?) and the bucket") from None
     except bx.BotoCoreError as exc:
-        raise ObjectStoreError(f"cannot use {where} for {what} s3://{bucket}: {exc}") from None
+        raise ObjectStoreError(f"cannot use {where} for {what} {uri}: {exc}") from None
 
 
-def _check_gcs_bucket(settings: ObjectStoreSettings, bucket: str, what: str) -> None:
+def _check_gcs_bucket(settings: ObjectStoreSettings, bucket: str, what: str, uri: str) -> None:
     import google.auth
     from google.auth import exceptions as gx
 
@@ -145,18 +145,18 @@ def _check_gcs_bucket(settings: ObjectStoreSettings, bucket: str, what: str) -> 
         client = gcs.Client()
         client.get_bucket(bucket, timeout=(settings.connect_timeout_s, settings.read_timeout_s), retry=None)
     except gx.DefaultCredentialsError:
-        raise ObjectStoreError(f"no GCS credentials for {what} gs://{bucket}: set {GCS_CREDENTIALS_HINT}; "
+        raise ObjectStoreError(f"no GCS credentials for {what} {uri}: set {GCS_CREDENTIALS_HINT}; "
                                "they never go in ctpipe.yaml or a runner config") from None
     except Exception as exc:  # google.api_core / requests errors: one line, never a traceback
         from google.api_core import exceptions as ax
 
         if isinstance(exc, ax.NotFound):
-            raise ObjectStoreError(f"bucket {bucket!r} of {what} gs://{bucket} does not exist; create it or "
+            raise ObjectStoreError(f"bucket {bucket!r} of {what} {uri} does not exist; create it or "
                                    "fix the URI") from None
         if isinstance(exc, (ax.Forbidden, ax.Unauthorized)):
             raise ObjectStoreError(f"GCS refused access to bucket {bucket!r} of {what}; check "
                                    f"{GCS_CREDENTIALS_HINT} and the bucket's IAM") from None
-        raise ObjectStoreError(f"cannot reach GCS for {what} gs://{bucket} ({type(exc).__name__}, "
+        raise ObjectStoreError(f"cannot reach GCS for {what} {uri} ({type(exc).__name__}, "
                                f"{settings.limits_text}); check the network") from None
     del google.auth
 
@@ -175,6 +175,6 @@ def check_reachable(settings: ObjectStoreSettings, uris: Iterable[tuple[str, Opt
         seen.add((kind, bucket))
         if kind == "s3":
             client = client or s3_client(settings)
-            _check_s3_bucket(client, settings, bucket, what)
+            _check_s3_bucket(client, settings, bucket, what, uri)
         elif kind == "gs":
-            _check_gcs_bucket(settings, bucket, what)
+            _check_gcs_bucket(settings, bucket, what, uri)

@@ -23,7 +23,7 @@ from core.errors import ConfigError, InputError
 from core.version import code_version
 from pipeline import metrics, quality
 from pipeline.config import Config
-from pipeline.specs import decode_spec, seal_spec
+from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
 from transforms.record_checks import CheckRecords
@@ -118,6 +118,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
         spec = seal_spec(config, schema_text, schema_version, run_id, sources=sources)
+        check_transform_scratch(config, options)
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
@@ -144,6 +145,7 @@ def run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Optio
     }
     write_run_record(root, run_id, record)
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
+    storage.delete_tree(transform_scratch(config, run_id))  # elsewhere when the root is on S3
     quality.export_quality_metrics(root, [w["window_id"] for w in windows])
     metrics.LAST_SUCCESS.labels(job="backfill").set_to_current_time()
     return RunResult(run_id, record)

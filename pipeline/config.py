@@ -238,6 +238,13 @@ class ValidationConfig(Section):
 class TransformConfig(Section):
     preprocessing_fn: str = "examples.sensors:preprocessing_fn"
     """``module:function`` of the tf.Transform preprocessing_fn (inputs dict -> outputs dict)."""
+    scratch_dir: Optional[str] = None
+    """Where tf.Transform keeps its temp files and stages the transform_fn while it analyzes, for
+    storage roots TensorFlow cannot write (s3://: TensorFlow 2.16 has no S3 file system).
+    tf.Transform writes there itself, so it must be a local path or gs://, and on a cluster runner
+    every worker must see it (a shared mount). Unset: ``<root>/tmp/<run_id>/`` for local and gs://
+    roots; for s3:// roots the driver's temporary directory, which only DirectRunner and
+    PrismRunner (workers on the driver's machine) can use: other runners then refuse to start."""
 
 
 @dataclass(frozen=True)

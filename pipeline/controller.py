@@ -20,8 +20,8 @@ import time
 from core import storage, window_store
 from core.errors import InputError
 from core.transform_store import transform_dir, verify_copy
-from core.window_staging import stage_windows
 from core.version import code_version
+from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
 from pipeline.config import Config, to_dict
@@ -64,9 +64,9 @@ def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
     ``progress_dir``: every worker rewrites a progress file there after each batch."""
+    from pipeline.stores import open_registry
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
-    from pipeline.stores import open_registry
     from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
     from transforms.preprocess import load_function

@@ -102,8 +102,8 @@ class Context:
         config = self.config
         named = list(uris) or configured_uris(config)
         if uses_object_store(named):
+            check_uris(config, named)  # before Beam loads (seconds): an unreachable store fails at once
             _ = self.options
-            check_uris(config, named)
 
 
 def emit(args, data, text_lines) -> None:
