@@ -53,6 +53,26 @@ class ObjectStoreSettings:
                 f"{self.read_timeout_s:g} s to read")
 
 
+_current = ObjectStoreSettings()
+
+
+def use(settings: ObjectStoreSettings) -> None:
+    """Make ``settings`` this process's (what ``current`` returns; set with Beam's FileSystems options)."""
+    global _current
+    _current = settings
+
+
+def current() -> ObjectStoreSettings:
+    return _current
+
+
+def put_empty_s3(uri: str) -> None:
+    """Write an empty object: Beam's S3 uploader cannot (it completes a multipart upload with no
+    parts, which S3 refuses), so core/storage.py sends empty files here."""
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    s3_client(current()).put_object(Bucket=bucket, Key=key, Body=b"")
+
+
 def scheme(uri: Optional[str]) -> Optional[str]:
     """``s3``, ``gs``... for an object-store URI; None for a local path or an MLflow URI."""
     if not uri or "://" not in uri or uri.startswith(("mlflow", "memory://", "file://")):

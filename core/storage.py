@@ -89,6 +89,11 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             handle.write(data)
         os.replace(tmp, path)
         return
+    if not data and path.startswith("s3://"):
+        from core.object_store import put_empty_s3
+
+        put_empty_s3(path)  # one PUT: atomic, and Beam's uploader cannot write zero bytes
+        return
     fs = _filesystems()
     with fs.create(tmp, compression_type="uncompressed") as handle:
         handle.write(data)

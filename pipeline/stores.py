@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional
 
-from core.object_store import ObjectStoreSettings, beam_flags, check_reachable, mlflow_environment, scheme
+from core.object_store import ObjectStoreSettings, beam_flags, check_reachable, mlflow_environment, scheme, use
 
 
 def settings(config) -> ObjectStoreSettings:
@@ -30,8 +30,11 @@ def settings(config) -> ObjectStoreSettings:
 
 
 def object_store_flags(config) -> list[str]:
-    """Beam pipeline-option flags (S3 endpoint and region; no credentials) for ``config``."""
-    return beam_flags(settings(config))
+    """Beam pipeline-option flags (S3 endpoint and region; no credentials) for ``config``; also
+    makes its settings this process's for ctpipe's own S3 requests (core.object_store.current)."""
+    current = settings(config)
+    use(current)
+    return beam_flags(current)
 
 
 def configured_uris(config) -> list[tuple[str, Optional[str]]]:

@@ -105,3 +105,21 @@ def test_windows_on_s3_are_staged_verified_and_a_tampered_part_stops_the_run(s3_
     with pytest.raises(StorageError, match=f"s3://{bucket}/w/v1/data-00000.tfrecord.gz does not match"):
         stage_windows([window], str(tmp_path / "again"))
     assert not list((tmp_path / "again").rglob("data-*"))
+
+
+def test_an_empty_file_can_be_written_to_s3(s3_server, monkeypatch):
+    """Beam's S3 uploader cannot write zero bytes (S3 refuses a multipart upload without parts)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from core import object_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    settings = _s3_settings(s3_server)
+    monkeypatch.setattr(object_store, "_current", settings)
+    FileSystems.set_options(PipelineOptions(beam_flags(settings)))
+    bucket = s3_server.create_bucket()
+    storage.write_bytes_atomic(f"s3://{bucket}/x/empty.txt", b"")
+    assert s3_server.client().get_object(Bucket=bucket, Key="x/empty.txt")["Body"].read() == b""
+    assert storage.read_bytes(f"s3://{bucket}/x/empty.txt") == b""

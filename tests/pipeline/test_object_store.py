@@ -72,6 +72,9 @@ def test_every_command_works_on_an_s3_root_and_registry(s3_env, kafka_broker, ka
     for minute in list(range(0, 60, 1)) + [200]:  # one window, then a marker that moves the watermark past it
         key, value = sensor_message(f"k-{minute:04d}", day, minute)
         producer.send(kafka_topic, key=key, value=value)
+    for minute in range(10):  # 10 of 70 records unusable: above max_bad_fraction, so the window is QUARANTINED
+        key, value = sensor_message(f"bad-{minute:04d}", day, minute)
+        producer.send(kafka_topic, key=key, value=json.dumps(dict(json.loads(value), temperature="hot")).encode())
     producer.flush(timeout=60)
     producer.close()
 
@@ -84,7 +87,7 @@ def test_every_command_works_on_an_s3_root_and_registry(s3_env, kafka_broker, ka
         "registry": {"uri": f"s3://{bucket}/registry", "model_name": "sensors"},
         "object_store": {"s3": {"endpoint_url": s3.endpoint_url, "region": s3.region},
                          "connect_timeout": "2s", "read_timeout": "20s"},
-        "validation": {"max_bad_fraction": 0.5, "min_count_ratio": None, "max_count_ratio": None},
+        "validation": {"max_bad_fraction": 0.1, "min_count_ratio": None, "max_count_ratio": None},
         "training": {"epochs": 1, "batch_size": 64, "backup_dir": str(tmp_path / "backup")},
         "gate": {"thresholds": [{"metric": "example_count", "lower_bound": 1}]},
     }))
@@ -103,11 +106,14 @@ def test_every_command_works_on_an_s3_root_and_registry(s3_env, kafka_broker, ka
     ok("stream", "--until-idle")
     listed = json.loads(ok("windows", "list", "--json"))
     assert {r["window_id"] for r in listed} >= {"20261127T0000Z", "20261127T0100Z", "20261128T0000Z"}
-    assert json.loads(ok("windows", "show", "20261128T0000Z", "--json"))["record_count"] == 60
+    shown = json.loads(ok("windows", "show", "20261128T0000Z", "--json"))
+    assert (shown["record_count"], shown["dead_letters"], shown["validation"]["verdict"]) == (60, 10, "QUARANTINED")
+    ok("windows", "release", "20261128T0000Z", "--reason", "the 10 bad records were a test device", "--by", "qa")
     assert "# schema v1" in ok("schema", "show")
 
     first = json.loads(ok("train", "--json"))
     assert first["pushed"] and first["version"] == 1 and first["train_examples"] > 0
+    assert [w["window_id"] for w in first["windows"]] == ["20261127T0000Z", "20261127T0100Z", "20261128T0000Z"]
     second = json.loads(ok("train", "--json"))  # fetches production v1 from the store to gate and warm-start
     assert second["version"] == 2 and second["baseline_version"] == 1
     versions = json.loads(ok("registry", "list", "--json"))["versions"]
@@ -124,6 +130,7 @@ def test_every_command_works_on_an_s3_root_and_registry(s3_env, kafka_broker, ka
     # all in the bucket, and no ctpipe state was written to the local disk instead.
     keys = _keys(client, bucket, "")
     assert {"store/windows/20261127T0000Z/v1/MANIFEST.json", "store/windows/20261128T0000Z/v1/MANIFEST.json",
+            "store/windows/20261128T0000Z/v1/RELEASE.json",
             "registry/sensors/versions/1/COMMITTED.json", "registry/sensors/versions/2/COMMITTED.json",
             "registry/sensors/versions/2/saved_model.pb"} <= set(keys)
     assert any(k.startswith("store/checkpoints/") for k in keys), keys
