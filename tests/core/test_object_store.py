@@ -92,7 +92,7 @@ def test_windows_on_s3_are_staged_verified_and_a_tampered_part_stops_the_run(s3_
     FileSystems.set_options(PipelineOptions(beam_flags(_s3_settings(s3_server))))
     bucket = s3_server.create_bucket()
     client = s3_server.client()
-    data = os.urandom(3 << 20)  # more than one read chunk
+    data = os.urandom(3 << 19)  # more than one read chunk
     client.put_object(Bucket=bucket, Key="w/v1/data-00000.tfrecord.gz", Body=data)
     window = _window(f"s3://{bucket}/w/v1", data)
     [staged] = stage_windows([window], str(tmp_path / "staged"))
@@ -123,3 +123,14 @@ def test_an_empty_file_can_be_written_to_s3(s3_server, monkeypatch):
     storage.write_bytes_atomic(f"s3://{bucket}/x/empty.txt", b"")
     assert s3_server.client().get_object(Bucket=bucket, Key="x/empty.txt")["Body"].read() == b""
     assert storage.read_bytes(f"s3://{bucket}/x/empty.txt") == b""
+
+
+def test_gcs_without_credentials_fails_with_one_line_naming_where_they_come_from(monkeypatch, tmp_path):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud user credentials either
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:1")  # and no metadata server
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:1")
+    with pytest.raises(ObjectStoreError, match="no GCS credentials for storage.root gs://ctpipe-x/store: set "
+                                               "GOOGLE_APPLICATION_CREDENTIALS"):
+        check_reachable(ObjectStoreSettings(connect_timeout_s=1, read_timeout_s=1),
+                        [("storage.root", "gs://ctpipe-x/store")])
