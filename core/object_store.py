@@ -23,6 +23,7 @@ Nothing here imports boto3, Google's client or Beam at module level.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -70,7 +71,21 @@ def put_empty_s3(uri: str) -> None:
     """Write an empty object: Beam's S3 uploader cannot (it completes a multipart upload with no
     parts, which S3 refuses), so core/storage.py sends empty files here."""
     bucket, _, key = uri.split("://", 1)[1].partition("/")
-    s3_client(current()).put_object(Bucket=bucket, Key=key, Body=b"")
+    s3_client(_settings_of_filesystems()).put_object(Bucket=bucket, Key=key, Body=b"")
+
+
+def _settings_of_filesystems() -> ObjectStoreSettings:
+    """``current()`` with the endpoint and region Beam's FileSystems use in this process (a worker
+    of a cluster runner gets them with the pipeline options, not through ``use``)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import S3Options
+
+    options = FileSystems._pipeline_options
+    if options is None:
+        return current()
+    s3 = options.view_as(S3Options)
+    return dataclasses.replace(current(), s3_endpoint_url=s3.s3_endpoint_url or current().s3_endpoint_url,
+                               s3_region=s3.s3_region_name or current().s3_region)
 
 
 def scheme(uri: Optional[str]) -> Optional[str]:
