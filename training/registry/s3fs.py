@@ -10,7 +10,7 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from core.beam_s3 import SharedClientS3FileSystem
+from core.beam_s3 import shared_client_s3_filesystem_class
 from core.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ def filesystem_for(uri: str, pipeline_options) -> FileSystem:
     """
     scheme = FileSystems.get_scheme(uri)
     if scheme == "s3":
-        return SharedClientS3FileSystem(pipeline_options or PipelineOptions([]))
+        return shared_client_s3_filesystem_class()(pipeline_options or PipelineOptions([]))
     classes = [c for c in FileSystem.get_all_subclasses() if c.scheme() == scheme]
     if len(classes) != 1:
         raise ConfigError(f"registry uri {uri!r}: no single Beam filesystem for scheme "
