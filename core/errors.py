@@ -18,6 +18,7 @@ EXIT_STORAGE = 4
 EXIT_LOCKED = 5
 EXIT_REGISTRY = 6
 EXIT_FENCED = 7
+EXIT_UNREACHABLE = 8
 EXIT_GATE_REJECTED = 10
 EXIT_INCONSISTENT = 11
 EXIT_INTERRUPTED = 130
@@ -31,6 +32,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_LOCKED: "another ctpipe process holds the storage root's lease (the message names it; --lock-timeout waits longer)",
     EXIT_REGISTRY: "model registry refused the operation (missing version, integrity failure...)",
     EXIT_FENCED: "this process lost the storage root's lease (paused or cut off longer than its TTL): its publish was refused, nothing partial is visible; rerun",
+    EXIT_UNREACHABLE: "object store unreachable or refusing access (endpoint, network timeout, credentials, missing bucket); nothing was written",
     EXIT_GATE_REJECTED: "`train`: the evaluation gate rejected the candidate (a decision, not a crash)",
     EXIT_INCONSISTENT: "`windows consistency`: the two sources disagree on the window's counts or ids",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT or SIGTERM): the lease was released; a rerun continues",
@@ -97,6 +99,13 @@ class RegistryError(CtpipeError):
     """The model registry refused an operation."""
 
     exit_code = EXIT_REGISTRY
+
+
+class ObjectStoreError(CtpipeError):
+    """An object store (s3://, gs://) named by the storage root, the inputs or the registry did not
+    answer in time, refused the credentials, or lacks the bucket."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 class IntegrityError(RegistryError):

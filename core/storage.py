@@ -22,9 +22,15 @@ from core.errors import StorageError
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-def _filesystems():
+def _filesystems(path: str = ""):
+    """What serves ``path``: Beam's FileSystems, or for s3:// its S3 file system with one boto3
+    client per thread (core/beam_s3.py), configured with the same pipeline options."""
     from apache_beam.io.filesystems import FileSystems
 
+    if path.startswith("s3://"):
+        from core.beam_s3 import shared_s3_filesystem
+
+        return shared_s3_filesystem(FileSystems._pipeline_options)
     return FileSystems
 
 
@@ -50,7 +56,7 @@ def makedirs(path: str) -> None:
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.exists(path)
-    return _filesystems().exists(path)
+    return _filesystems(path).exists(path)
 
 
 def read_bytes(path: str) -> bytes:
@@ -58,10 +64,17 @@ def read_bytes(path: str) -> bytes:
         if is_local(path):
             with open(path, "rb") as handle:
                 return handle.read()
-        with _filesystems().open(path, compression_type="uncompressed") as handle:
+        with _filesystems(path).open(path, compression_type="uncompressed") as handle:
             return handle.read()
     except Exception as exc:  # Beam wraps the real cause in BeamIOError / IOError
         raise StorageError(f"cannot read {path}: {exc}") from exc
+
+
+def open_read(path: str):
+    """A binary file object reading ``path`` as stored (no decompression), local or object store."""
+    if is_local(path):
+        return open(path, "rb")
+    return _filesystems(path).open(path, compression_type="uncompressed")
 
 
 def read_json(path: str) -> dict:
@@ -82,7 +95,12 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             handle.write(data)
         os.replace(tmp, path)
         return
-    fs = _filesystems()
+    if not data and path.startswith("s3://"):
+        from core.object_store import put_empty_s3
+
+        put_empty_s3(path)  # one PUT: atomic, and Beam's uploader cannot write zero bytes
+        return
+    fs = _filesystems(path)
     with fs.create(tmp, compression_type="uncompressed") as handle:
         handle.write(data)
     fs.rename([tmp], [path])
@@ -147,7 +165,7 @@ def glob(pattern: str) -> list[str]:
     """Files matching ``pattern`` (sorted); a pattern with no match gives []."""
     if is_local(pattern):
         return sorted(_local_glob(pattern))
-    result = _filesystems().match([pattern])[0]
+    result = _filesystems(pattern).match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
@@ -162,8 +180,9 @@ def delete(paths: Iterable[str]) -> None:
         else:
             os.remove(path)
     remote = [p for p in paths if not is_local(p)]
-    if remote:
-        _filesystems().delete(remote)
+    for scheme in sorted({p.split("://", 1)[0] for p in remote}):
+        same = [p for p in remote if p.startswith(scheme + "://")]
+        _filesystems(same[0]).delete(same)
 
 
 def delete_tree(prefix: str) -> None:
@@ -176,7 +195,7 @@ def delete_tree(prefix: str) -> None:
         return
     files = glob(prefix.rstrip("/") + "/**")
     if files:
-        _filesystems().delete(files)
+        _filesystems(files[0]).delete(files)
 
 
 def copy_tree(src_dir: str, dst_dir: str) -> list[str]:

@@ -24,7 +24,7 @@ from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import metrics, quality
 from pipeline.config import Config
-from pipeline.specs import decode_spec, seal_spec
+from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
 from transforms.record_checks import CheckRecords
@@ -137,6 +137,7 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
         fingerprint = None if analyze_transform else current_transform(root)
         spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=fingerprint, sources=sources,
                          fence=lock.fence())
+        check_transform_scratch(config, options)
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
         events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
@@ -165,6 +166,7 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
     lock.check()
     write_run_record(root, run_id, record)
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
+    storage.delete_tree(transform_scratch(config, run_id))  # elsewhere when the root is on S3
     quality.export_quality_metrics(root, [w["window_id"] for w in windows])
     metrics.LAST_SUCCESS.labels(job="backfill").set_to_current_time()
     return RunResult(run_id, record)

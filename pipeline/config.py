@@ -238,6 +238,13 @@ class ValidationConfig(Section):
 class TransformConfig(Section):
     preprocessing_fn: str = "examples.sensors:preprocessing_fn"
     """``module:function`` of the tf.Transform preprocessing_fn (inputs dict -> outputs dict)."""
+    scratch_dir: Optional[str] = None
+    """Where tf.Transform keeps its temp files and stages the transform_fn while it analyzes, for
+    storage roots TensorFlow cannot write (s3://: TensorFlow 2.16 has no S3 file system).
+    tf.Transform writes there itself, so it must be a local path or gs://, and on a cluster runner
+    every worker must see it (a shared mount). Unset: ``<root>/tmp/<run_id>/`` for local and gs://
+    roots; for s3:// roots the driver's temporary directory, which only DirectRunner and
+    PrismRunner (workers on the driver's machine) can use: other runners then refuse to start."""
 
 
 @dataclass(frozen=True)
@@ -309,6 +316,56 @@ class MetricsConfig(Section):
     """host:port of a Prometheus Pushgateway that batch runs push to when they end."""
 
 
+_S3_ENDPOINT = re.compile(r"https?://[^\s/@]+(/[^\s@]*)?")
+
+
+@dataclass(frozen=True)
+class S3Config(Section):
+    endpoint_url: Optional[str] = None
+    """``http(s)://host:port`` of an S3-compatible server (MinIO, Ceph, a local moto server);
+    leave unset for AWS. Every client ctpipe starts uses it: Beam's S3 file system (backfill,
+    stream, windows, schemas, transforms, the file registry), ctpipe's own checks and MLflow's
+    artifact uploads. Credentials are not set here: boto3 reads ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``) from the environment, or a mounted
+    ``AWS_SHARED_CREDENTIALS_FILE`` with ``AWS_PROFILE``, or the workload's role."""
+    region: Optional[str] = None
+    """S3 region (e.g. ``eu-west-1``); unset: boto3's default (``AWS_DEFAULT_REGION``, the profile)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        url = self.endpoint_url
+        if url is not None and "@" in url:  # never echo it: the part before @ may be a secret
+            raise Invalid("endpoint_url", "holds credentials (user:secret@); write only http(s)://host:port and "
+                                          "put the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        if url is not None and not _S3_ENDPOINT.fullmatch(url):
+            raise Invalid("endpoint_url", f"{url!r} is not an http:// or https:// URL such as http://127.0.0.1:9000")
+
+
+@dataclass(frozen=True)
+class ObjectStoreConfig(Section):
+    s3: S3Config = field(default_factory=S3Config)
+    """The S3 endpoint and region for every s3:// URI (storage.root, source.files.uri, registry.uri,
+    validation.serving_*). GCS (gs://) needs no settings: its credentials are Application Default
+    Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` or the workload's identity)."""
+    connect_timeout: Duration = "5s"
+    """How long ctpipe waits to connect to an object store before it gives up on an attempt."""
+    read_timeout: Duration = "30s"
+    """How long ctpipe waits for an object store to answer a request before it gives up on an attempt."""
+    max_attempts: Annotated[int, Range(ge=1, le=20)] = 3
+    """Attempts per request (the first one included). Every command first asks each bucket it will
+    use once, within these limits: an endpoint that does not answer, refused credentials or a
+    missing bucket stop it with exit code 8 and one line, before anything is written."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("connect_timeout", "read_timeout"):
+            if duration_ms(getattr(self, key)) <= 0:
+                raise Invalid(key, f"{getattr(self, key)!r} must be longer than zero, e.g. '5s'")
+
+    def timeouts_s(self) -> tuple[float, float]:
+        return duration_ms(self.connect_timeout) / 1000, duration_ms(self.read_timeout) / 1000
+
+
 @dataclass(frozen=True)
 class Config(Section):
     """ctpipe.yaml: one ctpipe deployment."""
@@ -335,6 +392,8 @@ class Config(Section):
     """The evaluation gate a candidate must pass to be pushed."""
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     """The model registry."""
+    object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
+    """How every command reaches s3:// and gs:// (endpoint, region, timeouts); never credentials."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """Prometheus metrics."""
     runner_config: str = "runner_configs/direct.yaml"

@@ -21,6 +21,7 @@ from core import layout, storage, window_store
 from core.errors import ConfigError, InputError
 from core.transform_store import current_transform, transform_dir, verify_copy
 from core.version import code_version
+from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import new_run_id, write_run_record
 from pipeline.config import Config, to_dict
@@ -87,9 +88,9 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
     what it publishes: the push, the alias move and the run record, each fenced by the lease."""
     from pipeline.lease import root_lease
+    from pipeline.stores import open_registry
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
-    from training.registry import open_registry
     from training.strategy import is_chief, task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
     from transforms.preprocess import load_function
@@ -100,7 +101,10 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     started = time.time()
     windows, skipped, fingerprint = select_windows(config)
     scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
-    registry = open_registry(config.registry.uri)
+    # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
+    # store are copied to the scratch dir first, each file checked against its manifest.
+    windows = stage_windows(windows, os.path.join(scratch, "windows"))
+    registry = open_registry(config)
     model_name = config.registry.model_name
     chash = config_hash(config)
 

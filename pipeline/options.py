@@ -53,6 +53,23 @@ def _expand(value, key: str):
     return value
 
 
+_SECRET_KEYS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
+_OBJECT_STORE_KEYS = {"s3_endpoint_url": "object_store.s3.endpoint_url", "s3_region_name": "object_store.s3.region"}
+
+
+def _check_key(path: str, key: str) -> None:
+    """Credentials never sit in a runner config (runners also serialize options into the job);
+    the S3 endpoint and region have one home, the config's object_store section, so that every
+    command and client (not only Beam's) uses the same ones."""
+    if key in _SECRET_KEYS:
+        raise ConfigError(f"runner config {path!r} sets {key}: credentials never go in a file or a pipeline "
+                          "option; remove it and export AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or mount "
+                          "AWS_SHARED_CREDENTIALS_FILE) where ctpipe and its workers run")
+    if key in _OBJECT_STORE_KEYS:
+        raise ConfigError(f"runner config {path!r} sets {key}; set {_OBJECT_STORE_KEYS[key]} in ctpipe.yaml "
+                          "instead (one place for every command and client) and remove it here")
+
+
 def runner_flags(path: str) -> list[str]:
     """``--key=value`` flags of a runner config file (lists become repeated flags)."""
     path = resolve_runner_config(path)
@@ -65,6 +82,7 @@ def runner_flags(path: str) -> list[str]:
         raise ConfigError(f"runner config {path!r} must be a mapping of Beam option names to values")
     flags = []
     for key, value in data.items():
+        _check_key(path, str(key))
         values = value if isinstance(value, list) else [value]
         for item in values:
             item = _expand(item, key)
@@ -78,10 +96,12 @@ def runner_flags(path: str) -> list[str]:
     return flags
 
 
-def pipeline_options(runner_config: str, extra_flags: list[str] | None = None) -> PipelineOptions:
-    """PipelineOptions from the runner config plus extra flags (extra flags win); also makes
-    FileSystems use them (S3 endpoint and credentials for s3:// storage roots)."""
-    flags = runner_flags(runner_config) + list(extra_flags or [])
+def pipeline_options(runner_config: str, extra_flags: list[str] | None = None,
+                     object_store_flags: list[str] | None = None) -> PipelineOptions:
+    """PipelineOptions from the runner config plus ``object_store_flags`` (the config's S3
+    endpoint and region, ``pipeline.stores.object_store_flags``) and extra flags (extra flags win);
+    also makes FileSystems use them (what core/storage.py reads and writes s3:// and gs:// with)."""
+    flags = runner_flags(runner_config) + list(object_store_flags or []) + list(extra_flags or [])
     options = PipelineOptions(flags)
     FileSystems.set_options(options)
     return options

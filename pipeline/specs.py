@@ -1,10 +1,44 @@
 """Config -> the small typed specs the stages take (stages never see the whole Config)."""
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Optional
 
-from core import layout
+from core import layout, storage
+from core.errors import ConfigError
 from core.version import code_version
+
+#: Object-store schemes TensorFlow's own file system layer (tf.io.gfile) reads and writes.
+TENSORFLOW_SCHEMES = ("gs://",)
+#: Runners whose workers share the driver's machine (and so its temporary directory).
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
+
+
+def transform_scratch(config, run_id: str) -> str:
+    """Where tf.Transform's temp dir and the staged transform_fn of run ``run_id`` go: TensorFlow
+    writes them itself, so never on an s3:// root (see ``transform.scratch_dir``)."""
+    root = config.storage.root
+    if storage.is_local(root) or root.startswith(TENSORFLOW_SCHEMES):
+        return layout.run_scratch_dir(root, run_id)
+    base = config.transform.scratch_dir or os.path.join(tempfile.gettempdir(), "ctpipe-tft")
+    return storage.join(base, run_id)
+
+
+def check_transform_scratch(config, options) -> None:
+    """ConfigError when the run would analyze a transform on an s3:// root with its scratch in the
+    driver's temporary directory but on a runner whose workers run elsewhere."""
+    root = config.storage.root
+    if storage.is_local(root) or root.startswith(TENSORFLOW_SCHEMES) or config.transform.scratch_dir:
+        return
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    if name.split(".")[-1] not in LOCAL_RUNNERS:
+        raise ConfigError(f"storage.root {root} is on S3, which tf.Transform cannot write (TensorFlow has no S3 "
+                          f"file system), and runner {name} runs workers elsewhere: set transform.scratch_dir to "
+                          "a directory every worker shares (a shared mount, or gs://)")
 
 
 def max_future_ms(config) -> Optional[int]:
@@ -41,7 +75,7 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
     root = config.storage.root
     transform = (TransformSpec(fingerprint=fingerprint) if fingerprint is not None else
                  TransformSpec(preprocessing_fn=config.transform.preprocessing_fn,
-                               scratch=layout.run_scratch_dir(root, run_id)))
+                               scratch=transform_scratch(config, run_id)))
     return SealSpec(root=root, window_size_s=config.window.size_s, schema_text=schema_text,
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),

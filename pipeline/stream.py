@@ -70,7 +70,7 @@ from pipeline import metrics, quality
 from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
-from pipeline.specs import decode_spec, seal_spec
+from pipeline.specs import decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
 from transforms.kafka.source import (
@@ -310,6 +310,7 @@ def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schem
     result.wait_until_finish()
     metrics.record_beam_counters(result, "stream_seal", "pending")
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
+    storage.delete_tree(transform_scratch(config, run_id))  # elsewhere when the root is on S3
     return sorted(read_run_outputs(root, run_id, WINDOWS_OUTPUT), key=lambda w: w["window_id"])
 
 

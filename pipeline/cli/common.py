@@ -76,11 +76,6 @@ def add_group(subparsers, name: str, help_text: str, dest: str, *, description: 
     return group.add_subparsers(dest=dest, required=True, metavar="ACTION")
 
 
-def _is_object_store(uri: str | None) -> bool:
-    """True for s3://, gs://... paths (served by Beam FileSystems); False for local paths and MLflow."""
-    return bool(uri) and "://" in uri and not uri.startswith("mlflow")
-
-
 class Context:
     """What a handler gets besides its arguments: the config (loaded on first use) and Beam's
     pipeline options (built on first use: only commands that run a pipeline, or that touch an
@@ -106,16 +101,24 @@ class Context:
         them also configures Beam FileSystems (S3 endpoint, credentials)."""
         if self._options is None:
             from pipeline.options import pipeline_options
+            from pipeline.stores import object_store_flags
 
-            self._options = pipeline_options(self.args.runner_config or self.config.runner_config)
+            self._options = pipeline_options(self.args.runner_config or self.config.runner_config,
+                                             object_store_flags=object_store_flags(self.config))
         return self._options
 
-    def register_object_stores(self, *uris: str | None) -> None:
-        """Set up Beam FileSystems when any of ``uris`` (default: the configured storage root,
-        input files and registry) is on an object store; local paths need nothing."""
+    def register_object_stores(self, *uris: tuple[str, str | None]) -> None:
+        """When any of ``uris``, (what, uri) pairs (default: every store the config names: storage root, input files,
+        registry, serving data) is on an object store: set up Beam FileSystems with the config's
+        object_store settings and ask each bucket once within its timeouts (ObjectStoreError, exit
+        code 8, when one does not answer, refuses the credentials or is missing). Local paths
+        need nothing and import nothing."""
+        from pipeline.stores import check_uris, configured_uris, uses_object_store
+
         config = self.config
-        uris = uris or (config.storage.root, config.source.files.uri, config.registry.uri)
-        if any(_is_object_store(uri) for uri in uris):
+        named = list(uris) or configured_uris(config)
+        if uses_object_store(named):
+            check_uris(config, named)  # before Beam loads (seconds): an unreachable store fails at once
             _ = self.options
 
 

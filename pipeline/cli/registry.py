@@ -1,4 +1,4 @@
-"""``ctpipe registry list|show|promote|rollback``: the model registry from the command line."""
+"""``ctpipe registry list|show|fetch|promote|rollback``: the model registry from the command line."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--alias", default=PRODUCTION, help=f"alias to move (default {PRODUCTION})")
     p.add_argument("--force", action="store_true", help="allow an unblessed version (recorded in the history)")
     p.add_argument("--reason", help="why (kept in the alias history)")
+    p = add("fetch", "copy a version's SavedModel and documents to a local directory, verified", run_fetch)
+    p.add_argument("version", nargs="?", type=int, help="version (default: the --alias target)")
+    p.add_argument("--alias", default=PRODUCTION, help=f"alias whose target is fetched (default {PRODUCTION})")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="local directory to create (absent or empty); every file is checked against CHECKSUMS.json")
     p = add("rollback", "move an alias back to the previous blessed version it pointed at", run_rollback)
     p.add_argument("--alias", default=PRODUCTION, help=f"alias to move back (default {PRODUCTION})")
     p.add_argument("--reason", help="why (kept in the alias history)")
@@ -37,9 +42,9 @@ def register(subparsers) -> None:
 
 def _open(args, ctx):
     """(registry, model name) for this command."""
-    from training.registry import open_registry
+    from pipeline.stores import open_registry
 
-    return open_registry(ctx.config.registry.uri), args.model or ctx.config.registry.model_name
+    return open_registry(ctx.config), args.model or ctx.config.registry.model_name
 
 
 def _version_row(mv) -> dict:
@@ -62,18 +67,30 @@ def run_list(args, ctx) -> int:
     return EXIT_OK
 
 
+def _version_or_alias(registry, name: str, args) -> int:
+    if args.version is not None:
+        return args.version
+    version = registry.get_alias(name, args.alias)
+    if version is None:
+        raise RegistryError(f"model {name!r} has no {args.alias!r} alias yet; pass a VERSION "
+                            "(see `ctpipe registry list`)")
+    return version
+
+
 def run_show(args, ctx) -> int:
     registry, name = _open(args, ctx)
-    version = args.version
-    if version is None:
-        version = registry.get_alias(name, args.alias)
-        if version is None:
-            raise RegistryError(f"model {name!r} has no {args.alias!r} alias yet; pass a VERSION "
-                                "(see `ctpipe registry list`)")
-    mv = registry.get(name, version)
+    mv = registry.get(name, _version_or_alias(registry, name, args))
     data = dataclasses.asdict(mv)
     data["alias_history"] = {a: registry.alias_history(name, a) for a in mv.aliases}
     emit(args, data, [json.dumps(data, indent=2, sort_keys=True, default=str)])
+    return EXIT_OK
+
+
+def run_fetch(args, ctx) -> int:
+    registry, name = _open(args, ctx)
+    version = _version_or_alias(registry, name, args)
+    out = registry.fetch(name, version, args.out)
+    emit(args, {"model": name, "version": version, "out": out}, [f"{name} v{version} -> {out} (checksums verified)"])
     return EXIT_OK
 
 

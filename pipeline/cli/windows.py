@@ -78,7 +78,7 @@ def run_release(args, ctx) -> int:
 def run_consistency(args, ctx) -> int:
     from pipeline.quality import window_consistency
 
-    ctx.register_object_stores(args.against)
+    ctx.register_object_stores(("--against", args.against))
     a = _latest(ctx.config.storage.root, args.window_id)
     b = _latest(args.against, args.window_id)
     result = window_consistency(a, b, ctx.config.id_field)

@@ -1,78 +1,17 @@
 """Beam file systems for the file registry's object-store roots (imported only for s3:// and gs://).
 
 Kept apart from training/registry/file.py so that a registry on a local directory never imports
-Beam: ``ctpipe registry list`` on a local registry answers in well under a second.
+Beam: ``ctpipe registry list`` on a local registry answers in well under a second. On S3 the
+registry uses core/beam_s3.py's file system (one boto3 client per thread).
 """
 from __future__ import annotations
 
-import threading
-
-from apache_beam.io.aws import s3io
-from apache_beam.io.aws.clients.s3 import boto3_client
-from apache_beam.io.aws.s3filesystem import S3FileSystem
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes, FileMetadata, FileSystem
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from core.beam_s3 import shared_client_s3_filesystem_class
 from core.errors import ConfigError
-
-
-class _SharedClientS3FileSystem(S3FileSystem):
-    """Beam's S3FileSystem with one boto3 client per thread instead of one per call.
-
-    Beam 2.68's S3FileSystem builds a fresh boto3 session and client (about 0.5 s of botocore
-    model loading on a small machine) inside every call; a registry operation makes a dozen
-    calls. This subclass routes the calls the registry makes (list, open/create, exists,
-    rename, delete) through a per-thread ``S3IO`` built once; everything else is Beam's.
-    """
-
-    def __init__(self, pipeline_options):
-        super().__init__(pipeline_options)
-        self._local_io = threading.local()
-
-    @classmethod
-    def scheme(cls):
-        """Not a second handler of s3://: Beam's FileSystems looks file systems up by scheme
-        among all subclasses and refuses a scheme with two; the registry builds this one itself."""
-        return "ctpipe-registry-s3"
-
-    def _io(self) -> s3io.S3IO:
-        io = getattr(self._local_io, "io", None)
-        if io is None:
-            io = self._local_io.io = s3io.S3IO(client=boto3_client.Client(options=self._options))
-        return io
-
-    def _list(self, dir_or_prefix):
-        try:
-            for path, (size, updated) in self._io().list_files(dir_or_prefix,
-                                                               with_metadata=True):
-                yield FileMetadata(path, size, updated)
-        except Exception as e:  # Beam's contract: listing errors surface as BeamIOError
-            raise BeamIOError("List operation failed", {dir_or_prefix: e}) from e
-
-    def _path_open(self, path, mode, mime_type="application/octet-stream",
-                   compression_type=CompressionTypes.AUTO):
-        if FileSystem._get_compression_type(path, compression_type) != \
-                CompressionTypes.UNCOMPRESSED:
-            return super()._path_open(path, mode, mime_type, compression_type)
-        return self._io().open(path, mode, mime_type=mime_type)
-
-    def exists(self, path):
-        try:
-            return self._io().exists(path)
-        except Exception as e:  # Beam's contract: errors surface as BeamIOError
-            raise BeamIOError("exists() operation failed", {path: e}) from e
-
-    def rename(self, source_file_names, destination_file_names):
-        results = self._io().rename_files(list(zip(source_file_names, destination_file_names)))
-        failed = {(src, dst): err for src, dst, err in results if err is not None}
-        if failed:
-            raise BeamIOError("Rename operation failed", failed)
-
-    def delete(self, paths):
-        failed = {p: err for p, err in self._io().delete_paths(paths).items() if err is not None}
-        if failed:
-            raise BeamIOError("Delete operation failed", failed)
 
 
 def filesystem_for(uri: str, pipeline_options) -> FileSystem:
@@ -83,7 +22,7 @@ def filesystem_for(uri: str, pipeline_options) -> FileSystem:
     """
     scheme = FileSystems.get_scheme(uri)
     if scheme == "s3":
-        return _SharedClientS3FileSystem(pipeline_options or PipelineOptions([]))
+        return shared_client_s3_filesystem_class()(pipeline_options or PipelineOptions([]))
     classes = [c for c in FileSystem.get_all_subclasses() if c.scheme() == scheme]
     if len(classes) != 1:
         raise ConfigError(f"registry uri {uri!r}: no single Beam filesystem for scheme "
