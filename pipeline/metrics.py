@@ -7,6 +7,8 @@ driver copies the pipeline result's counters into these after the run (``record_
 """
 from __future__ import annotations
 
+import http.client
+import sys
 import time
 from contextlib import contextmanager
 
@@ -73,6 +75,25 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=REGISTRY)
 
 
-def push(gateway: str | None, job: str) -> None:
-    if gateway:
-        push_to_gateway(gateway, job=f"ctpipe_{job}", registry=REGISTRY)
+PUSH_TIMEOUT_S = 10.0
+"""How long one push to the Pushgateway may take before it counts as failed."""
+_warned: set = set()
+
+
+def push(gateway: str | None, job: str) -> bool:
+    """Push the registry to ``gateway`` (no-op without one). Metrics are an export, not the
+    command's result: a failure (gateway down, refused, slow, a bad address) is one warning on
+    stderr per gateway and process, never an exception, so it cannot change an exit code.
+    Returns whether the push landed."""
+    if not gateway:
+        return True
+    try:
+        push_to_gateway(gateway, job=f"ctpipe_{job}", registry=REGISTRY, timeout=PUSH_TIMEOUT_S)
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/HTTPError/timeouts are OSErrors
+        if gateway not in _warned:
+            _warned.add(gateway)
+            print(f"ctpipe: warning: could not push metrics (job ctpipe_{job}) to the Pushgateway at {gateway} "
+                  f"(metrics.pushgateway): {exc}; the command's result is unaffected, its metrics of this run "
+                  "are not exported", file=sys.stderr, flush=True)
+        return False
+    return True

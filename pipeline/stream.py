@@ -62,7 +62,7 @@ from typing import Optional
 import apache_beam as beam
 
 from core import layout, schema_store, storage
-from core.errors import ConfigError, CtpipeError, InputError, find_in_chain
+from core.errors import ConfigError, CtpipeError, InputError, StorageError, find_in_chain
 from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
@@ -165,6 +165,19 @@ def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_r
             capped[partition] = min(end[partition], start[partition] + share)
     ranges = plan_ranges(start, capped, topic, max_records_per_split)
     return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms, planned_at_ms)
+
+
+def cap_end_offsets(end: dict, until: dict, checkpointed: dict, begin: dict) -> dict:
+    """``end`` capped at ``until`` (the end offsets a bounded run recorded at its start).
+
+    A partition missing from ``until`` (created after the start) is capped at where reading it
+    would start, so the run does not read it; a checkpoint past the end or below the beginning
+    still reaches ``plan_cycle``, which reports it."""
+    out = {}
+    for partition, offset in end.items():
+        stop = until.get(partition, checkpointed.get(partition, begin.get(partition, 0)))
+        out[partition] = min(offset, stop)
+    return out
 
 
 def merge_newest(before: dict, cycle: dict) -> dict:
@@ -279,11 +292,11 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
             "counters": counters}
 
 
-def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
+def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, schema_text: str,
              schema_version: int) -> list:
-    """Seal ``window_ids`` from all their pending parts with the sealing composite."""
+    """Seal ``window_ids`` from all their pending parts with the sealing composite (``run_id``:
+    the cycle's, or the seal-at-end step's)."""
     root = config.storage.root
-    run_id = seal_run_id(plan, sid)
     parts = list_parts(root, sid)
     paths = [info.path for wid in window_ids for info in parts.get(wid, [])]
     sources = {}
@@ -363,11 +376,22 @@ class StreamRunner:
         if self.lock is not None:
             self.lock.check()
 
-    def plan(self, checkpoint: Checkpoint) -> tuple[CyclePlan, bool]:
+    def end_offsets(self) -> dict:
+        """The topic's end offsets now (what ``--until-idle`` records at its start)."""
+        return end_offsets(self.kwargs, self.kafka.topic)
+
+    def caught_up(self, target: dict) -> bool:
+        """True once the checkpoint has reached ``target`` (partition -> offset) everywhere."""
+        offsets = self.store.load().offsets
+        return all(offsets.get(p, -1) >= o for p, o in target.items())
+
+    def plan(self, checkpoint: Checkpoint, until: Optional[dict] = None) -> tuple[CyclePlan, bool]:
         if checkpoint.in_flight:
             return CyclePlan.from_json(checkpoint.in_flight), True
         end = end_offsets(self.kwargs, self.kafka.topic)
         begin = beginning_offsets(self.kwargs, self.kafka.topic)
+        if until is not None:
+            end = cap_end_offsets(end, until, checkpoint.offsets, begin)
         now = self._clock()
         date = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%d")
         plan = plan_cycle(checkpoint, begin, end, self.kafka.topic, self.kafka.max_records_per_split,
@@ -377,9 +401,10 @@ class StreamRunner:
                 offset - checkpoint.offsets.get(partition, begin.get(partition, 0)))
         return plan, False
 
-    def run_cycle(self) -> CycleResult:
+    def run_cycle(self, until: Optional[dict] = None) -> CycleResult:
+        """One cycle; ``until`` (partition -> offset) caps what it plans to read."""
         try:
-            return self._run_cycle()
+            return self._run_cycle(until)
         except CtpipeError:
             raise
         except Exception as exc:
@@ -388,7 +413,7 @@ class StreamRunner:
                 raise InputError(str(kafka)) from exc
             raise
 
-    def _run_cycle(self) -> CycleResult:
+    def _run_cycle(self, until: Optional[dict]) -> CycleResult:
         config, root = self.config, self.config.storage.root
         sid = self.store.source_id
         seconds = {}
@@ -401,7 +426,7 @@ class StreamRunner:
 
         self._check_lock()
         checkpoint = self.store.load()
-        plan, replayed = self.plan(checkpoint)
+        plan, replayed = self.plan(checkpoint, until)
         if not plan.ranges:
             lap("plan")
             return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [], seconds=seconds)
@@ -431,7 +456,8 @@ class StreamRunner:
             sealed = []
             if to_seal:
                 self._check_lock()
-                sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version)
+                sealed = run_seal(config, self.options, sid, to_seal, seal_run_id(plan, sid), schema, schema_text,
+                                  schema_version)
             lap("seal")
             late = int(ingest["counters"].get("late_records", 0))
             late_counts = dict(checkpoint.late_records)
@@ -464,6 +490,47 @@ class StreamRunner:
         return result
 
 
+    def seal_open_windows(self) -> dict:
+        """Seal every window that still has pending parts and whose end the watermark has not
+        passed, as it is, then move the watermark to the end of the newest one sealed.
+
+        For the end of a bounded run (``--seal-at-end``): the windows become visible to training
+        now. Moving the watermark makes later records for them late, so the existing rule
+        applies to them (``window.late_data``: ``new_version`` reseals the window from all its
+        parts as v<N+1>, ``side_output`` writes them under <root>/late/). Sealing is idempotent,
+        so a crash before the checkpoint is saved and a rerun seal the same content again (a no-op)."""
+        config, root = self.config, self.config.storage.root
+        sid = self.store.source_id
+        self._check_lock()
+        checkpoint = self.store.load()
+        if checkpoint.in_flight:
+            raise StorageError(f"{self.store.path} holds a cycle in flight; run `ctpipe stream` to finish it "
+                               "before sealing the open windows")
+        watermark = checkpoint.watermark_ms
+        open_ids = [wid for wid in sorted(list_parts(root, sid))
+                    if watermark is None or window_end_ms(wid, config.window.size_s) > watermark]
+        if not open_ids:
+            return {"cycle": checkpoint.cycle, "sealed": [], "watermark_ms": watermark}
+        schema, schema_text, schema_version = schema_store.load(root)
+        now = self._clock()
+        date = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%d")
+        run_id = f"{date}T000000Z-stream-{sid}-c{checkpoint.cycle:08d}-seal-at-end"
+        sealed = run_seal(config, self.options, sid, open_ids, run_id, schema, schema_text, schema_version)
+        newest_end = max(window_end_ms(wid, config.window.size_s) for wid in open_ids)
+        watermark = newest_end if watermark is None else max(watermark, newest_end)
+        self._check_lock()
+        self.store.save(checkpoint.replace(watermark_ms=watermark))
+        for window in sealed:
+            if window["written"]:
+                metrics.WINDOWS_SEALED.labels(verdict=window["verdict"]).inc()
+        metrics.WATERMARK.labels(source=sid).set(watermark / 1000)
+        outcome = {"cycle": checkpoint.cycle, "sealed": sealed, "watermark_ms": watermark}
+        storage.write_json_atomic(layout.run_record_path(root, run_id), {
+            "run_id": run_id, "kind": "stream-seal-at-end", "code_version": code_version(),
+            "windows": open_ids, "result": outcome, "finished_at": round(self._clock(), 3)})
+        return outcome
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -473,29 +540,39 @@ def _lock_name(config) -> str:
 
 def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool = False,
                interval_s: Optional[float] = None, max_records_per_cycle: int = DEFAULT_MAX_RECORDS_PER_CYCLE,
-               on_cycle=None) -> list:
-    """Run cycles under the storage-root lock; returns the CycleResults."""
+               on_cycle=None, seal_at_end: bool = False, on_seal=None) -> list:
+    """Run cycles under the storage-root lock; returns the CycleResults.
+
+    ``until_idle``: record the topic's end offsets first, run cycles that read at most up to
+    them, and stop once the checkpoint reached them (or a cycle found nothing to read, e.g. a
+    partition that vanished): under continuous production the run still ends. ``seal_at_end``
+    (bounded runs only): then seal the windows still open (``StreamRunner.seal_open_windows``)
+    and pass its outcome to ``on_seal``."""
     if config.source.kafka is None:
         raise ConfigError("ctpipe stream needs a source.kafka section in the config (bootstrap_servers, topic)")
     if cycles is not None and cycles < 1:
         raise ConfigError(f"--cycles must be >= 1, not {cycles}")
     if interval_s is not None and interval_s <= 0:
         raise ConfigError(f"--interval must be > 0 seconds, not {interval_s}")
+    if seal_at_end and interval_s is not None:
+        raise ConfigError("--seal-at-end ends a bounded run (--until-idle or --cycles N); a run with --interval "
+                          "never ends, so it has no end to seal at")
     storage.makedirs(config.storage.root)
     results = []
     with StorageLock(config.storage.root, _lock_name(config)) as lock:
         runner = StreamRunner(config, options, lock, max_records_per_cycle)
         if interval_s is not None:
             metrics.serve(config.metrics.port, config.metrics.bind)
+        target = runner.end_offsets() if until_idle else None
         done = 0
         while True:
             started = time.monotonic()
-            result = runner.run_cycle()
+            result = runner.run_cycle(until=target)
             results.append(result)
             done += 1
             if on_cycle is not None:
                 on_cycle(result)
-            if until_idle and result.idle:
+            if until_idle and (result.idle or runner.caught_up(target)):
                 break
             if not until_idle and interval_s is None and done >= (cycles or 1):
                 break
@@ -503,5 +580,9 @@ def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool =
                 remaining = interval_s - (time.monotonic() - started)
                 if remaining > 0:
                     time.sleep(remaining)  # the schedule itself, not a race workaround
+        if seal_at_end:
+            outcome = runner.seal_open_windows()
+            if on_seal is not None:
+                on_seal(outcome)
     metrics.push(config.metrics.pushgateway, "stream")
     return results

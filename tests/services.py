@@ -17,6 +17,9 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
 - ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
   scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
+- ``pushgateway`` (function): a Prometheus Pushgateway (Debian's ``prometheus-pushgateway``):
+  ``.address`` (``host:port``, what ``metrics.pushgateway`` takes), ``.stop()`` for an outage,
+  ``.start()`` to bring it back on the same port.
 - ``java_producer`` (function): ``start(bootstrap, topic, compression="none",
   transactional_id=None)`` returns a ``tests._kafka_java.JavaProducer``: Apache Kafka's own Java
   client (compressed and transactional batches written by another client than kafka-python).
@@ -247,6 +250,24 @@ def java_producer(kafka_java_classes, services_log_dir: Path):
 def kafka_topic() -> str:
     """A topic name no other test uses."""
     return f"ctpipe-test-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- Prometheus Pushgateway
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[_procs.Service]:
+    """A Pushgateway on a free loopback port (``.address``); stopped at teardown."""
+    import shutil
+
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is not installed; `make test` installs it via scripts/install_system_deps.sh"
+    port = _procs.free_port()
+    service = _procs.Service("pushgateway", [binary, f"--web.listen-address={_procs.HOST}:{port}"], port,
+                             tmp_path / "pushgateway.log")
+    service.address = f"{_procs.HOST}:{port}"
+    yield service.start()
+    service.stop()
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -24,7 +24,17 @@ def run(args, ctx) -> int:
 
     config = ctx.config
     outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir)
-    metrics.push(config.metrics.pushgateway, "train")
+    metrics.push(config.metrics.pushgateway, "train")  # a failure is a warning: the decision decides the exit code
+    if outcome.get("reused"):
+        decision = "blessed" if outcome["blessing"]["blessed"] else "not blessed, pushed with --force"
+        lines = [f"reused: run {outcome['run_id']} already trained on these inputs and pushed "
+                 f"{config.registry.model_name} v{outcome['version']} ({decision}); nothing trained"]
+        if outcome["promoted_on_reuse"]:
+            lines.append(f"production -> v{outcome['version']} (the first attempt stopped before moving the alias)")
+        emit(args, outcome, lines)
+        if outcome["role"] == "worker":
+            return EXIT_OK
+        return EXIT_OK if outcome["blessing"]["blessed"] else EXIT_GATE_REJECTED
     if outcome["role"] == "worker":  # multi-worker training: the chief evaluates and pushes
         emit(args, outcome, [f"worker {outcome['task']}: trained {outcome['epochs_run']} epochs "
                              f"({outcome['train_examples']} examples, {outcome['strategy']}); "

@@ -30,16 +30,8 @@ def _samples(text, name):
     return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
 
 
-@pytest.fixture
-def pushgateway(tmp_path):
-    port = free_port()
-    service = Service("pushgateway", [_binary("prometheus-pushgateway"), f"--web.listen-address={HOST}:{port}"],
-                      port, tmp_path / "pushgateway.log").start()
-    yield f"{HOST}:{port}"
-    service.stop()
-
-
 def test_backfill_pushes_its_counts_to_the_pushgateway(pushgateway, make_events, tmp_path):
+    pushgateway = pushgateway.address
     events_glob, stats = make_events(hours=2, rows_per_hour=60)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"storage:\n  root: {tmp_path}/store\nsource:\n  files:\n    uri: '{events_glob}'\n"
