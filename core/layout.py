@@ -111,10 +111,6 @@ def deadletter_range_path(root: str, sid: str, date: str, range_key: str) -> str
     return storage.join(deadletter_dir(root, date), f"stream-{sid}-{range_key}.jsonl")
 
 
-def deadletter_range_glob(root: str, sid: str) -> str:
-    return storage.join(root, "deadletter", "*", f"stream-{sid}-*.jsonl")
-
-
 def deadletter_record_path(root: str, source: str, position: str, reason: str) -> str:
     """One dead letter of the unbounded graph, named by its source position (a replay rewrites it)."""
     safe = source.replace("://", "-").replace("/", "-")

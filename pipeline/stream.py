@@ -32,11 +32,12 @@ valid: the bound is relative to when a record was produced, not to today.
 A partition that stops receiving data holds the watermark back (min over partitions that have
 data) unless ``source.kafka.idle_partition_timeout`` is set: then a partition silent for that
 long is left out of the min, and its later records may be late. A partition that no longer
-exists (a topic recreated with fewer partitions) is left out. Known limit: part files are
-kept after sealing (they are what makes resealing idempotent) and are not garbage-collected
-yet. Dead letters written at ingest
-that carry an event time are read back at sealing and count toward their window's bad fraction
-(they are not written twice).
+exists (a topic recreated with fewer partitions) is left out. Part files are kept after sealing
+(they are what makes resealing idempotent); ``ctpipe gc`` removes those of windows far behind the
+watermark when ``retention.pending_parts`` says so (pipeline/gc.py). Dead letters written at ingest
+that carry an event time are indexed per window beside its parts and read back at sealing from
+that window's index only; they count toward their window's bad fraction (they are not written
+twice).
 
 What can still fail, and what to do: no record can make a cycle fail (decoding and the record
 checks turn every bad record into a dead letter, and records that pass them fit the Arrow batch,
@@ -311,7 +312,7 @@ def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, s
              | "ReadParts" >> ReadPendingParts(paths)
              | "KeyByWindow" >> beam.FlatMap(key_by_window, config.window.size_s))
     # Dead letters written at ingest count toward their windows; they are not written again.
-    ingest_dead = ingest_dead_letters(root, sid, window_ids, config.window.size_s)
+    ingest_dead = ingest_dead_letters(root, sid, window_ids)
     counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)
     sealed = seal_keyed(keyed, counted, spec)
     _ = sealed.duplicates | "WriteDuplicates" >> WriteDeadLetters(root, run_id)
