@@ -136,6 +136,28 @@ def transform_pointer(root: str) -> str:
     return storage.join(root, "transforms", TRANSFORM_CURRENT)
 
 
+def runs_dir(root: str) -> str:
+    """Run records (``<run_id>.json``) and run output folders (``<run_id>/``)."""
+    return storage.join(root, "runs")
+
+
+def run_dir(root: str, run_id: str) -> str:
+    """Every result one run's workers handed back to its driver."""
+    return storage.join(root, "runs", run_id)
+
+
+def scratch_root(root: str) -> str:
+    return storage.join(root, "tmp")
+
+
+def deadletter_root(root: str) -> str:
+    return storage.join(root, "deadletter")
+
+
+def checkpoints_dir(root: str) -> str:
+    return storage.join(root, "checkpoints")
+
+
 def run_record_path(root: str, run_id: str) -> str:
     return storage.join(root, "runs", f"{run_id}.json")
 

@@ -11,6 +11,8 @@ A checkpoint is the only state that decides what the next cycle reads. Its field
   planning a new one, so every part file and dead-letter file gets the same name as in the
   crashed attempt and overwrites it (see pipeline/stream.py, "Checkpoint protocol").
 - ``late_records``: late records seen so far, by policy (new_version / side_output).
+- ``parts_collected_before_ms``: ``ctpipe gc`` removed the part files of windows ending at or
+  before this time (None: none removed); late records for them go to <root>/late/.
 
 Writes go through ``core.storage.write_json_atomic`` (temp + rename), so a reader sees the
 old checkpoint or the new one, never a torn one.
@@ -47,6 +49,7 @@ class Checkpoint:
     in_flight: Optional[dict] = None
     late_records: dict = field(default_factory=dict)       # policy -> count
     last_records_at: dict = field(default_factory=dict)    # int partition -> unix s of its last read records
+    parts_collected_before_ms: Optional[int] = None
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +62,7 @@ class Checkpoint:
             "in_flight": self.in_flight,
             "late_records": dict(sorted(self.late_records.items())),
             "last_records_at": {str(p): t for p, t in sorted(self.last_records_at.items())},
+            "parts_collected_before_ms": self.parts_collected_before_ms,
             "updated_at": round(time.time(), 3),
         }
 
@@ -77,6 +81,7 @@ class Checkpoint:
                 in_flight=data.get("in_flight"),
                 late_records=dict(data.get("late_records") or {}),
                 last_records_at={int(p): float(t) for p, t in (data.get("last_records_at") or {}).items()},
+                parts_collected_before_ms=data.get("parts_collected_before_ms"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"{path}: checkpoint field missing or malformed ({exc!r}); restore it from "

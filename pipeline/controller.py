@@ -32,6 +32,7 @@ from core.version import code_version
 from pipeline import metrics
 from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
+from pipeline.tempdirs import system_temp_dir
 
 PRODUCTION = "production"
 
@@ -166,7 +167,8 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
             with open(sig_path, encoding="utf-8") as handle:
                 warm_signature = json.load(handle)
 
-    backup_base = config.training.backup_dir or os.path.join(tempfile.gettempdir(), "ctpipe-backup")
+    # the backup must outlive this process (BackupAndRestore resumes from it): not in its own temp dir
+    backup_base = config.training.backup_dir or os.path.join(system_temp_dir(), "ctpipe-backup")
     spec = TrainSpec(
         transform_dir=local_transform_dir(root, fingerprint, scratch), transform_fingerprint=fingerprint,
         label_key=config.label_field, id_field=config.id_field, event_time_field=config.event_time.field,

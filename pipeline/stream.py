@@ -260,13 +260,15 @@ def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options) -> int:
         f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}")
 
 
-def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
+def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema,
+               collected_before_ms: Optional[int] = None) -> dict:
     """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary, read back
-    from the storage root (runs/<cycle run id>/ingest-*), where the workers wrote it."""
+    from the storage root (runs/<cycle run id>/ingest-*), where the workers wrote it.
+    ``collected_before_ms``: the checkpoint's ``parts_collected_before_ms``."""
     root = config.storage.root
     run_id = seal_run_id(plan, sid)
     settings = PartSettings(root, sid, config.window.size_s, plan.watermark_before_ms,
-                            config.window.late_data, plan.date)
+                            config.window.late_data, plan.date, collected_before_ms)
     pipeline = beam.Pipeline(options=options)
     records = (pipeline
                | "Ranges" >> beam.Create(list(plan.ranges))
@@ -440,7 +442,8 @@ class StreamRunner:
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
             self._check_lock()
-            ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
+            ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema,
+                                checkpoint.parts_collected_before_ms)
             lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
             now = self._clock()

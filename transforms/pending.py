@@ -28,6 +28,8 @@ Late records (their window's end is at or before the watermark the cycle started
 ``window.late_data``: ``new_version`` writes their part under pending/ like any other (the
 window is resealed); ``side_output`` writes it under ``<root>/late/<source_id>/<window_id>/``
 with the same file name, and the window stays as it is. Both are counted (``late_records``).
+A late record for a window whose parts ``ctpipe gc`` removed (``retention.pending_parts``) goes
+to the side output whatever the policy: the window cannot be resealed from all its records.
 """
 from __future__ import annotations
 
@@ -186,6 +188,9 @@ class PartSettings:
     late_policy: str
     date: str
     """UTC date (YYYYMMDD) fixed in the cycle plan, for the dead-letter folder."""
+    collected_before_ms: Optional[int] = None
+    """``ctpipe gc`` removed the parts of windows ending at or before this: a late record for
+    such a window cannot reseal it from all its records, so it goes to the late side output."""
 
 
 class _KeyEventDoFn(beam.DoFn):
@@ -206,8 +211,11 @@ class _KeyEventDoFn(beam.DoFn):
         late = wm is not None and start + self._s.window_size_s * 1000 <= wm
         if late:
             self._late.inc()
+        end = start + self._s.window_size_s * 1000
+        collected = self._s.collected_before_ms is not None and end <= self._s.collected_before_ms
+        side = late and (self._s.late_policy == SIDE_OUTPUT or collected)
         # plain tuple keys: deterministic coding for the GroupByKey
-        yield (wid, rng.topic, rng.partition, rng.start, rng.end, late and self._s.late_policy == SIDE_OUTPUT), event
+        yield (wid, rng.topic, rng.partition, rng.start, rng.end, side), event
 
 
 def _write_part(element, settings: PartSettings):
