@@ -224,6 +224,9 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     if blessing["blessed"] or force_push:
+        earlier = version_of_run(registry, model_name, run_id)
+        if earlier is not None:  # an overlapping attempt of the same inputs pushed meanwhile
+            return reused_outcome(registry, model_name, earlier, chief, task_name())
         version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
                                 blessing=blessing)
         outcome.update(pushed=True, version=version.version)
