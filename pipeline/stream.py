@@ -91,6 +91,7 @@ from transforms.pending import (
     ingest_dead_letters,
     list_parts,
     window_end_ms,
+    window_parts,
 )
 from transforms.record_checks import CheckRecords
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
@@ -300,7 +301,7 @@ def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, s
     """Seal ``window_ids`` from all their pending parts with the sealing composite (``run_id``:
     the cycle's, or the seal-at-end step's)."""
     root = config.storage.root
-    parts = list_parts(root, sid)
+    parts = window_parts(root, sid, window_ids)  # only these windows' folders, not the whole history
     paths = [info.path for wid in window_ids for info in parts.get(wid, [])]
     sources = {}
     for wid in window_ids:

@@ -124,6 +124,17 @@ def list_parts(root: str, sid: str, late: bool = False) -> dict[str, list[PartIn
     return out
 
 
+def window_parts(root: str, sid: str, window_ids) -> dict[str, list[PartInfo]]:
+    """window_id -> its part files under pending/ (sorted), listing only those windows' folders."""
+    out: dict[str, list[PartInfo]] = {}
+    for wid in sorted(set(window_ids)):
+        for path in storage.glob(storage.join(pending_dir(root, sid), wid, "*" + PART_SUFFIX)):
+            info = parse_part_path(path)
+            if info is not None:
+                out.setdefault(wid, []).append(info)
+    return out
+
+
 def window_end_ms(wid: str, size_s: int) -> int:
     return window_id_start_ms(wid) + size_s * 1000
 

@@ -66,3 +66,17 @@ def test_sealing_reads_only_the_sealed_windows_index_not_old_or_other_topics_dea
     assert [d.position for d in counted] == ["470"] and counted[0].source == source_uri("sensors", 0)
     assert opened == [pending.dead_index_path(root, SID, newest, OffsetRange("sensors", 0, 470, 480))]
     assert listed == [storage.join(layout.pending_dir(root, SID), newest, "*" + pending.DEAD_INDEX_SUFFIX)]
+
+
+def test_sealing_lists_only_the_parts_of_the_windows_it_seals(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    wids = [layout.window_id(T0 + h * SIZE_S * 1000) for h in range(3)]
+    for h, wid in enumerate(wids):
+        rng = OffsetRange("sensors", 0, h * 10, h * 10 + 10)
+        storage.write_bytes_atomic(pending.part_path(root, SID, wid, rng), pending.encode_part([]))
+    listed = []
+    real_glob = storage.glob
+    monkeypatch.setattr(storage, "glob", lambda pattern: listed.append(pattern) or real_glob(pattern))
+    parts = pending.window_parts(root, SID, [wids[1]])
+    assert [(wid, [p.range.start for p in ps]) for wid, ps in parts.items()] == [(wids[1], [10])]
+    assert listed == [storage.join(layout.pending_dir(root, SID), wids[1], "*" + pending.PART_SUFFIX)]
