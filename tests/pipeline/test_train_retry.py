@@ -44,6 +44,37 @@ def test_training_run_id_changes_with_each_input():
                 training_run_id(windows, "fp", "cfg", "code2")}) == 6
 
 
+def test_a_retry_completes_a_missed_promotion_but_never_undoes_a_rollback(tmp_path):
+    """The in-memory registry (a unit test of the reuse logic): a blessed version whose alias move
+    never happened is promoted by the retry; one that production was rolled back from is not."""
+    import uuid
+
+    from pipeline.controller import reused_outcome, version_of_run
+    from training.registry import open_registry
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "saved_model.pb").write_bytes(b"not a real model: the registry only stores it")
+    registry = open_registry(f"memory://retry-{uuid.uuid4().hex}")
+    blessed = {"blessed": True, "checks": []}
+
+    def push(run_id):
+        return registry.push("sensors", str(model_dir), metrics={"auc": 0.9}, blessing=blessed,
+                             lineage={"run_id": run_id, "windows": [], "transform_fingerprint": "fp"}).version
+
+    first = push("train-a")  # the attempt stopped after the push, before the alias move
+    out = reused_outcome(registry, "sensors", version_of_run(registry, "sensors", "train-a"), True, "chief:0")
+    assert out["reused"] and out["version"] == first and out["promoted_on_reuse"]
+    assert registry.get_alias("sensors", "production") == first
+    second = push("train-b")
+    registry.promote("sensors", second, alias="production")
+    assert registry.rollback("sensors", alias="production") == first
+    out = reused_outcome(registry, "sensors", version_of_run(registry, "sensors", "train-b"), True, "chief:0")
+    assert out["version"] == second and not out["promoted_on_reuse"]
+    assert registry.get_alias("sensors", "production") == first
+    assert version_of_run(registry, "sensors", "train-c") is None
+
+
 def _committed_versions(registry_dir: str, model: str) -> list:
     base = os.path.join(registry_dir, model, "versions")
     return sorted(int(n) for n in os.listdir(base) if os.path.exists(os.path.join(base, n, "COMMITTED.json")))
