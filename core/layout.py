@@ -111,10 +111,6 @@ def deadletter_range_path(root: str, sid: str, date: str, range_key: str) -> str
     return storage.join(deadletter_dir(root, date), f"stream-{sid}-{range_key}.jsonl")
 
 
-def deadletter_range_glob(root: str, sid: str) -> str:
-    return storage.join(root, "deadletter", "*", f"stream-{sid}-*.jsonl")
-
-
 def deadletter_record_path(root: str, source: str, position: str, reason: str) -> str:
     """One dead letter of the unbounded graph, named by its source position (a replay rewrites it)."""
     safe = source.replace("://", "-").replace("/", "-")
@@ -138,6 +134,28 @@ def transform_dir(root: str, fingerprint: str) -> str:
 
 def transform_pointer(root: str) -> str:
     return storage.join(root, "transforms", TRANSFORM_CURRENT)
+
+
+def runs_dir(root: str) -> str:
+    """Run records (``<run_id>.json``) and run output folders (``<run_id>/``)."""
+    return storage.join(root, "runs")
+
+
+def run_dir(root: str, run_id: str) -> str:
+    """Every result one run's workers handed back to its driver."""
+    return storage.join(root, "runs", run_id)
+
+
+def scratch_root(root: str) -> str:
+    return storage.join(root, "tmp")
+
+
+def deadletter_root(root: str) -> str:
+    return storage.join(root, "deadletter")
+
+
+def checkpoints_dir(root: str) -> str:
+    return storage.join(root, "checkpoints")
 
 
 def run_record_path(root: str, run_id: str) -> str:

@@ -169,6 +169,16 @@ def glob(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def modified_time(path: str) -> float:
+    """Last-modified time of a file, in Unix seconds (the object's on object stores)."""
+    if is_local(path):
+        return os.path.getmtime(path)
+    found = _filesystems().match([path])[0].metadata_list
+    if not found:
+        raise StorageError(f"{path} does not exist")
+    return float(found[0].last_updated_in_seconds)
+
+
 def delete(paths: Iterable[str]) -> None:
     paths = [p for p in paths if exists(p)]
     local = [p for p in paths if is_local(p)]

@@ -14,6 +14,8 @@ A checkpoint is the only state that decides what the next cycle reads. Its field
 - ``topic_id``: the Kafka topic id the offsets belong to (None before the first cycle, or from a
   broker that reports none). A topic deleted and recreated under the same name has a new id and
   offsets that restart: the stream refuses to continue from this checkpoint (pipeline/stream.py).
+- ``parts_collected_before_ms``: ``ctpipe gc`` removed the part files of windows ending at or
+  before this time (None: none removed); late records for them go to <root>/late/.
 
 Writes go through ``core.storage.write_json_atomic`` (temp + rename), so a reader sees the
 old checkpoint or the new one, never a torn one.
@@ -51,6 +53,7 @@ class Checkpoint:
     late_records: dict = field(default_factory=dict)       # policy -> count
     last_records_at: dict = field(default_factory=dict)    # int partition -> unix s of its last read records
     topic_id: Optional[str] = None
+    parts_collected_before_ms: Optional[int] = None
 
     def to_json(self) -> dict:
         return {
@@ -64,6 +67,7 @@ class Checkpoint:
             "late_records": dict(sorted(self.late_records.items())),
             "last_records_at": {str(p): t for p, t in sorted(self.last_records_at.items())},
             "topic_id": self.topic_id,
+            "parts_collected_before_ms": self.parts_collected_before_ms,
             "updated_at": round(time.time(), 3),
         }
 
@@ -83,6 +87,7 @@ class Checkpoint:
                 late_records=dict(data.get("late_records") or {}),
                 last_records_at={int(p): float(t) for p, t in (data.get("last_records_at") or {}).items()},
                 topic_id=data.get("topic_id"),
+                parts_collected_before_ms=data.get("parts_collected_before_ms"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"{path}: checkpoint field missing or malformed ({exc!r}); restore it from "

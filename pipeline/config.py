@@ -367,6 +367,32 @@ class ObjectStoreConfig(Section):
 
 
 @dataclass(frozen=True)
+class RetentionConfig(Section):
+    """What ``ctpipe gc`` may remove (pipeline/gc.py). Never removed, whatever these say: each
+    window's newest version, the versions in the lineage of a model an alias points at or
+    pointed at (production and its rollback targets), pending parts of windows not sealed yet or
+    of a stream cycle in flight, and anything of a source whose stream holds its lock."""
+
+    keep_superseded_versions: Annotated[int, Range(ge=0)] = 1
+    """Superseded versions of each window kept besides its newest (the newest superseded first)."""
+    superseded_after: Duration = "7d"
+    """A superseded version is removed only once the version that replaced it is this old."""
+    pending_parts: Optional[Duration] = None
+    """Remove ``ctpipe stream``'s part files of sealed windows whose end is this far behind the
+    watermark (e.g. "30d"). Those windows can no longer be resealed from all their records, so
+    later records for them go to <root>/late/ as under ``window.late_data: side_output``.
+    null: keep parts (every late record can make a new version)."""
+    dead_letters: Optional[Duration] = None
+    """Remove dead-letter days (<root>/deadletter/<YYYYMMDD>/) older than this. null: keep them."""
+    run_records: Optional[Duration] = None
+    """Remove run records (<root>/runs/<run_id>.json) older than this. null: keep them."""
+    scratch_after: Duration = "1d"
+    """Scratch of runs that never finished (<root>/tmp/<run_id>/, <root>/runs/<run_id>/ without a
+    run record) and driver temp dirs of ctpipe processes that are gone are removed once this old
+    (finished runs' scratch and hand-off results go at once)."""
+
+
+@dataclass(frozen=True)
 class Config(Section):
     """ctpipe.yaml: one ctpipe deployment."""
 
@@ -396,6 +422,8 @@ class Config(Section):
     """How every command reaches s3:// and gs:// (endpoint, region, timeouts); never credentials."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """Prometheus metrics."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """What ``ctpipe gc`` removes, and when."""
     runner_config: str = "runner_configs/direct.yaml"
     """Beam pipeline options file; relative paths resolve against the config file's folder,
     then the ctpipe installation."""

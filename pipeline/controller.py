@@ -2,6 +2,14 @@
 
 Run record: <root>/runs/<run_id>.json holds the inputs, every decision and the outcome.
 
+A run's id is derived from its inputs (``training_run_id``: the chosen windows with their versions
+and content digests, the transform fingerprint, the config hash and the code version) and is
+stored in the pushed version's lineage. A retried ``ctpipe train`` of the same inputs (a scheduler
+retrying after a failure that came after the push, e.g. a metrics export) finds that version in
+the registry and trains nothing: it reports the version (the same summary, with ``reused: true``)
+and the original decision, and completes an alias move the first attempt did not get to (a crash
+between push and promote), unless the alias was moved away from that version since.
+
 Multi-worker training (``TF_CONFIG`` naming several workers, e.g. one ``ctpipe train`` per
 Kubernetes pod): every worker selects the same windows, fetches the same production weights and
 trains; only the chief (TF_CONFIG's ``chief`` task, else ``worker`` 0) evaluates, gates, pushes
@@ -23,7 +31,7 @@ from core.transform_store import current_transform, transform_dir, verify_copy
 from core.version import code_version
 from core.window_staging import stage_windows
 from pipeline import metrics
-from pipeline.backfill import new_run_id, write_run_record
+from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
 
 PRODUCTION = "production"
@@ -31,6 +39,50 @@ PRODUCTION = "production"
 
 def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def training_run_id(windows, fingerprint: str, chash: str, version: str) -> str:
+    """``train-<digest>`` of a training run's inputs: equal inputs, equal id."""
+    doc = {"windows": [[w.window_id, w.version, w.manifest["content_digest"]] for w in windows],
+           "transform_fingerprint": fingerprint, "config_hash": chash, "code_version": version}
+    return "train-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def version_of_run(registry, model_name: str, run_id: str):
+    """The registry's version pushed by run ``run_id`` (its lineage names it), else None."""
+    for version in registry.list_versions(model_name):
+        if version.lineage.get("run_id") == run_id:
+            return version
+    return None
+
+
+def _finish_promotion(registry, model_name: str, version) -> bool:
+    """Point production at a blessed ``version`` whose push was never followed by the alias move
+    (it is not, and never was, what the alias points at); True when it moved the alias."""
+    if not version.blessed or registry.get_alias(model_name, PRODUCTION) == version.version:
+        return False
+    moved_before = {int(e["version"]) for e in registry.alias_history(model_name, PRODUCTION)}
+    moved_before |= {int(e["from"]) for e in registry.alias_rollbacks(model_name, PRODUCTION)}
+    if version.version in moved_before:
+        return False  # it was production and was moved away since (a rollback): leave it
+    registry.promote(model_name, version.version, alias=PRODUCTION,
+                     reason=f"blessed by run {version.lineage.get('run_id')} (alias move completed on retry)")
+    return True
+
+
+def reused_outcome(registry, model_name: str, version, chief: bool, task: str) -> dict:
+    """The summary of a run whose inputs were already trained on and pushed as ``version``."""
+    lineage = version.lineage
+    training = lineage.get("training", {})
+    promoted = _finish_promotion(registry, model_name, version) if chief else False
+    return {"role": "chief" if chief else "worker", "task": task, "run_id": lineage["run_id"],
+            "windows": lineage["windows"], "skipped_windows": lineage.get("skipped_windows", []),
+            "transform_fingerprint": lineage["transform_fingerprint"], "metrics": version.metrics,
+            "baseline_version": lineage.get("baseline_version"), "blessing": version.blessing,
+            "pushed": True, "version": version.version, "lineage": lineage, "reused": True,
+            "promoted_on_reuse": promoted,
+            **{k: training.get(k) for k in ("strategy", "workers", "train_examples", "warm_start",
+                                            "training_seconds", "epochs", "epochs_run", "resumed_from_epoch")}}
 
 
 def select_windows(config: Config):
@@ -82,31 +134,58 @@ def backup_base_dir(config: Config) -> str:
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None,
                  lock_timeout_s: float = 0.0) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
-    ``progress_dir``: every worker rewrites a progress file there after each batch.
+    ``progress_dir``: every worker rewrites a progress file there after each batch. A run of
+    inputs the registry already holds a version of trains nothing (module docstring).
 
     Training only reads the root (sealed windows are immutable), so it runs beside a stream or a
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
     what it publishes: the push, the alias move and the run record, each fenced by the lease."""
     from pipeline.lease import root_lease
     from pipeline.stores import open_registry
+    from training.strategy import is_chief, task_name
+
+    root = config.storage.root
+    started = time.time()
+    windows, skipped, fingerprint = select_windows(config)
+    registry = open_registry(config)
+    model_name = config.registry.model_name
+    chash = config_hash(config)
+    run_id = training_run_id(windows, fingerprint, chash, code_version())
+    chief = is_chief()
+    earlier = version_of_run(registry, model_name, run_id)
+    if earlier is not None:
+        if not chief:
+            return reused_outcome(registry, model_name, earlier, chief, task_name())
+        with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
+            registry.fenced_by(lock)
+            outcome = reused_outcome(registry, model_name, earlier, chief, task_name())
+            if not storage.exists(layout.run_record_path(root, run_id)):
+                lock.check()
+                write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
+                                                    finished_at=time.time()))
+        return outcome
+    scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
+    try:
+        return _train(config, registry, run_id, started, windows, skipped, fingerprint, chash, chief, scratch,
+                      force_push, progress_dir, lock_timeout_s)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # also after a failure: no driver temp dir left behind
+
+
+def _train(config: Config, registry, run_id: str, started: float, windows, skipped, fingerprint: str, chash: str,
+           chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float) -> dict:
+    from pipeline.lease import root_lease
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
-    from training.strategy import is_chief, task_name
+    from training.strategy import task_name
     from training.trainer import SIGNATURE_FILE, WARMSTART_DIR, TrainSpec, backup_dir_for, train_and_export
     from transforms.preprocess import load_function
 
     root = config.storage.root
-    backup_base = backup_base_dir(config)
-    run_id = new_run_id("train")
-    started = time.time()
-    windows, skipped, fingerprint = select_windows(config)
-    scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
     # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
     # store are copied to the scratch dir first, each file checked against its manifest.
     windows = stage_windows(windows, os.path.join(scratch, "windows"))
-    registry = open_registry(config)
     model_name = config.registry.model_name
-    chash = config_hash(config)
 
     production_version = registry.get_alias(model_name, PRODUCTION)
     production_dir = production_lineage = None
@@ -122,13 +201,13 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
             with open(sig_path, encoding="utf-8") as handle:
                 warm_signature = json.load(handle)
 
+    backup_base = backup_base_dir(config)
     spec = TrainSpec(
         transform_dir=local_transform_dir(root, fingerprint, scratch), transform_fingerprint=fingerprint,
         label_key=config.label_field, id_field=config.id_field, event_time_field=config.event_time.field,
         eval_fraction=config.training.eval_fraction, epochs=config.training.epochs,
         batch_size=config.training.batch_size,
         backup_dir=backup_dir_for(backup_base, windows, fingerprint, chash), progress_dir=progress_dir)
-    chief = is_chief()
     export_dir = os.path.join(scratch, "candidate")
     with metrics.timed("train"):
         facts = train_and_export(windows, spec, load_function(config.training.model_fn, "training.model_fn"), export_dir,
@@ -138,8 +217,8 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
                                "production model was trained with another transform"}
     if not chief:
         # The chief evaluates and pushes; this worker's export only existed for the collective save.
-        shutil.rmtree(scratch, ignore_errors=True)
         return {"role": "worker", "task": task_name(), "run_id": run_id, "pushed": False, "version": None,
+                "reused": False,
                 "windows": [{"window_id": w.window_id, "version": w.version} for w in windows],
                 "transform_fingerprint": fingerprint, "baseline_version": production_version,
                 **{k: v for k, v in facts.items() if k != "signature"}}
@@ -176,12 +255,15 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
                "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
-               "lineage": lineage,
+               "lineage": lineage, "reused": False,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     with root_lease(root, "train", lock_timeout_s) as lock:
         registry.fenced_by(lock)
         if blessing["blessed"] or force_push:
+            earlier = version_of_run(registry, model_name, run_id)
+            if earlier is not None:  # an overlapping attempt of the same inputs pushed meanwhile
+                return reused_outcome(registry, model_name, earlier, chief, task_name())
             version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
                                     blessing=blessing)
             outcome.update(pushed=True, version=version.version)
@@ -193,7 +275,6 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
                 registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
         lock.check()
         write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
-    shutil.rmtree(scratch, ignore_errors=True)
     if blessing["blessed"]:
         metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()
     return outcome

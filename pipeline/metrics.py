@@ -11,6 +11,8 @@ the first quarantine instead of a series that appears already at 1.
 """
 from __future__ import annotations
 
+import http.client
+import sys
 import time
 from contextlib import contextmanager
 
@@ -109,22 +111,41 @@ def _last_success_of(job: str) -> float | None:
     return None
 
 
-def push(gateway: str | None, job: str, grouping: dict | None = None) -> None:
+PUSH_TIMEOUT_S = 10.0
+"""How long one push to the Pushgateway may take before it counts as failed."""
+_warned: set = set()
+
+
+def push(gateway: str | None, job: str, grouping: dict | None = None) -> bool:
     """Push this process's metrics to the Pushgateway under ``job=ctpipe_<job>`` (plus ``grouping``).
 
     The run's metrics replace their group (PUT), so the group holds exactly the latest run. The
     last-success timestamp is not part of it: it is pushed to a group of its own
     (``SUCCESS_GROUP``) and only by a run that succeeded, so a failed run, or a train run whose
     candidate the gate rejected, never deletes the time of the last success.
+
+    Metrics are an export, not the command's result: a failure (gateway down, refused, slow, a bad
+    address) is one warning on stderr per gateway and process, never an exception, so it cannot
+    change an exit code. Returns whether the push landed.
     """
     if not gateway:
-        return
+        return True
     group = dict(grouping or {})
-    push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key=group,
-                    registry=_Families(REGISTRY, lambda name: name != _LAST_SUCCESS_NAME))
-    succeeded_at = _last_success_of(job)
-    if succeeded_at is not None:
-        success = CollectorRegistry()
-        Gauge(_LAST_SUCCESS_NAME, _LAST_SUCCESS_HELP, ["job"], registry=success).labels(
-            job=job).set(succeeded_at)
-        push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key={**group, **SUCCESS_GROUP}, registry=success)
+    try:
+        push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key=group, timeout=PUSH_TIMEOUT_S,
+                        registry=_Families(REGISTRY, lambda name: name != _LAST_SUCCESS_NAME))
+        succeeded_at = _last_success_of(job)
+        if succeeded_at is not None:
+            success = CollectorRegistry()
+            Gauge(_LAST_SUCCESS_NAME, _LAST_SUCCESS_HELP, ["job"], registry=success).labels(
+                job=job).set(succeeded_at)
+            push_to_gateway(gateway, job=f"ctpipe_{job}", grouping_key={**group, **SUCCESS_GROUP},
+                            registry=success, timeout=PUSH_TIMEOUT_S)
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/HTTPError/timeouts are OSErrors
+        if gateway not in _warned:
+            _warned.add(gateway)
+            print(f"ctpipe: warning: could not push metrics (job ctpipe_{job}) to the Pushgateway at {gateway} "
+                  f"(metrics.pushgateway): {exc}; the command's result is unaffected, its metrics of this run "
+                  "are not exported", file=sys.stderr, flush=True)
+        return False
+    return True

@@ -32,11 +32,12 @@ valid: the bound is relative to when a record was produced, not to today.
 A partition that stops receiving data holds the watermark back (min over partitions that have
 data) unless ``source.kafka.idle_partition_timeout`` is set: then a partition silent for that
 long is left out of the min, and its later records may be late. A partition that no longer
-exists (a topic recreated with fewer partitions) is left out. Known limit: part files are
-kept after sealing (they are what makes resealing idempotent) and are not garbage-collected
-yet. Dead letters written at ingest
-that carry an event time are read back at sealing and count toward their window's bad fraction
-(they are not written twice).
+exists (a topic recreated with fewer partitions) is left out. Part files are kept after sealing
+(they are what makes resealing idempotent); ``ctpipe gc`` removes those of windows far behind the
+watermark when ``retention.pending_parts`` says so (pipeline/gc.py). Dead letters written at ingest
+that carry an event time are indexed per window beside its parts and read back at sealing from
+that window's index only; they count toward their window's bad fraction (they are not written
+twice).
 
 What can still fail, and what to do: no record can make a cycle fail (decoding and the record
 checks turn every bad record into a dead letter, and records that pass them fit the Arrow batch,
@@ -62,7 +63,7 @@ from typing import Optional
 import apache_beam as beam
 
 from core import layout, schema_store, storage
-from core.errors import ConfigError, CtpipeError, InputError, find_in_chain
+from core.errors import ConfigError, CtpipeError, InputError, StorageError, find_in_chain
 from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
@@ -92,6 +93,7 @@ from transforms.pending import (
     ingest_dead_letters,
     list_parts,
     window_end_ms,
+    window_parts,
 )
 from transforms.record_checks import CheckRecords
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
@@ -167,6 +169,19 @@ def plan_cycle(checkpoint: Checkpoint, begin: dict, end: dict, topic: str, max_r
             capped[partition] = min(end[partition], start[partition] + share)
     ranges = plan_ranges(start, capped, topic, max_records_per_split)
     return CyclePlan(checkpoint.cycle + 1, tuple(ranges), capped, date, checkpoint.watermark_ms, planned_at_ms)
+
+
+def cap_end_offsets(end: dict, until: dict, checkpointed: dict, begin: dict) -> dict:
+    """``end`` capped at ``until`` (the end offsets a bounded run recorded at its start).
+
+    A partition missing from ``until`` (created after the start) is capped at where reading it
+    would start, so the run does not read it; a checkpoint past the end or below the beginning
+    still reaches ``plan_cycle``, which reports it."""
+    out = {}
+    for partition, offset in end.items():
+        stop = until.get(partition, checkpointed.get(partition, begin.get(partition, 0)))
+        out[partition] = min(offset, stop)
+    return out
 
 
 def merge_newest(before: dict, cycle: dict) -> dict:
@@ -249,13 +264,15 @@ def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options, fence=N
         fence=fence)
 
 
-def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> dict:
+def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema,
+               collected_before_ms: Optional[int] = None) -> dict:
     """Ingest graph of one cycle: ranges -> parts + dead letters. Returns its summary, read back
-    from the storage root (runs/<cycle run id>/ingest-*), where the workers wrote it."""
+    from the storage root (runs/<cycle run id>/ingest-*), where the workers wrote it.
+    ``collected_before_ms``: the checkpoint's ``parts_collected_before_ms``."""
     root = config.storage.root
     run_id = seal_run_id(plan, sid)
     settings = PartSettings(root, sid, config.window.size_s, plan.watermark_before_ms,
-                            config.window.late_data, plan.date)
+                            config.window.late_data, plan.date, collected_before_ms)
     pipeline = beam.Pipeline(options=options)
     records = (pipeline
                | "Ranges" >> beam.Create(list(plan.ranges))
@@ -282,12 +299,12 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema) -> di
             "counters": counters}
 
 
-def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schema, schema_text: str,
+def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, schema_text: str,
              schema_version: int, fence=None) -> list:
-    """Seal ``window_ids`` from all their pending parts with the sealing composite."""
+    """Seal ``window_ids`` from all their pending parts with the sealing composite (``run_id``:
+    the cycle's, or the seal-at-end step's; ``fence``: the root's lease, checked before publishing)."""
     root = config.storage.root
-    run_id = seal_run_id(plan, sid)
-    parts = list_parts(root, sid)
+    parts = window_parts(root, sid, window_ids)  # only these windows' folders, not the whole history
     paths = [info.path for wid in window_ids for info in parts.get(wid, [])]
     sources = {}
     for wid in window_ids:
@@ -301,7 +318,7 @@ def run_seal(config, options, sid: str, window_ids: list, plan: CyclePlan, schem
              | "ReadParts" >> ReadPendingParts(paths)
              | "KeyByWindow" >> beam.FlatMap(key_by_window, config.window.size_s))
     # Dead letters written at ingest count toward their windows; they are not written again.
-    ingest_dead = ingest_dead_letters(root, sid, window_ids, config.window.size_s)
+    ingest_dead = ingest_dead_letters(root, sid, window_ids)
     counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)
     sealed = seal_keyed(keyed, counted, spec)
     _ = sealed.duplicates | "WriteDuplicates" >> WriteDeadLetters(root, run_id)
@@ -385,11 +402,22 @@ class StreamRunner:
     def _fence(self):
         return None if self.lock is None else self.lock.fence()
 
-    def plan(self, checkpoint: Checkpoint) -> tuple[CyclePlan, bool]:
+    def end_offsets(self) -> dict:
+        """The topic's end offsets now (what ``--until-idle`` records at its start)."""
+        return end_offsets(self.kwargs, self.kafka.topic)
+
+    def caught_up(self, target: dict) -> bool:
+        """True once the checkpoint has reached ``target`` (partition -> offset) everywhere."""
+        offsets = self.store.load().offsets
+        return all(offsets.get(p, -1) >= o for p, o in target.items())
+
+    def plan(self, checkpoint: Checkpoint, until: Optional[dict] = None) -> tuple[CyclePlan, bool]:
         if checkpoint.in_flight:
             return CyclePlan.from_json(checkpoint.in_flight), True
         end = end_offsets(self.kwargs, self.kafka.topic)
         begin = beginning_offsets(self.kwargs, self.kafka.topic)
+        if until is not None:
+            end = cap_end_offsets(end, until, checkpoint.offsets, begin)
         now = self._clock()
         date = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%d")
         plan = plan_cycle(checkpoint, begin, end, self.kafka.topic, self.kafka.max_records_per_split,
@@ -399,9 +427,10 @@ class StreamRunner:
                 offset - checkpoint.offsets.get(partition, begin.get(partition, 0)))
         return plan, False
 
-    def run_cycle(self) -> CycleResult:
+    def run_cycle(self, until: Optional[dict] = None) -> CycleResult:
+        """One cycle; ``until`` (partition -> offset) caps what it plans to read."""
         try:
-            return self._run_cycle()
+            return self._run_cycle(until)
         except CtpipeError:
             raise
         except Exception as exc:
@@ -410,7 +439,7 @@ class StreamRunner:
                 raise InputError(str(kafka)) from exc
             raise
 
-    def _run_cycle(self) -> CycleResult:
+    def _run_cycle(self, until: Optional[dict]) -> CycleResult:
         config, root = self.config, self.config.storage.root
         sid = self.store.source_id
         seconds = {}
@@ -424,7 +453,7 @@ class StreamRunner:
         self._check_lock("before planning a cycle")
         checkpoint = self.store.load()
         checkpoint = checkpoint.replace(topic_id=self.check_topic(checkpoint))
-        plan, replayed = self.plan(checkpoint)
+        plan, replayed = self.plan(checkpoint, until)
         if not plan.ranges:
             lap("plan")
             return CycleResult(checkpoint.cycle, False, 0, 0, 0, 0, checkpoint.watermark_ms, [], seconds=seconds)
@@ -437,7 +466,8 @@ class StreamRunner:
             schema, schema_text, schema_version = schema_store.load(root)
             lap("schema")
             self._check_lock(f"cycle {plan.cycle} before its ingest (the plan is in the checkpoint: a rerun replays it)")
-            ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema)
+            ingest = run_ingest(config, plan, sid, self.kwargs, self.options, schema,
+                                checkpoint.parts_collected_before_ms)
             lap("ingest")
             newest = merge_newest(checkpoint.max_event_time_ms, ingest["newest"])
             now = self._clock()
@@ -454,8 +484,8 @@ class StreamRunner:
             sealed = []
             if to_seal:
                 self._check_lock(f"cycle {plan.cycle} before sealing (a rerun replays the cycle from its plan)")
-                sealed = run_seal(config, self.options, sid, to_seal, plan, schema, schema_text, schema_version,
-                                  fence=self._fence())
+                sealed = run_seal(config, self.options, sid, to_seal, seal_run_id(plan, sid), schema, schema_text,
+                                  schema_version, fence=self._fence())
             lap("seal")
             late = int(ingest["counters"].get("late_records", 0))
             late_counts = dict(checkpoint.late_records)
@@ -492,37 +522,100 @@ class StreamRunner:
         return result
 
 
+    def seal_open_windows(self) -> dict:
+        """Seal every window that still has pending parts and whose end the watermark has not
+        passed, as it is, then move the watermark to the end of the newest one sealed.
+
+        For the end of a bounded run (``--seal-at-end``): the windows become visible to training
+        now. Moving the watermark makes later records for them late, so the existing rule
+        applies to them (``window.late_data``: ``new_version`` reseals the window from all its
+        parts as v<N+1>, ``side_output`` writes them under <root>/late/). Sealing is idempotent,
+        so a crash before the checkpoint is saved and a rerun seal the same content again (a no-op)."""
+        config, root = self.config, self.config.storage.root
+        sid = self.store.source_id
+        self._check_lock()
+        checkpoint = self.store.load()
+        if checkpoint.in_flight:
+            raise StorageError(f"{self.store.path} holds a cycle in flight; run `ctpipe stream` to finish it "
+                               "before sealing the open windows")
+        watermark = checkpoint.watermark_ms
+        open_ids = [wid for wid in sorted(list_parts(root, sid))
+                    if watermark is None or window_end_ms(wid, config.window.size_s) > watermark]
+        if not open_ids:
+            return {"cycle": checkpoint.cycle, "sealed": [], "watermark_ms": watermark}
+        schema, schema_text, schema_version = schema_store.load(root)
+        now = self._clock()
+        date = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%d")
+        run_id = f"{date}T000000Z-stream-{sid}-c{checkpoint.cycle:08d}-seal-at-end"
+        sealed = run_seal(config, self.options, sid, open_ids, run_id, schema, schema_text, schema_version,
+                          fence=self._fence())
+        newest_end = max(window_end_ms(wid, config.window.size_s) for wid in open_ids)
+        watermark = newest_end if watermark is None else max(watermark, newest_end)
+        self._check_lock("before the checkpoint of the seal at the end")
+        self.store.save(checkpoint.replace(watermark_ms=watermark), fence=self.lock)
+        for window in sealed:
+            if window["written"]:
+                metrics.WINDOWS_SEALED.labels(verdict=window["verdict"]).inc()
+        metrics.WATERMARK.labels(source=sid).set(watermark / 1000)
+        outcome = {"cycle": checkpoint.cycle, "sealed": sealed, "watermark_ms": watermark}
+        storage.write_json_atomic(layout.run_record_path(root, run_id), {
+            "run_id": run_id, "kind": "stream-seal-at-end", "code_version": code_version(),
+            "windows": open_ids, "result": outcome, "finished_at": round(self._clock(), 3)})
+        return outcome
+
+
 # --------------------------------------------------------------------------- command
 
 
 def run_stream(config, options, cycles: Optional[int] = None, until_idle: bool = False,
                interval_s: Optional[float] = None, max_records_per_cycle: int = DEFAULT_MAX_RECORDS_PER_CYCLE,
-               on_cycle=None, lock_timeout_s: float = 0.0) -> list:
+               on_cycle=None, lock_timeout_s: float = 0.0, seal_at_end: bool = False, on_seal=None) -> list:
     """Run cycles, each under the storage root's lease (pipeline/lease.py); returns the CycleResults.
 
     The lease is taken per cycle and released between cycles, so a backfill, a train's push or a
     window release on the same root runs between two cycles instead of waiting for the stream to
     exit; a second stream on the same root alternates cycles with this one (each cycle starts from
     the checkpoint under the lease, so nothing is read twice). ``lock_timeout_s``: how long each
-    cycle waits for the lease. SIGTERM abandons the cycle at its next phase boundary."""
+    cycle waits for the lease. SIGTERM abandons the cycle at its next phase boundary.
+
+    ``until_idle``: record the topic's end offsets first, run cycles that read at most up to
+    them, and stop once the checkpoint reached them (or a cycle found nothing to read, e.g. a
+    partition that vanished): under continuous production the run still ends. ``seal_at_end``
+    (bounded runs only): then seal the windows still open (``StreamRunner.seal_open_windows``,
+    under the lease) and pass its outcome to ``on_seal``."""
     if config.source.kafka is None:
         raise ConfigError("ctpipe stream needs a source.kafka section in the config (bootstrap_servers, topic)")
     if cycles is not None and cycles < 1:
         raise ConfigError(f"--cycles must be >= 1, not {cycles}")
     if interval_s is not None and interval_s <= 0:
         raise ConfigError(f"--interval must be > 0 seconds, not {interval_s}")
+    if seal_at_end and interval_s is not None:
+        raise ConfigError("--seal-at-end ends a bounded run (--until-idle or --cycles N); a run with --interval "
+                          "never ends, so it has no end to seal at")
     storage.makedirs(config.storage.root)
     results = []
     runner = StreamRunner(config, options, None, max_records_per_cycle)
     if interval_s is not None:
         metrics.serve(config.metrics.port, config.metrics.bind)
     with handle_sigterm("ctpipe stream", graceful=True):
-        _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s)
+        target = runner.end_offsets() if until_idle else None
+        _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s, target)
+        if seal_at_end:
+            stop_if_terminating("before sealing the open windows")
+            with root_lease(config.storage.root, "stream", lock_timeout_s, graceful=True) as lock:
+                runner.lock = lock
+                try:
+                    outcome = runner.seal_open_windows()
+                finally:
+                    runner.lock = None
+            if on_seal is not None:
+                on_seal(outcome)
     metrics.push(config.metrics.pushgateway, "stream")
     return results
 
 
-def _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s) -> None:
+def _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycle, lock_timeout_s,
+                target: Optional[dict]) -> None:
     """The loop of run_stream: one lease per cycle; appends each CycleResult to ``results``."""
     done = 0
     while True:
@@ -531,14 +624,15 @@ def _run_cycles(config, runner, results, cycles, until_idle, interval_s, on_cycl
         with root_lease(config.storage.root, "stream", lock_timeout_s, graceful=True) as lock:
             runner.lock = lock
             try:
-                result = runner.run_cycle()
+                result = runner.run_cycle(until=target)
+                caught_up = until_idle and (result.idle or runner.caught_up(target))
             finally:
                 runner.lock = None
         results.append(result)
         done += 1
         if on_cycle is not None:
             on_cycle(result)
-        if until_idle and result.idle:
+        if caught_up:
             break
         if not until_idle and interval_s is None and done >= (cycles or 1):
             break

@@ -18,7 +18,8 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
 - ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
   scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
 - ``pushgateway`` (function): a Prometheus Pushgateway (Debian's prometheus-pushgateway);
-  ``.address`` (host:port) and ``.url``.
+  ``.address`` (host:port, what ``metrics.pushgateway`` takes), ``.url``, ``.stop()`` for an outage,
+  ``.start()`` to bring it back on the same port.
 - ``prometheus`` (function): ``start(targets, rule_files=())`` runs a real Prometheus that scrapes
   ``targets`` every second with honor_labels (as deploy/prometheus/prometheus.yml does) and
   evaluates ``rule_files`` every second; returns a ``Prometheus`` with ``.query(expr)`` (the
@@ -267,30 +268,21 @@ def _system_binary(name: str) -> str:
     return path
 
 
-@dataclass(frozen=True)
-class Pushgateway:
-    address: str
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-
 @pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
+def pushgateway(tmp_path: Path) -> Iterator[_procs.Service]:
+    """A Pushgateway on a free loopback port (``.address``, ``.url``); ``.stop()`` / ``.start()``
+    for an outage on the same port; stopped at teardown."""
     port = _procs.free_port()
     # Debian's build persists to /var/lib/prometheus/pushgateway.data by default, which every
     # Pushgateway on the machine would share (and reload): keep this one's metrics in memory.
     service = _procs.Service("pushgateway", [_system_binary("prometheus-pushgateway"),
                                              f"--web.listen-address={_procs.HOST}:{port}",
                                              "--persistence.file="],
-                             port, tmp_path / "pushgateway.log").start()
-    try:
-        yield Pushgateway(f"{_procs.HOST}:{port}")
-    finally:
-        service.stop()
-
-
+                             port, tmp_path / "pushgateway.log")
+    service.address = f"{_procs.HOST}:{port}"
+    service.url = f"http://{service.address}"
+    yield service.start()
+    service.stop()
 class Prometheus:
     """A running Prometheus server; queries go through its HTTP API."""
 

@@ -9,7 +9,12 @@ Each cycle decodes the records of its planned Kafka offset ranges and writes, fo
 
     <root>/deadletter/<date>/stream-<source_id>-p<partition>-<start>-<end>.jsonl
 
-Both names depend only on the window and the source range (and the date fixed in the cycle's
+and, for the dead letters that carry an event time (a readable time, an unusable record), an
+index per (window, range) beside the window's parts, so sealing a window reads only its own:
+
+    <root>/pending/<source_id>/<window_id>/<topic>-p<partition>-<start>-<end>.dead.json
+
+All these names depend only on the window and the source range (and the date fixed in the cycle's
 plan), and every file goes through a temporary name and a rename. A cycle replayed after a crash
 executes the same plan (the checkpoint keeps it as ``in_flight``), so it rewrites exactly the same
 names with the same content: a replayed part replaces the crashed attempt's part instead of adding
@@ -23,6 +28,8 @@ Late records (their window's end is at or before the watermark the cycle started
 ``window.late_data``: ``new_version`` writes their part under pending/ like any other (the
 window is resealed); ``side_output`` writes it under ``<root>/late/<source_id>/<window_id>/``
 with the same file name, and the window stays as it is. Both are counted (``late_records``).
+A late record for a window whose parts ``ctpipe gc`` removed (``retention.pending_parts``) goes
+to the side output whatever the policy: the window cannot be resealed from all its records.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ from core.records import DeadLetter, Event
 from transforms.kafka.source import OffsetRange, partition_of
 
 PART_SUFFIX = ".jsonl.gz"
+DEAD_INDEX_SUFFIX = ".dead.json"
+_LAST_VALID_MS = 253_402_300_800_000  # 10000-01-01: window ids have 4-digit years
 _PART_RE = re.compile(f"/({layout.WINDOW_ID_PATTERN})/" + r"([^/]+)-p([0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
 NEW_VERSION, SIDE_OUTPUT = "new_version", "side_output"
 
@@ -70,23 +79,22 @@ def deadletter_path(root: str, sid: str, date: str, rng: OffsetRange) -> str:
     return layout.deadletter_range_path(root, sid, date, range_key(rng))
 
 
-def ingest_dead_letters(root: str, sid: str, window_ids, window_size_s: int) -> list:
+def dead_index_path(root: str, sid: str, wid: str, rng: OffsetRange) -> str:
+    return storage.join(pending_dir(root, sid), wid, f"{rng.topic}-{range_key(rng)}{DEAD_INDEX_SUFFIX}")
+
+
+def ingest_dead_letters(root: str, sid: str, window_ids) -> list:
     """Dead letters written at ingest for source ``sid`` whose event time falls in ``window_ids``
     (records that had a readable event time but were unusable), so sealing can count them toward
-    each window's bad fraction. Payloads are not needed for counting and are left out."""
-
-    wanted = set(window_ids)
+    each window's bad fraction. Reads only those windows' indexes (``dead_index_path``): the work
+    is proportional to the windows being sealed, never to the dead letters of the whole history
+    or of other topics. Payloads are not needed for counting and are not in the index."""
     out = []
-    for path in storage.glob(layout.deadletter_range_glob(root, sid)):
-        for line in storage.read_bytes(path).decode("utf-8").splitlines():
-            if not line.strip():
-                continue
-            doc = json.loads(line)
-            when = doc.get("event_time_ms")
-            if when is None or window_id(window_start_ms(when, window_size_s)) not in wanted:
-                continue
-            out.append(DeadLetter(doc["reason"], doc.get("detail", ""), None, doc.get("source", ""),
-                                  str(doc.get("position", "")), when))
+    for wid in sorted(set(window_ids)):
+        for path in storage.glob(storage.join(pending_dir(root, sid), wid, "*" + DEAD_INDEX_SUFFIX)):
+            for doc in storage.read_json(path)["dead_letters"]:
+                out.append(DeadLetter(doc["reason"], doc.get("detail", ""), None, doc.get("source", ""),
+                                      str(doc.get("position", "")), doc["event_time_ms"]))
     return out
 
 
@@ -113,6 +121,17 @@ def list_parts(root: str, sid: str, late: bool = False) -> dict[str, list[PartIn
         info = parse_part_path(path)
         if info is not None:
             out.setdefault(info.window_id, []).append(info)
+    return out
+
+
+def window_parts(root: str, sid: str, window_ids) -> dict[str, list[PartInfo]]:
+    """window_id -> its part files under pending/ (sorted), listing only those windows' folders."""
+    out: dict[str, list[PartInfo]] = {}
+    for wid in sorted(set(window_ids)):
+        for path in storage.glob(storage.join(pending_dir(root, sid), wid, "*" + PART_SUFFIX)):
+            info = parse_part_path(path)
+            if info is not None:
+                out.setdefault(wid, []).append(info)
     return out
 
 
@@ -180,6 +199,9 @@ class PartSettings:
     late_policy: str
     date: str
     """UTC date (YYYYMMDD) fixed in the cycle plan, for the dead-letter folder."""
+    collected_before_ms: Optional[int] = None
+    """``ctpipe gc`` removed the parts of windows ending at or before this: a late record for
+    such a window cannot reseal it from all its records, so it goes to the late side output."""
 
 
 class _KeyEventDoFn(beam.DoFn):
@@ -200,8 +222,11 @@ class _KeyEventDoFn(beam.DoFn):
         late = wm is not None and start + self._s.window_size_s * 1000 <= wm
         if late:
             self._late.inc()
+        end = start + self._s.window_size_s * 1000
+        collected = self._s.collected_before_ms is not None and end <= self._s.collected_before_ms
+        side = late and (self._s.late_policy == SIDE_OUTPUT or collected)
         # plain tuple keys: deterministic coding for the GroupByKey
-        yield (wid, rng.topic, rng.partition, rng.start, rng.end, late and self._s.late_policy == SIDE_OUTPUT), event
+        yield (wid, rng.topic, rng.partition, rng.start, rng.end, side), event
 
 
 def _write_part(element, settings: PartSettings):
@@ -224,8 +249,26 @@ def _write_dead(element, settings: PartSettings):
     yield {"name": range_key(rng), "dead_letters": len(lines)}
 
 
+def _dead_window(dead: DeadLetter, size_s: int) -> Optional[str]:
+    """The window a dead letter counts toward (None without a usable event time)."""
+    when = dead.event_time_ms
+    if when is None or not 0 <= when < _LAST_VALID_MS:
+        return None
+    return window_id(window_start_ms(when, size_s))
+
+
+def _write_dead_index(element, settings: PartSettings):
+    (wid, topic, partition, start, end), dead = element
+    rng = OffsetRange(topic, partition, start, end)
+    docs = sorted(({"reason": d.reason, "detail": d.detail, "source": d.source, "position": d.position,
+                    "event_time_ms": d.event_time_ms} for d in dead), key=lambda d: str(d["position"]).zfill(20))
+    storage.write_json_atomic(dead_index_path(settings.root, settings.source_id, wid, rng), {"dead_letters": docs})
+    yield wid
+
+
 class WritePendingParts(beam.PTransform):
-    """(events, dead letters) of one cycle -> part files and dead-letter files (deterministic names).
+    """(events, dead letters) of one cycle -> part files, dead-letter files and per-window
+    dead-letter indexes (deterministic names).
 
     Returns (part summaries, dead-letter counts per range file (dicts), per-partition newest
     event time (partition, ms)).
@@ -248,6 +291,10 @@ class WritePendingParts(beam.PTransform):
                       | "KeyDeadByRange" >> beam.ParDo(_KeyDeadDoFn(index_ranges))
                       | "GroupDead" >> beam.GroupByKey()
                       | "WriteDead" >> beam.FlatMap(_write_dead, s))
+        _ = (dead
+             | "KeyDeadByWindow" >> beam.ParDo(_KeyDeadByWindowDoFn(index_ranges, s.window_size_s))
+             | "GroupDeadByWindow" >> beam.GroupByKey()
+             | "WriteDeadIndex" >> beam.FlatMap(_write_dead_index, s))
         newest = (events
                   | "PartitionTime" >> beam.Map(lambda e: (partition_of(e.source), e.event_time_ms))
                   | "NewestPerPartition" >> beam.CombinePerKey(max))
@@ -265,6 +312,24 @@ class _KeyDeadDoFn(beam.DoFn):
     def process(self, dead: DeadLetter):
         rng = self._index.find(partition_of(dead.source), int(dead.position))
         yield (rng.topic, rng.partition, rng.start, rng.end), dead
+
+
+class _KeyDeadByWindowDoFn(beam.DoFn):
+    """Dead letters with an event time, keyed by (their window, their planned range)."""
+
+    def __init__(self, ranges: tuple, size_s: int):
+        self._ranges = ranges
+        self._size_s = size_s
+        self._index: Optional[RangeIndex] = None
+
+    def setup(self):
+        self._index = RangeIndex(self._ranges)
+
+    def process(self, dead: DeadLetter):
+        wid = _dead_window(dead, self._size_s)
+        if wid is not None:
+            rng = self._index.find(partition_of(dead.source), int(dead.position))
+            yield (wid, rng.topic, rng.partition, rng.start, rng.end), dead
 
 
 class ReadPendingParts(beam.PTransform):

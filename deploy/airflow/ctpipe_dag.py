@@ -1,7 +1,8 @@
 """Airflow DAG: drain Kafka into sealed windows, then run the CT controller.
 
 Every hour: `ctpipe stream --until-idle` reads each partition from its checkpoint to the end
-offset fixed at cycle start and seals the windows the watermark passed (bounded micro-batches,
+offset it saw when it started (so it ends under steady traffic too) and seals the windows the
+watermark passed (bounded micro-batches,
 exactly-once through ctpipe's checkpoint protocol), then `ctpipe train` runs policy, training,
 the evaluation gate and the push. Both push their metrics to the Pushgateway.
 

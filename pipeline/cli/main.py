@@ -12,10 +12,11 @@ import os
 import sys
 
 from core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, CtpipeError, find_in_chain
-from pipeline.cli import backfill, config, demo, gen, registry, report, schema, stream, train, windows
+from pipeline.cli import backfill, config, demo, gc, gen, registry, report, schema, stream, train, windows
 from pipeline.cli.common import Context, common_parent, exit_codes_epilog
+from pipeline.tempdirs import process_temp_dir
 
-COMMAND_MODULES = (gen, backfill, stream, train, windows, schema, report, registry, config, demo)
+COMMAND_MODULES = (gen, backfill, stream, train, windows, schema, report, registry, gc, config, demo)
 """In the order ``ctpipe --help`` lists them."""
 
 _COMMON_DEFAULTS = (("config", None), ("runner_config", None), ("json", False), ("debug", False))
@@ -49,10 +50,11 @@ def main(argv=None) -> int:
             setattr(args, name, default)
     _quiet_logs(args.debug)
     try:
-        ctx = Context(args)
-        if args.uses_storage:
-            ctx.register_object_stores()
-        return args.handler(args, ctx)
+        with process_temp_dir():  # this process's temp files (and TF's, Beam's) go when it ends
+            ctx = Context(args)
+            if args.uses_storage:
+                ctx.register_object_stores()
+            return args.handler(args, ctx)
     except KeyboardInterrupt:
         print("ctpipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -23,9 +23,14 @@ def register(subparsers) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--cycles", type=int, default=None, metavar="N", help="run N cycles, then exit (default 1)")
     mode.add_argument("--until-idle", action="store_true",
-                      help="run cycles until one finds no unread records, then exit (for schedulers)")
+                      help="record the topic's end offsets, run cycles up to them, then exit (for schedulers: "
+                           "ends under continuous production too; records produced later wait for the next run)")
     mode.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                       help="run forever, one cycle every SECONDS (serves metrics.port while running)")
+    p.add_argument("--seal-at-end", action="store_true",
+                   help="with --until-idle or --cycles: after the last cycle, seal the windows still open as they "
+                        "are and move the watermark past them; later records for them follow window.late_data "
+                        "(new_version: they reseal the window as v<N+1>)")
     p.add_argument("--max-records-per-cycle", type=int, default=None, metavar="N",
                    help=f"read at most N records per cycle, shared by the partitions (default "
                         f"{CYCLE_RECORDS_DEFAULT_TEXT}); smaller cycles seal sooner and replay less after a crash")
@@ -49,6 +54,16 @@ def print_cycle(result, as_json: bool) -> None:
           f"watermark {wm}; sealed {sealed}", flush=True)
 
 
+def print_seal_at_end(outcome, as_json: bool) -> None:
+    """The outcome of ``--seal-at-end`` (a JSON object with ``seal_at_end`` with --json)."""
+    if as_json:
+        print(json.dumps({"seal_at_end": outcome}, sort_keys=True, default=str), flush=True)
+        return
+    sealed = ", ".join(f"{w['window_id']} v{w['version']}{'' if w['written'] else ' (unchanged)'}"
+                       for w in outcome["sealed"]) or "none (no open window)"
+    print(f"sealed at end: {sealed}", flush=True)
+
+
 def run(args, ctx) -> int:
     from pipeline.stream import run_stream
 
@@ -58,5 +73,5 @@ def run(args, ctx) -> int:
     limits = {} if args.max_records_per_cycle is None else {"max_records_per_cycle": args.max_records_per_cycle}
     run_stream(ctx.config, ctx.options, cycles=cycles, until_idle=args.until_idle, interval_s=args.interval,
                on_cycle=lambda result: print_cycle(result, args.json), lock_timeout_s=check_lock_timeout(args),
-               **limits)
+               seal_at_end=args.seal_at_end, on_seal=lambda outcome: print_seal_at_end(outcome, args.json), **limits)
     return 0

@@ -30,6 +30,16 @@ def run(args, ctx) -> int:
     # their own, so they never replace it.
     metrics.push(config.metrics.pushgateway, "train",
                  {"task": outcome["task"]} if outcome["role"] == "worker" else None)
+    if outcome.get("reused"):
+        decision = "blessed" if outcome["blessing"]["blessed"] else "not blessed, pushed with --force"
+        lines = [f"reused: run {outcome['run_id']} already trained on these inputs and pushed "
+                 f"{config.registry.model_name} v{outcome['version']} ({decision}); nothing trained"]
+        if outcome["promoted_on_reuse"]:
+            lines.append(f"production -> v{outcome['version']} (the first attempt stopped before moving the alias)")
+        emit(args, outcome, lines)
+        if outcome["role"] == "worker":
+            return EXIT_OK
+        return EXIT_OK if outcome["blessing"]["blessed"] else EXIT_GATE_REJECTED
     if outcome["role"] == "worker":  # multi-worker training: the chief evaluates and pushes
         emit(args, outcome, [f"worker {outcome['task']}: trained {outcome['epochs_run']} epochs "
                              f"({outcome['train_examples']} examples, {outcome['strategy']}); "

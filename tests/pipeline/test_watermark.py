@@ -59,7 +59,7 @@ class ScriptedTopic:
         present = self.partitions if self.partitions is not None else sorted(self.offsets)
         return {p: self.offsets.get(p, 0) for p in present}
 
-    def run_ingest(self, config, plan, sid, kwargs, options, schema):
+    def run_ingest(self, config, plan, sid, kwargs, options, schema, collected_before_ms=None):
         delivered = {r.partition for r in plan.ranges}
         return {"parts": [], "dead": 0, "counters": {},
                 "newest": {p: t for p, t in self.cycles[self.index].items() if p in delivered}}

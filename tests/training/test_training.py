@@ -93,8 +93,12 @@ def test_serving_signature_takes_raw_examples_without_label(trained, tmp_path):
 
 
 def test_second_candidate_warm_starts_and_is_compared_with_production(trained):
-    config, _first = trained
-    second = run_training(config)
+    config, first = trained
+    again = run_training(config)  # the same inputs: a retry, nothing trained, nothing pushed
+    assert again["reused"] and again["version"] == 1 and again["run_id"] == first["run_id"]
+    assert [v.version for v in open_registry(config.registry.uri).list_versions("sensors")] == [1]
+    # another configuration (one more epoch) makes another run: it trains, warm-started
+    second = run_training(config.replace(training=config.training.replace(epochs=config.training.epochs + 1)))
     assert second["warm_start"]["used"], second["warm_start"]
     assert second["baseline_version"] == 1
     change_checks = [c for c in second["blessing"]["checks"] if c["kind"] == "change_absolute"]

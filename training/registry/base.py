@@ -275,6 +275,11 @@ class Registry(abc.ABC):
         state = self._read_alias(validate_model_name(model), validate_alias(alias))
         return [] if state is None else [dict(e) for e in state.history]
 
+    def alias_rollbacks(self, model: str, alias: str) -> list[dict]:
+        """The alias's rollbacks, oldest first: ``{from, to, at, by, reason}``."""
+        state = self._read_alias(validate_model_name(model), validate_alias(alias))
+        return [] if state is None else [dict(e) for e in state.rollbacks]
+
     def set_alias(self, model: str, alias: str, version: int, *, by: str | None = None,
                   reason: str = "") -> None:
         """Points ``alias`` at ``version`` (which must exist) and records the move.
