@@ -407,13 +407,19 @@ taskmanager.memory.framework.off-heap.size: 128m
 taskmanager.memory.task.off-heap.size: 0m
 taskmanager.memory.network.min: 64m
 taskmanager.memory.network.max: 64m
+# Beam batch jobs deploy many operators at once, each blocking result partition sort-shuffled:
+# 8 KiB buffers (8192 in the same 64 MiB) and 64 (not 512) buffers per partition fit them.
+taskmanager.memory.segment-size: 8kb
+taskmanager.network.sort-shuffle.min-buffers: 64
 taskmanager.memory.managed.size: 128m
 taskmanager.memory.jvm-metaspace.size: 256m
 taskmanager.memory.jvm-overhead.min: 192m
 taskmanager.memory.jvm-overhead.max: 192m
 jobmanager.memory.process.size: 900m
+# A killed TaskManager is noticed by failed heartbeat RPCs (heartbeat.rpc-failure-threshold, 2 by
+# default) within seconds; the timeout itself is long because the machines are shared and busy.
 heartbeat.interval: 1000
-heartbeat.timeout: 5000
+heartbeat.timeout: 30000
 state.backend.type: hashmap
 state.checkpoints.dir: file://$fdir/checkpoints
 state.savepoints.dir: file://$fdir/savepoints
