@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Local loopback services for development, tests, demos and benchmarks: Apache Kafka (a real
-# single-node KRaft broker, from the pinned jars of jvm/engines.lock) and an S3 server (moto).
+# single-node KRaft broker, from the pinned jars of jvm/engines.lock), an S3 server (moto), and
+# Apache Flink (a 1.19 session cluster plus Beam's Flink job server, pinned jars too).
 # Every service listens on free 127.0.0.1 ports.
 #
 #   scripts/services.sh start kafka      # "broker" is the same service: start broker == start kafka
 #   scripts/services.sh start s3
-#   scripts/services.sh stop kafka|broker|s3|all
+#   scripts/services.sh start flink      # JobManager + two TaskManagers, each its own JVM
+#   scripts/services.sh start beam-job-server   # needs the running flink; submits to it
+#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|all   # stop flink stops the job server too
 #   scripts/services.sh env              # eval "$(scripts/services.sh env)"
 #
 # State lives in $CTPIPE_SERVICES_DIR (default <repo>/.services/): NAME.pid, NAME.log and NAME.env.
@@ -19,13 +22,22 @@
 # kafka/ under the state dir holds the broker's data (log.dirs), configuration, ports and TLS files:
 # `stop kafka` then `start kafka` restarts on the same ports with the same data and credentials;
 # delete $CTPIPE_SERVICES_DIR/kafka to start empty.
+# flink.env: CTPIPE_FLINK_MASTER (the JobManager's REST host:port, Beam's flink_master),
+# CTPIPE_FLINK_REST_URL, CTPIPE_FLINK_CHECKPOINT_DIR (state.checkpoints.dir, under flink/ in the
+# state dir, with flink/conf/flink-conf.yaml) and CTPIPE_FLINK_TASKMANAGER_PID_FILES (comma-separated;
+# flink-taskmanager-N.pid). beam-job-server.env: CTPIPE_BEAM_JOB_ENDPOINT (the portable Job API that
+# runner_configs/flink-local.yaml submits to), CTPIPE_BEAM_ARTIFACT_ENDPOINT, CTPIPE_BEAM_EXPANSION_ENDPOINT.
+# Logs: flink-jobmanager.log, flink-taskmanager-N.log (+ .out), beam-job-server.log.
 # Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding kafka-python and moto),
 # $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20; Kafka's default 90),
 # $CTPIPE_KAFKA_JVM_OPTS (the broker JVM's heap and JIT options, default
 # "-Xms256m -Xmx512m -XX:TieredStopAtLevel=1": C1 only starts the broker about twice as fast on two
 # cores), $CTPIPE_S3_PORT (fixed port),
 # $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh),
-# $CTPIPE_SERVICES_OWNER_PID (stop the broker once that process is gone; the test fixtures set it).
+# $CTPIPE_FLINK_JM_JVM_OPTS, $CTPIPE_FLINK_TM_JVM_OPTS, $CTPIPE_BEAM_JOB_SERVER_JVM_OPTS (heap options of
+# the Flink JVMs; defaults: -Xmx512m, -Xmx384m + 192m direct, -Xmx512m),
+# $CTPIPE_SERVICES_OWNER_PID (stop the broker, the Flink JVMs and the job server once that process
+# is gone; the test fixtures set it).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
