@@ -12,7 +12,8 @@ same run backfills them into separate storage roots with:
 
 Each backfill is ``python -m pipeline.cli backfill --json`` as a subprocess: wall clock includes
 the process start, TensorFlow's import, schema inference (a first Beam job) and, on Flink, the
-job submission. Every Flink root must hold the same window files (sha256) as DirectRunner's.
+job submission; Flink's REST API must list the new jobs as FINISHED. Every Flink root must hold the
+same window files (sha256) as DirectRunner's (with --no-direct: as flink-loopback's).
 Prints one JSON object. Usage:
 
     /work/main/.venv/bin/python bench/bench_flink.py --rows-per-hour 10000 --hours 2 [--worker-pool]
@@ -54,6 +55,25 @@ def backfill(work: Path, name: str, events: str, runner_config: str, env: dict) 
             "windows": len(record["windows"]), "digest": tree_digest(str(work / name))}
 
 
+def flink_jobs(rest_url: str) -> dict:
+    """Flink's own record of the Beam jobs it ran (job id -> state), from its REST API."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{rest_url}/jobs/overview", timeout=10) as resp:
+        return {j["jid"]: j["state"] for j in json.load(resp)["jobs"] if j["name"].startswith("BeamApp-")}
+
+
+def on_flink(work, name, events, runner_config, env, rest_url) -> dict:
+    """A backfill that must run on the cluster: the jobs Flink lists before and after it."""
+    before = flink_jobs(rest_url)
+    result = backfill(work, name, events, runner_config, env)
+    new = {jid: state for jid, state in flink_jobs(rest_url).items() if jid not in before}
+    if not new or set(new.values()) != {"FINISHED"}:
+        raise SystemExit(f"{name}: the backfill did not run as FINISHED Flink jobs (new jobs: {new})")
+    result["flink_jobs"] = len(new)
+    return result
+
+
 def start_worker_pool(log: Path) -> tuple[subprocess.Popen, int]:
     port = _procs.free_port()
     with open(log, "ab") as out:
@@ -73,6 +93,8 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=2)
     parser.add_argument("--rows-per-hour", type=int, default=10000)
     parser.add_argument("--worker-pool", action="store_true", help="also run with an EXTERNAL Beam worker pool")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="skip the DirectRunner run; the Flink runs are compared with flink-loopback")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ctpipe-bench-flink-"))
@@ -80,7 +102,8 @@ def main() -> None:
         dt.datetime(2026, 11, 27), args.hours, args.rows_per_hour), rows_per_hour=args.rows_per_hour + 3)
     events = str(work / "events" / "*.jsonl")
     out = {"rows": stats.valid + stats.malformed, "work": str(work)}
-    out["direct"] = backfill(work, "direct", events, os.path.join(REPO, "runner_configs", "direct.yaml"), {})
+    if not args.no_direct:
+        out["direct"] = backfill(work, "direct", events, os.path.join(REPO, "runner_configs", "direct.yaml"), {})
 
     flink = _procs.FlinkService(work / "services").start()
     pool = None
@@ -88,24 +111,31 @@ def main() -> None:
         env = {"CTPIPE_FLINK_MASTER": flink.env["CTPIPE_FLINK_MASTER"],
                "CTPIPE_BEAM_JOB_ENDPOINT": flink.env["CTPIPE_BEAM_JOB_ENDPOINT"]}
         local = os.path.join(REPO, "runner_configs", "flink-local.yaml")
-        out["flink-loopback"] = backfill(work, "flink-loopback", events, local, env)
+        rest = flink.env["CTPIPE_FLINK_REST_URL"]
+        out["flink-loopback"] = on_flink(work, "flink-loopback", events, local, env, rest)
         if args.worker_pool:
             pool, port = start_worker_pool(work / "worker-pool.log")
-            external = work / "flink-worker-pool.yaml"
+            external = work / "runner-flink-worker-pool.yaml"  # not <name>.yaml: that is the ctpipe config
             text = Path(local).read_text().replace("environment_type: LOOPBACK",
                                                    f"environment_type: EXTERNAL\nenvironment_config: 127.0.0.1:{port}")
             external.write_text(text)
-            out["flink-worker-pool"] = backfill(work, "flink-worker-pool", events, str(external), env)
+            out["flink-worker-pool"] = on_flink(work, "flink-worker-pool", events, str(external), env, rest)
+            out["flink-worker-pool"]["sdk_workers_started"] = (work / "worker-pool.log").read_text(
+                errors="replace").count("Starting worker")
     finally:
         if pool is not None:
             pool.terminate()
             pool.wait(timeout=30)
         flink.stop()
-    reference = out["direct"].pop("digest")
+    base = "flink-loopback" if args.no_direct else "direct"
+    reference = out[base]["digest"]
     for name in ("flink-loopback", "flink-worker-pool"):
-        if name in out:
-            out[name]["identical_to_direct"] = out[name].pop("digest") == reference
-            out[name]["ratio_to_direct"] = round(out[name]["rows_per_s"] / out["direct"]["rows_per_s"], 2)
+        if name in out and name != base:
+            out[name][f"identical_to_{base}"] = out[name]["digest"] == reference
+            out[name][f"ratio_to_{base}"] = round(out[name]["rows_per_s"] / out[base]["rows_per_s"], 2)
+    for run in out.values():
+        if isinstance(run, dict):
+            run.pop("digest", None)
     print(json.dumps(out, indent=2))
 
 
