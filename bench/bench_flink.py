@@ -79,7 +79,10 @@ def start_worker_pool(log: Path) -> tuple[subprocess.Popen, int]:
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                                  f"--service_port={port}"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True)
+                                # it starts each SDK worker as `python`: this interpreter's, not PATH's
+                                env={**os.environ, "PYTHONPATH": REPO,
+                                     "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"},
+                                start_new_session=True)
     deadline = time.monotonic() + 120
     while not _procs.port_accepts(_procs.HOST, port):
         if proc.poll() is not None or time.monotonic() > deadline:
