@@ -7,8 +7,8 @@ PYTEST_ARGS ?=
 
 AIRFLOW_VENV := .airflow-venv
 
-.PHONY: venv demo test test-fast lock system-deps engines engines-lock airflow airflow-lock services-up services-down \
-	bench clean
+.PHONY: venv demo test test-fast lock system-deps engines engines-lock airflow airflow-lock services-up flink-up \
+	services-down bench bench-flink clean
 
 # The virtual environment, installed from the fully pinned lock (never resolves).
 $(VENV)/.installed: requirements.lock setup.py
@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 system-deps:
 	bash scripts/install_system_deps.sh
 
-# The pinned JVM engines (jvm/engines.lock: Apache Kafka and its jars), fetched with Maven into
+# The pinned JVM engines (jvm/engines.lock: Apache Kafka, Apache Flink, Beam's Flink job server), fetched with Maven into
 # CTPIPE_ENGINES_DIR (default ~/.cache/ctpipe/engines) and sha256-verified; no network when cached.
 engines: system-deps
 	bash scripts/fetch_engines.sh
@@ -79,11 +79,21 @@ services-up: venv engines
 	bash scripts/services.sh start kafka
 	bash scripts/services.sh start s3
 
+# A local Apache Flink 1.19 session cluster and Beam's Flink job server on loopback; then
+# `eval "$$(bash scripts/services.sh env)"` and `ctpipe backfill --runner-config runner_configs/flink-local.yaml`.
+flink-up: venv engines
+	bash scripts/services.sh start flink
+	bash scripts/services.sh start beam-job-server
+
 services-down:
 	bash scripts/services.sh stop all
 
 bench: venv
 	$(PY) bench/bench_backfill.py --rows 200000
+
+# Backfill on the local Flink cluster vs DirectRunner, same input (starts and stops its own cluster).
+bench-flink: venv engines
+	$(PY) bench/bench_flink.py --rows-per-hour 10000 --hours 2 --worker-pool
 
 clean:
 	rm -rf demo-work .pytest_cache .services

@@ -69,10 +69,14 @@ def record_beam_counters(result, stage: str, source: str) -> dict[str, int]:
     """Copy the Beam counters of a finished pipeline into Prometheus; returns them by name.
 
     Beam counter names used by ctpipe's transforms: ``records_in``, ``records_out``,
-    ``deadletter:<reason>``.
+    ``deadletter:<reason>``. The runner's own system counters (namespace ``beam``: element counts,
+    data-channel indices... which portable runners such as Flink report and DirectRunner does
+    not) are left out, so a run's record is the same on every runner.
     """
     totals: dict[str, int] = {}
     for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "beam":
+            continue
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[name] = totals.get(name, 0) + int(value or 0)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Local loopback services for development, tests, demos and benchmarks: Apache Kafka (a real
-# single-node KRaft broker, from the pinned jars of jvm/engines.lock) and an S3 server (moto).
+# single-node KRaft broker, from the pinned jars of jvm/engines.lock), an S3 server (moto), and
+# Apache Flink (a 1.19 session cluster plus Beam's Flink job server, pinned jars too).
 # Every service listens on free 127.0.0.1 ports.
 #
 #   scripts/services.sh start kafka      # "broker" is the same service: start broker == start kafka
 #   scripts/services.sh start s3
-#   scripts/services.sh stop kafka|broker|s3|all
+#   scripts/services.sh start flink      # JobManager + two TaskManagers, each its own JVM
+#   scripts/services.sh start beam-job-server   # needs the running flink; submits to it
+#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|all   # stop flink stops the job server too
 #   scripts/services.sh env              # eval "$(scripts/services.sh env)"
 #
 # State lives in $CTPIPE_SERVICES_DIR (default <repo>/.services/): NAME.pid, NAME.log and NAME.env.
@@ -19,13 +22,22 @@
 # kafka/ under the state dir holds the broker's data (log.dirs), configuration, ports and TLS files:
 # `stop kafka` then `start kafka` restarts on the same ports with the same data and credentials;
 # delete $CTPIPE_SERVICES_DIR/kafka to start empty.
+# flink.env: CTPIPE_FLINK_MASTER (the JobManager's REST host:port, Beam's flink_master),
+# CTPIPE_FLINK_REST_URL, CTPIPE_FLINK_CHECKPOINT_DIR (state.checkpoints.dir, under flink/ in the
+# state dir, with flink/conf/flink-conf.yaml) and CTPIPE_FLINK_TASKMANAGER_PID_FILES (comma-separated;
+# flink-taskmanager-N.pid). beam-job-server.env: CTPIPE_BEAM_JOB_ENDPOINT (the portable Job API that
+# runner_configs/flink-local.yaml submits to), CTPIPE_BEAM_ARTIFACT_ENDPOINT, CTPIPE_BEAM_EXPANSION_ENDPOINT.
+# Logs: flink-jobmanager.log, flink-taskmanager-N.log (+ .out), beam-job-server.log.
 # Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding kafka-python and moto),
 # $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20; Kafka's default 90),
 # $CTPIPE_KAFKA_JVM_OPTS (the broker JVM's heap and JIT options, default
 # "-Xms256m -Xmx512m -XX:TieredStopAtLevel=1": C1 only starts the broker about twice as fast on two
 # cores), $CTPIPE_S3_PORT (fixed port),
 # $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh),
-# $CTPIPE_SERVICES_OWNER_PID (stop the broker once that process is gone; the test fixtures set it).
+# $CTPIPE_FLINK_JM_JVM_OPTS, $CTPIPE_FLINK_TM_JVM_OPTS, $CTPIPE_BEAM_JOB_SERVER_JVM_OPTS (heap options of
+# the Flink JVMs; defaults: -Xmx512m, -Xmx384m + 192m direct, -Xmx512m),
+# $CTPIPE_SERVICES_OWNER_PID (stop the broker, the Flink JVMs and the job server once that process
+# is gone; the test fixtures set it).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -362,6 +374,230 @@ EOF
   echo "kafka started (pid $pid) in $((SECONDS - started)) s: PLAINTEXT $HOST:$plain, SASL_SSL $HOST:$sasl; log $DIR/kafka.log"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Apache Flink 1.19: a session cluster (a JobManager and two TaskManagers, each its own JVM,
+# started directly without Flink's launch scripts) and Beam's Flink job server pointed at it.
+
+FLINK_TASKMANAGERS=2
+# JDK 17 needs these for Flink's (and Beam's) reflection on JDK internals: Flink's own default
+# env.java.opts.all list.
+FLINK_JDK17_OPTS=(-XX:+IgnoreUnrecognizedVMOptions
+  --add-exports=java.base/sun.net.util=ALL-UNNAMED --add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED
+  --add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED
+  --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.net=ALL-UNNAMED
+  --add-opens=java.base/java.io=ALL-UNNAMED --add-opens=java.base/java.nio=ALL-UNNAMED
+  --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/java.lang.reflect=ALL-UNNAMED
+  --add-opens=java.base/java.text=ALL-UNNAMED --add-opens=java.base/java.time=ALL-UNNAMED
+  --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.util.concurrent=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED)
+
+# flink_config FDIR REST RPC BLOB: conf/flink-conf.yaml for a loopback session cluster. Every
+# TaskManager memory component is set explicitly (the TaskManager refuses to start otherwise when
+# it is not launched by Flink's scripts); the sizes keep each TaskManager JVM under ~1 GB.
+flink_config() {
+  local fdir="$1" rest="$2" rpc="$3" blob="$4"
+  mkdir -p "$fdir/conf" "$fdir/checkpoints" "$fdir/savepoints" "$fdir/tmp"
+  cp "$REPO/jvm/flink/log4j2.properties" "$fdir/conf/log4j2.properties"
+  cat >"$fdir/conf/flink-conf.yaml.tmp" <<EOF
+# Written by scripts/services.sh for a local Flink session cluster; do not commit.
+jobmanager.rpc.address: $HOST
+jobmanager.rpc.port: $rpc
+jobmanager.bind-host: $HOST
+rest.address: $HOST
+rest.bind-address: $HOST
+rest.port: $rest
+blob.server.port: $blob
+taskmanager.host: $HOST
+taskmanager.bind-host: $HOST
+taskmanager.numberOfTaskSlots: 2
+parallelism.default: 2
+taskmanager.cpu.cores: 2
+taskmanager.memory.framework.heap.size: 128m
+taskmanager.memory.task.heap.size: 256m
+taskmanager.memory.framework.off-heap.size: 128m
+taskmanager.memory.task.off-heap.size: 0m
+taskmanager.memory.network.min: 64m
+taskmanager.memory.network.max: 64m
+# Beam batch jobs deploy many operators at once, each blocking result partition sort-shuffled:
+# 8 KiB buffers (8192 in the same 64 MiB) and 64 (not 512) buffers per partition fit them.
+taskmanager.memory.segment-size: 8kb
+taskmanager.network.sort-shuffle.min-buffers: 64
+taskmanager.memory.managed.size: 128m
+taskmanager.memory.jvm-metaspace.size: 256m
+taskmanager.memory.jvm-overhead.min: 192m
+taskmanager.memory.jvm-overhead.max: 192m
+jobmanager.memory.process.size: 900m
+# A killed TaskManager is noticed by failed heartbeat RPCs (heartbeat.rpc-failure-threshold, 2 by
+# default) within seconds; the timeout itself is long because the machines are shared and busy.
+heartbeat.interval: 1000
+heartbeat.timeout: 30000
+state.backend.type: hashmap
+state.checkpoints.dir: file://$fdir/checkpoints
+state.savepoints.dir: file://$fdir/savepoints
+execution.checkpointing.externalized-checkpoint-retention: RETAIN_ON_CANCELLATION
+restart-strategy.type: fixed-delay
+restart-strategy.fixed-delay.attempts: 10
+restart-strategy.fixed-delay.delay: 1 s
+io.tmp.dirs: $fdir/tmp
+web.submit.enable: true
+classloader.check-leaked-classloader: false
+EOF
+  mv "$fdir/conf/flink-conf.yaml.tmp" "$fdir/conf/flink-conf.yaml"
+}
+
+flink_java() {  # flink_java NAME HEAP... -- MAIN ARGS...: a detached Flink JVM; prints its pid
+  local name="$1"; shift
+  local -a heap=()
+  while [[ "$1" != -- ]]; do heap+=("$1"); shift; done
+  shift
+  setsid java "${heap[@]}" -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    "${FLINK_JDK17_OPTS[@]}" "-Dlog.file=$DIR/$name.log" \
+    "-Dlog4j.configurationFile=$FLINK_DIR/conf/log4j2.properties" -cp "$FLINK_CP" "$@" \
+    >>"$DIR/$name.out" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$DIR/$name.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
+  echo "$pid"
+}
+
+# flink_wait REST TASKMANAGERS PIDS...: poll the REST API until TASKMANAGERS TaskManagers are
+# registered with the free slots they offer; fail when one of the JVMs exits or at the deadline.
+flink_wait() {
+  "$PYTHON" - "$KAFKA_TIMEOUT" "$@" <<'EOF'
+import json, sys, time, urllib.request
+timeout, rest, want, pids = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+deadline = time.monotonic() + timeout
+last = "no answer yet"
+while time.monotonic() < deadline:
+    dead = [p for p in pids if not alive(p)]
+    if dead:
+        sys.exit(f"Flink JVM (pid {dead[0]}) exited before the cluster was ready")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest}/taskmanagers", timeout=2) as resp:
+            tms = json.load(resp).get("taskmanagers", [])
+        if len(tms) >= want:
+            sys.exit(0)
+        last = f"{len(tms)} of {want} TaskManagers registered"
+    except OSError as exc:
+        last = f"REST port {rest}: {exc}"
+    time.sleep(0.2)
+sys.exit(f"the cluster was not ready within {timeout:g} s ({last})")
+EOF
+}
+
+start_flink() {
+  need_python
+  local pid; pid="$(pid_of flink-jobmanager)"
+  if [[ -n "$pid" ]]; then echo "flink already running (JobManager pid $pid)"; return 0; fi
+  command -v java >/dev/null || die "java not found; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
+  FLINK_CP="$(bash "$REPO/scripts/fetch_engines.sh" --classpath flink)" \
+    || die "cannot fetch the pinned Flink jars (scripts/fetch_engines.sh flink failed; see above)"
+  FLINK_DIR="$DIR/flink"
+  local rest rpc blob
+  mkdir -p "$FLINK_DIR"
+  if [[ -s "$FLINK_DIR/ports" ]]; then  # a restart: the same ports and checkpoint dir
+    read -r rest rpc blob <"$FLINK_DIR/ports"
+  else
+    rest="$(free_port)"; rpc="$(free_port)"; blob="$(free_port)"
+    while [[ "$rpc" == "$rest" ]]; do rpc="$(free_port)"; done
+    while [[ "$blob" == "$rest" || "$blob" == "$rpc" ]]; do blob="$(free_port)"; done
+  fi
+  local p
+  for p in "$rest" "$rpc" "$blob"; do
+    port_in_use "$p" && die "port $p (kept in $FLINK_DIR/ports) is in use; stop what listens there, or delete $FLINK_DIR"
+  done
+  flink_config "$FLINK_DIR" "$rest" "$rpc" "$blob"
+  echo "$rest $rpc $blob" >"$FLINK_DIR/ports"
+  rm -f "$DIR/flink.env"
+  local started=$SECONDS i
+  local -a pids=()
+  # shellcheck disable=SC2086  # heap options are several words
+  pids+=("$(flink_java flink-jobmanager ${CTPIPE_FLINK_JM_JVM_OPTS:--Xmx512m -Xms256m -XX:MaxMetaspaceSize=256m} -- \
+    org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$FLINK_DIR/conf")")
+  for ((i = 1; i <= FLINK_TASKMANAGERS; i++)); do
+    # shellcheck disable=SC2086
+    pids+=("$(flink_java "flink-taskmanager-$i" \
+      ${CTPIPE_FLINK_TM_JVM_OPTS:--Xmx384m -Xms384m -XX:MaxDirectMemorySize=192m -XX:MaxMetaspaceSize=256m} -- \
+      org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$FLINK_DIR/conf" \
+      -D "taskmanager.resource-id=taskmanager-$i")")
+  done
+  local why
+  if ! why="$(flink_wait "$rest" "$FLINK_TASKMANAGERS" "${pids[@]}" 2>&1)"; then
+    local n
+    for n in flink-jobmanager $(seq -f 'flink-taskmanager-%g' 1 "$FLINK_TASKMANAGERS"); do
+      echo "---- tail of $DIR/$n.log" >&2; tail -n 15 "$DIR/$n.log" "$DIR/$n.out" >&2 2>/dev/null || true
+    done
+    stop_flink >/dev/null
+    die "flink did not become ready: ${why##*$'\n'}"
+  fi
+  cat >"$DIR/flink.env" <<EOF
+CTPIPE_FLINK_MASTER=$HOST:$rest
+CTPIPE_FLINK_REST_URL=http://$HOST:$rest
+CTPIPE_FLINK_CHECKPOINT_DIR=$FLINK_DIR/checkpoints
+CTPIPE_FLINK_TASKMANAGER_PID_FILES=$(seq -f "$DIR/flink-taskmanager-%g.pid" -s , 1 "$FLINK_TASKMANAGERS")
+EOF
+  echo "flink started in $((SECONDS - started)) s: JobManager pid ${pids[0]}, TaskManagers ${pids[*]:1}; REST http://$HOST:$rest; logs $DIR/flink-*.log"
+}
+
+stop_flink() {
+  local i
+  stop_service beam-job-server >/dev/null  # it submits to this cluster: useless without it
+  for ((i = 1; i <= FLINK_TASKMANAGERS; i++)); do stop_service "flink-taskmanager-$i"; done
+  stop_service flink-jobmanager
+  rm -f "$DIR/flink.env"
+}
+
+# Beam's Flink job server: the portable Job API (job port), its artifact staging service and an
+# expansion service, on free loopback ports; it translates each pipeline into a Flink job and
+# submits it to the cluster of flink.env.
+start_job_server() {
+  need_python
+  local pid; pid="$(pid_of beam-job-server)"
+  if [[ -n "$pid" ]]; then echo "beam-job-server already running (pid $pid)"; return 0; fi
+  [[ -f "$DIR/flink.env" && -n "$(pid_of flink-jobmanager)" ]] \
+    || die "no Flink cluster runs for $DIR; start it first: bash scripts/services.sh start flink"
+  local master
+  master="$(sed -n 's/^CTPIPE_FLINK_MASTER=//p' "$DIR/flink.env")"
+  local cp; cp="$(bash "$REPO/scripts/fetch_engines.sh" --classpath beam-flink-job-server)" \
+    || die "cannot fetch the pinned Beam job server jars (scripts/fetch_engines.sh beam-flink-job-server failed)"
+  local job artifact expansion
+  job="$(free_port)"; artifact="$(free_port)"; expansion="$(free_port)"
+  while [[ "$artifact" == "$job" ]]; do artifact="$(free_port)"; done
+  while [[ "$expansion" == "$job" || "$expansion" == "$artifact" ]]; do expansion="$(free_port)"; done
+  mkdir -p "$DIR/beam-job-server"
+  rm -f "$DIR/beam-job-server.env"
+  local started=$SECONDS
+  # shellcheck disable=SC2086
+  setsid java ${CTPIPE_BEAM_JOB_SERVER_JVM_OPTS:--Xmx512m -Xms128m} -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
+    "${FLINK_JDK17_OPTS[@]}" -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -cp "$cp" org.apache.beam.runners.flink.FlinkJobServerDriver \
+    --job-host="$HOST" --job-port="$job" --artifact-port="$artifact" --expansion-port="$expansion" \
+    --artifacts-dir="$DIR/beam-job-server/artifacts" --flink-master="$master" \
+    --flink-conf-dir="$DIR/flink/conf" >>"$DIR/beam-job-server.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$DIR/beam-job-server.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
+  local saved=$TIMEOUT; TIMEOUT=$KAFKA_TIMEOUT
+  wait_ready beam-job-server "$pid" "$job"
+  wait_ready beam-job-server "$pid" "$artifact"
+  TIMEOUT=$saved
+  cat >"$DIR/beam-job-server.env" <<EOF
+CTPIPE_BEAM_JOB_ENDPOINT=$HOST:$job
+CTPIPE_BEAM_ARTIFACT_ENDPOINT=$HOST:$artifact
+CTPIPE_BEAM_EXPANSION_ENDPOINT=$HOST:$expansion
+EOF
+  echo "beam-job-server started (pid $pid) in $((SECONDS - started)) s: job endpoint $HOST:$job -> Flink $master; log $DIR/beam-job-server.log"
+}
+
 stop_service() {  # SIGTERM, wait (bounded: 30 s for Kafka's controlled shutdown), then SIGKILL
   local name="$1" pid; pid="$(pid_of "$name")"
   rm -f "$DIR/$name.env"
@@ -393,13 +629,17 @@ case "$cmd" in
     case "${1:-}" in
       kafka|broker) shift; [[ $# -eq 0 ]] || usage; start_kafka ;;
       s3) shift; [[ $# -eq 0 ]] || usage; start_s3 ;;
+      flink) shift; [[ $# -eq 0 ]] || usage; start_flink ;;
+      beam-job-server) shift; [[ $# -eq 0 ]] || usage; start_job_server ;;
       *) usage ;;
     esac ;;
   stop)
     case "${1:-}" in
       kafka|broker) stop_service kafka ;;
       s3) stop_service s3 ;;
-      all) stop_service kafka; stop_service s3 ;;
+      flink) stop_flink ;;
+      beam-job-server) stop_service beam-job-server ;;
+      all) stop_service beam-job-server; stop_flink; stop_service kafka; stop_service s3 ;;
       *) usage ;;
     esac ;;
   env) print_env ;;

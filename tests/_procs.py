@@ -239,3 +239,56 @@ def kafka_classpath(timeout_s: float = KAFKA_START_TIMEOUT_S) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"scripts/fetch_engines.sh --classpath kafka failed: {done.stderr[-3000:]}")
     return done.stdout.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Apache Flink session cluster + Beam's Flink job server (scripts/services.sh)
+
+FLINK_START_TIMEOUT_S = 420.0  # a cold start fetches ~200 jars (Maven) before the JVMs start
+
+
+class FlinkService:
+    """A local Flink 1.19 session cluster (a JobManager and two TaskManagers, each its own JVM) and
+    Beam's Flink job server pointed at it, in their own state dir, started and stopped by
+    scripts/services.sh (``start flink``, ``start beam-job-server``, ``stop flink``)."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.env: dict[str, str] = {}
+
+    def _script(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
+        env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable,
+               "CTPIPE_SERVICES_TIMEOUT": "180",  # a busy shared machine starts JVMs slowly
+               "CTPIPE_SERVICES_OWNER_PID": str(os.getpid())}
+        return subprocess.run(["bash", str(SERVICES_SH), *args], env=env, capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+    def start(self, timeout_s: float = FLINK_START_TIMEOUT_S) -> "FlinkService":
+        """Start the cluster and the job server; returns once both TaskManagers are registered and
+        the job server's ports accept connections."""
+        for service in ("flink", "beam-job-server"):
+            done = self._script("start", service, timeout_s=timeout_s)
+            if done.returncode != 0:
+                self.stop()
+                raise RuntimeError(f"scripts/services.sh start {service} failed (exit {done.returncode}) for "
+                                   f"state dir {self.state_dir}:\n{done.stderr[-4000:]}{done.stdout[-1000:]}")
+        self.env = {}
+        for name in ("flink.env", "beam-job-server.env"):
+            self.env.update(line.split("=", 1) for line in
+                            (self.state_dir / name).read_text(encoding="utf-8").splitlines() if "=" in line)
+        return self
+
+    def taskmanager_pids(self) -> list[int]:
+        pids = []
+        for path in self.env["CTPIPE_FLINK_TASKMANAGER_PID_FILES"].split(","):
+            try:
+                pids.append(int(Path(path).read_text().strip()))
+            except (OSError, ValueError):
+                continue
+        return [p for p in pids if pid_alive(p)]
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Stop the job server and the cluster (SIGTERM, then SIGKILL); a no-op when nothing runs."""
+        done = self._script("stop", "flink", timeout_s=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/services.sh stop flink failed: {done.stderr[-2000:]}")

@@ -11,7 +11,7 @@ import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 pytest_plugins = ["tests.services"]
 
 SERVICE_FIXTURES = {"s3_server", "kafka_broker", "kafka_broker_factory", "mlflow_launch", "mlflow_server",
-                    "pushgateway", "prometheus"}
+                    "pushgateway", "prometheus", "flink_cluster"}
 """Fixtures of tests/services.py that start a real local service."""
 
 

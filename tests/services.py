@@ -15,6 +15,12 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
   dir (Kafka's own log dir: what was acknowledged survives). Every broker it started is stopped at
   teardown.
 - ``kafka_topic`` (function): a fresh, unique topic name per test, so tests never share data.
+- ``flink_cluster`` (session): a local Apache Flink 1.19 session cluster (a JobManager and two
+  TaskManagers, each its own JVM; the pinned jars of jvm/engines.lock) and Beam's Flink job server
+  pointed at it, started by ``scripts/services.sh start flink`` / ``start beam-job-server``:
+  ``.master`` (REST host:port), ``.rest_url``, ``.job_endpoint``, ``.runner_env`` (the variables
+  runner_configs/flink-local.yaml reads), ``.rest(path)`` (JSON of a REST GET) and
+  ``.taskmanager_pids()``.
 - ``mlflow_launch`` / ``mlflow_server`` (session): an MLflow server (sqlite store) started by
   scripts/mlflow_server.sh; ``mlflow_server`` is (tracking uri, services dir) once it is ready.
 - ``pushgateway`` (function): a Prometheus Pushgateway (Debian's prometheus-pushgateway);
@@ -195,6 +201,58 @@ def s3_server(services_log_dir: Path) -> Iterator[S3Server]:
     service = _procs.moto_service(services_log_dir).start()
     try:
         yield S3Server(endpoint_url=f"http://{_procs.HOST}:{service.port}")
+    finally:
+        service.stop()
+
+
+class FlinkCluster:
+    """Connection details of the running local Flink cluster and its Beam job server."""
+
+    def __init__(self, service: _procs.FlinkService):
+        self._service = service
+
+    @property
+    def master(self) -> str:
+        """host:port of the JobManager's REST endpoint (Beam's flink_master)."""
+        return self._service.env["CTPIPE_FLINK_MASTER"]
+
+    @property
+    def rest_url(self) -> str:
+        return self._service.env["CTPIPE_FLINK_REST_URL"]
+
+    @property
+    def job_endpoint(self) -> str:
+        """host:port of Beam's Flink job server (the portable Job API)."""
+        return self._service.env["CTPIPE_BEAM_JOB_ENDPOINT"]
+
+    @property
+    def runner_env(self) -> dict[str, str]:
+        """The environment variables runner_configs/flink-local.yaml refers to."""
+        return {"CTPIPE_FLINK_MASTER": self.master, "CTPIPE_BEAM_JOB_ENDPOINT": self.job_endpoint}
+
+    @property
+    def state_dir(self) -> Path:
+        return self._service.state_dir
+
+    def rest(self, path: str):
+        """The JSON answer of a GET on the cluster's REST API (e.g. ``/jobs/overview``)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.rest_url}{path}", timeout=10) as resp:
+            return json.load(resp)
+
+    def taskmanager_pids(self) -> list[int]:
+        """Process ids of the TaskManager JVMs that are alive."""
+        return self._service.taskmanager_pids()
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(services_log_dir: Path) -> Iterator[FlinkCluster]:
+    _require_java()
+    service = _procs.FlinkService(services_log_dir / "flink").start()
+    try:
+        yield FlinkCluster(service)
     finally:
         service.stop()
 

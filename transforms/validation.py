@@ -36,8 +36,12 @@ def infer_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, label_field
     """Schema from statistics, with TRAINING/SERVING environments (no label when serving).
 
     Free-text-like fields (the id, the event time) get no string domain: every value is new.
+    Features, string domains and their values are sorted by name, so the schema (and the
+    transform fingerprint and anomalies that follow from it) does not depend on the order in
+    which a runner merged the statistics: Flink and DirectRunner infer the same bytes.
     """
     schema = tfdv.infer_schema(stats, infer_feature_shape=True, max_string_domain_size=100)
+    _sort_by_name(schema)
     schema.default_environment.extend([TRAINING, SERVING])
     for feature in schema.feature:
         if feature.name in (id_field, event_time_field) and feature.HasField("domain"):
@@ -49,6 +53,21 @@ def infer_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, label_field
         if feature.name == label_field:
             feature.not_in_environment.append(SERVING)
     return schema
+
+
+def _sort_by_name(schema: schema_pb2.Schema) -> None:
+    features = [schema_pb2.Feature.FromString(f.SerializeToString())
+                for f in sorted(schema.feature, key=lambda f: f.name)]
+    domains = [schema_pb2.StringDomain.FromString(d.SerializeToString())
+               for d in sorted(schema.string_domain, key=lambda d: d.name)]
+    for domain in domains:
+        values = sorted(domain.value)
+        del domain.value[:]
+        domain.value.extend(values)
+    del schema.feature[:]
+    schema.feature.extend(features)
+    del schema.string_domain[:]
+    schema.string_domain.extend(domains)
 
 
 def feature_types(schema: schema_pb2.Schema) -> dict[str, str]:

@@ -66,6 +66,22 @@ def test_the_lock_pins_every_jar_once_with_its_sha256():
     assert all((s, c) in locked for s, c in roots), "a root of jvm/engines.in is missing from the lock"
 
 
+def test_the_lock_pins_flink_1_19_and_beams_flink_job_server():
+    by_section: dict[str, dict[str, str]] = {}
+    for section, coord, _sha in lock_entries():
+        group, artifact, version = coord.split(":")[:3]
+        by_section.setdefault(section, {})[f"{group}:{artifact}"] = version
+    flink = by_section["flink"]
+    for module in ("flink-runtime", "flink-streaming-java", "flink-clients", "flink-rpc-akka-loader"):
+        assert flink[f"org.apache.flink:{module}"].startswith("1.19."), module
+    assert flink["org.apache.logging.log4j:log4j-slf4j-impl"] == flink["org.apache.logging.log4j:log4j-core"]
+    job_server = by_section["beam-flink-job-server"]
+    runner = job_server["org.apache.beam:beam-runners-flink-1.19"]
+    assert job_server["org.apache.beam:beam-runners-java-job-service"] == runner  # one Beam version throughout
+    assert job_server["org.apache.flink:flink-runtime"].startswith("1.19.")
+    assert "org.slf4j:slf4j-simple" in job_server  # a logging backend
+
+
 def test_the_classpath_is_the_locked_jars_in_lock_order(fetched):
     jars = fetched.split(":")
     entries = [e for e in lock_entries() if e[0] == "kafka"]

@@ -36,6 +36,7 @@ TEST_ENV = {
     "CTPIPE_FLINK_MASTER": "ctpipe-flink-rest.ctpipe.svc:8081",
     "CTPIPE_FLINK_JOB_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8099",
     "CTPIPE_FLINK_ARTIFACT_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8098",
+    "CTPIPE_BEAM_JOB_ENDPOINT": "127.0.0.1:41001",
     "CTPIPE_GCP_PROJECT": "ctpipe-test-project",
     "CTPIPE_GCP_REGION": "europe-west1",
     "CTPIPE_GCS_BUCKET": "ctpipe-test-bucket",
@@ -83,7 +84,7 @@ def unknown_option_names(flags):
     return {u[2:].split("=", 1)[0] for u in unknown if u.startswith("--")}
 
 
-ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, "dataflow.yaml"]
+ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, "flink-local.yaml", "dataflow.yaml"]
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -101,7 +102,7 @@ def test_values_are_scalars_or_scalar_lists(name):
 def test_every_option_is_known(name):
     _, cfg = load(name)
     unknown = unknown_option_names(cfg)
-    allowed = JAVA_FLINK_OPTIONS if name in FLINK_CONFIGS else set()
+    allowed = JAVA_FLINK_OPTIONS if name in (*FLINK_CONFIGS, "flink-local.yaml") else set()
     assert unknown <= allowed, f"{name}: options Beam does not know: {sorted(unknown - allowed)}"
 
 
@@ -179,6 +180,25 @@ def test_flink_configs_target_the_same_cluster():
     for key in ("runner", "flink_master", "flink_version", "job_endpoint", "artifact_endpoint",
                 "max_parallelism", "environment_type", "environment_config", "setup_file", "pickle_library"):
         assert batch[key] == streaming[key], key
+
+
+def test_flink_local():
+    """The local cluster's config: the job server and cluster from the variables services.sh exports."""
+    raw, cfg = load("flink-local.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).runner == "FlinkRunner"
+    assert not opts.view_as(StandardOptions).streaming
+    flink = opts.view_as(FlinkRunnerOptions)
+    assert flink.flink_master == TEST_ENV["CTPIPE_FLINK_MASTER"]
+    assert flink.flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    assert flink.parallelism == 2
+    portable = opts.view_as(PortableOptions)
+    assert portable.job_endpoint == TEST_ENV["CTPIPE_BEAM_JOB_ENDPOINT"]
+    assert portable.environment_type == "LOOPBACK"
+    assert raw["flink_master"] == "${CTPIPE_FLINK_MASTER}" and raw["job_endpoint"] == "${CTPIPE_BEAM_JOB_ENDPOINT}"
+    services = (ROOT / "scripts" / "services.sh").read_text()
+    for var in set(_VAR.findall((CONFIG_DIR / "flink-local.yaml").read_text())):
+        assert f"{var}=" in services, f"scripts/services.sh does not export {var}"
 
 
 def test_dataflow(monkeypatch):

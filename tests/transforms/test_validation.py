@@ -143,3 +143,22 @@ def test_timeliness_and_metrics_export(tmp_path):
                                           "feature": ""}) == 30.0
     assert sample("ctpipe_data_quality", {"window": "20261127T0100Z", "dimension": "completeness",
                                           "feature": "x"}) == 1.0
+
+
+def test_the_inferred_schema_does_not_depend_on_the_order_of_the_statistics():
+    """Flink merges statistics in another order than DirectRunner: the schema must not follow it."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    stats = window_statistics(_batch(200, 1), "a")
+    reordered = statistics_pb2.DatasetFeatureStatisticsList()
+    reordered.CopyFrom(stats)
+    features = [type(f).FromString(f.SerializeToString()) for f in reordered.datasets[0].features][::-1]
+    del reordered.datasets[0].features[:]
+    reordered.datasets[0].features.extend(features)
+    names = [f.path.step[0] for f in stats.datasets[0].features]
+    assert [f.path.step[0] for f in reordered.datasets[0].features] == names[::-1] != names
+    one, other = infer_schema(stats, "label", "id", "ts"), infer_schema(reordered, "label", "id", "ts")
+    assert one.SerializeToString(deterministic=True) == other.SerializeToString(deterministic=True)
+    assert [f.name for f in one.feature] == sorted(names)
+    assert [d.name for d in one.string_domain] == sorted(d.name for d in one.string_domain)
+    assert list(one.string_domain[0].value) == sorted(one.string_domain[0].value)
