@@ -29,7 +29,9 @@ HOUR_MS = 3_600_000
 
 
 def _files(root: str) -> set:
-    return {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs}
+    """Every file of the store but the root's lease (gc takes it, dry run included: docs/LEASE.md)."""
+    out = {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs}
+    return {p for p in out if not p.startswith("locks" + os.sep)}
 
 
 def _reaped_pid() -> int:
