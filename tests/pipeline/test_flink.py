@@ -66,7 +66,7 @@ def test_backfill_on_flink_seals_the_same_bytes_as_direct_runner(flink_cluster, 
 
     direct_root, flink_root = str(tmp_path / "direct"), str(tmp_path / "flink")
     direct_files, flink_files = tree_digest(direct_root), tree_digest(flink_root)
-    assert len(direct_files) == 10  # 2 windows x (raw, data, stats, anomalies, MANIFEST)
+    assert len(direct_files) == 12  # 2 windows x (raw, data, stats, anomalies, provenance, MANIFEST)
     assert flink_files == direct_files  # every file under windows/, MANIFEST.json included, byte for byte
     for name in ("schema/v1/schema.pbtxt",):
         with open(os.path.join(direct_root, name), "rb") as a, open(os.path.join(flink_root, name), "rb") as b:
