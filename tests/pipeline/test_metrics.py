@@ -32,7 +32,6 @@ def _samples(text, name):
 
 
 def test_backfill_pushes_its_counts_to_the_pushgateway(pushgateway, make_events, tmp_path):
-    pushgateway = pushgateway.address
     events_glob, stats = make_events(hours=2, rows_per_hour=60)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"storage:\n  root: {tmp_path}/store\nsource:\n  files:\n    uri: '{events_glob}'\n"
