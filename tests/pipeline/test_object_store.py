@@ -114,6 +114,11 @@ def test_every_command_works_on_an_s3_root_and_registry(s3_env, kafka_broker, ka
     first = json.loads(ok("train", "--json"))
     assert first["pushed"] and first["version"] == 1 and first["train_examples"] > 0
     assert [w["window_id"] for w in first["windows"]] == ["20261127T0000Z", "20261127T0100Z", "20261128T0000Z"]
+    again = json.loads(ok("train", "--json"))  # the same inputs again: a no-op, the version is reused
+    assert again["reused"] and again["version"] == 1
+    settings = yaml.safe_load(config_path.read_text())
+    settings["training"]["epochs"] = 2  # another training input: a new run
+    config_path.write_text(yaml.safe_dump(settings))
     second = json.loads(ok("train", "--json"))  # fetches production v1 from the store to gate and warm-start
     assert second["version"] == 2 and second["baseline_version"] == 1
     versions = json.loads(ok("registry", "list", "--json"))["versions"]
