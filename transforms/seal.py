@@ -130,7 +130,7 @@ class _PrepareWindowDoFn(beam.DoFn):
         # A new version keeps what the previous one held (transforms/versions.py has the rule).
         previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field)
         run_sources = set(self._sources) | {e.source for e in events} | {d.source for d in dead}
-        kept, dupes = split_duplicates(merge_records(previous, events))
+        kept, dupes = split_duplicates(merge_records(previous, events, dead))
         for d in dupes:
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, d)
         if not kept:

@@ -4,8 +4,8 @@ The rule (README, "Window versions"):
 
 * A record is identified by where it was read: (source, position), e.g. a file and its line, or a
   Kafka partition and offset. A new version of a window holds the previous version's records,
-  with those read again at the same (source, position) replaced by this run's reading, plus this
-  run's other records. Nothing a previous version held is dropped because a later run read only
+  with those read again at the same (source, position) replaced by this run's reading (an event,
+  or a dead letter: then the record leaves the window), plus this run's other records. Nothing a previous version held is dropped because a later run read only
   part of the window's sources (``--input`` over one late file, a stream cycle with late data).
 * Ids are then de-duplicated exactly as one run over all those records would: the record first by
   (id, source, position) is kept, the others are ``duplicate_id`` dead letters. So how a window's
@@ -170,12 +170,16 @@ def _id_of(features: dict, id_field: Optional[str], wid: str) -> str:
 # --------------------------------------------------------------------------- merging
 
 
-def merge_records(previous: Optional[PreviousVersion], events: list) -> list:
-    """Previous records, replaced by this run's records read at the same (source, position), plus
-    this run's other records (not yet de-duplicated by id). A record this run read twice at the
-    same position (a stream replanned from scratch writes the same offsets into parts of other
-    ranges) is one record, not a duplicate."""
+def merge_records(previous: Optional[PreviousVersion], events: list, dead: Iterable[DeadLetter] = ()) -> list:
+    """Previous records, replaced by this run's reading of the same (source, position), plus this
+    run's other records (not yet de-duplicated by id). A reading is an event or a dead letter: a
+    record the previous version held that this run read again and rejected (a stricter schema, a
+    corrected file) leaves the window, as it would in one run over everything. A record this run
+    read twice at the same position (a stream replanned from scratch writes the same offsets into
+    parts of other ranges) is one record, not a duplicate."""
     by_origin = {} if previous is None else {(e.source, e.position): e for e in previous.events}
+    for letter in dead:
+        by_origin.pop((letter.source, letter.position), None)
     for event in events:
         by_origin[(event.source, event.position)] = event
     return list(by_origin.values())

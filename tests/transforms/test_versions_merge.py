@@ -52,6 +52,12 @@ def test_merge_keeps_previous_records_and_replaces_re_reads():
     assert sorted((e.id, e.features["x"]) for e in merged) == [("a", 1.0), ("b", 9.0), ("c", 1.0), ("d", 1.0)]
 
 
+def test_a_record_read_again_as_a_dead_letter_leaves_the_window():
+    previous = PreviousVersion(1, [_ev("a", "f1", "1"), _ev("b", "f1", "2")], {})
+    rejected = DeadLetter("range_violation", "humidity above 100", None, "f1", "2", 1000)
+    assert [e.id for e in merge_records(previous, [_ev("a", "f1", "1")], [rejected])] == ["a"]
+
+
 def test_a_record_read_twice_at_the_same_position_is_one_record():
     twice = [_ev("a", "kafka://t/0", "5"), _ev("b", "kafka://t/0", "6"), _ev("a", "kafka://t/0", "5")]
     kept, dupes = split_duplicates(merge_records(None, twice))
