@@ -32,13 +32,13 @@ def _wait_for_topic_deleted(bootstrap: list, topic: str) -> None:
     import time
 
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)  # one client, polled for the broker's metadata
+    try:
+        while time.monotonic() < deadline:
             if topic not in admin.list_topics():
                 return
-        finally:
-            admin.close()
+    finally:
+        admin.close()
     raise AssertionError(f"topic {topic} still listed 60 s after its deletion")
 
 
