@@ -1,7 +1,7 @@
 """``ctpipe backfill``: the configured files -> sealed event-time windows, in one Beam graph."""
 from __future__ import annotations
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InputError
 from pipeline.cli.common import add_command, add_lock_timeout, check_lock_timeout, emit, parse_time
 
 
@@ -20,10 +20,18 @@ def register(subparsers) -> None:
     add_lock_timeout(p)
 
 
-def run(args, ctx) -> int:
-    from pipeline import metrics
-    from pipeline.backfill import run_backfill
+def _check_local_input(uri: str) -> None:
+    """An absolute local glob that matches nothing fails here, before Beam and TensorFlow load
+    (the reader's own check, ``transforms.sources.match_files``, covers every other URI)."""
+    import os
 
+    from core import storage
+
+    if storage.is_local(uri) and os.path.isabs(uri) and not storage.glob(uri):
+        raise InputError(f"no input files match {uri!r}; check source.files.uri in the config")
+
+
+def run(args, ctx) -> int:
     start_ms = parse_time(args.start, "--from") if args.start else None
     end_ms = parse_time(args.end, "--to") if args.end else None
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
@@ -33,6 +41,10 @@ def run(args, ctx) -> int:
         config = config.replace(source=config.source.replace(files=config.source.files.replace(uri=args.input)))
     if not config.source.files.uri:
         raise ConfigError("backfill: no input; set source.files.uri in the config or pass --input GLOB")
+    _check_local_input(config.source.files.uri)
+    from pipeline import metrics
+    from pipeline.backfill import run_backfill
+
     result = run_backfill(config, ctx.options, start_ms, end_ms, analyze_transform=args.analyze_transform,
                           lock_timeout_s=check_lock_timeout(args))
     metrics.push(config.metrics.pushgateway, "backfill")

@@ -65,6 +65,12 @@ def print_seal_at_end(outcome, as_json: bool) -> None:
 
 
 def run(args, ctx) -> int:
+    kafka = ctx.config.source.kafka
+    if kafka is not None and kafka.topic:  # credentials, TLS and the address first, before the heavy imports
+        from transforms.kafka.client import client_kwargs
+        from transforms.kafka.source import check_connection
+
+        check_connection(client_kwargs(kafka))
     from pipeline.stream import run_stream
 
     cycles = args.cycles

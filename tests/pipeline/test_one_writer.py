@@ -27,6 +27,7 @@ import yaml
 from core import window_store
 from core.lock import StorageLock
 from pipeline import synthetic
+from pipeline.cli.main import main
 from tests._stream_check import sealed_ids
 from transforms.kafka.produce import produce
 
@@ -107,8 +108,8 @@ def test_backfill_stream_and_train_on_one_root_take_turns_and_lose_nothing(tmp_p
     }))
     common = ("--config", str(config), "--lock-timeout", str(TIMEOUT_S))
 
-    setup = Command("backfill", *common)  # windows to train on, the schema and a transform
-    assert setup.wait() == 0, "".join(setup.err)
+    # windows to train on, the schema and a transform (in this process: only the three below contend)
+    assert main(["backfill", *common]) == 0
 
     holder = StorageLock(root, command="test-holder").acquire()
     try:

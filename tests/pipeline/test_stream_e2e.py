@@ -28,7 +28,8 @@ from transforms.kafka.source import end_offsets
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-N = int(os.environ.get("CTPIPE_E2E_N", "100000"))
+N = int(os.environ.get("CTPIPE_E2E_N", "40000"))
+"""Events of the kill -9 test: eight cycles of N/8 (bench-size runs set CTPIPE_E2E_N higher)."""
 PARTITIONS = 3
 RUN_TIMEOUT_S = 600
 
@@ -55,8 +56,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kafka_broker, kaf
     produced = produce_topic(kafka_broker.bootstrap, kafka_topic, N, PARTITIONS, bad_each=5)
     root = str(tmp_path / "store")
     config = write_config(str(tmp_path / "ctpipe.yaml"), root, kafka_broker.bootstrap, kafka_topic,
-                          split=max(1000, N // 12))
-    per_cycle = ["--max-records-per-cycle", str(max(1000, N // 5))]
+                          split=max(1000, N // 16))
+    per_cycle = ["--max-records-per-cycle", str(max(1000, N // 8))]
     rng = random.Random(20261127)
     kills = 0
     runs = 0

@@ -98,7 +98,9 @@ def test_pushgateway_outage_keeps_the_exit_code_and_the_retry_pushes_nothing(pus
         "gate": {"thresholds": [{"metric": "example_count", "lower_bound": 1}]},
         "metrics": {"pushgateway": pushgateway.address},
     }))
-    assert _ctpipe("backfill", config=str(config)).returncode == 0
+    from pipeline.cli.main import main
+
+    assert main(["backfill", "--config", str(config)]) == 0  # the windows to train on (in this process)
     pushgateway.stop()  # the outage
     first = _ctpipe("train", config=str(config))
     assert first.returncode == 0, first.stderr[-3000:]

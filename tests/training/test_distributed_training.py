@@ -112,7 +112,7 @@ class Workers:
 def test_killed_worker_resumes_from_backup_and_only_the_chief_pushes(store):
     base, data = store
     epochs = 6
-    config_path = write_config(base, data, "crash", epochs=epochs, batch_size=8)
+    config_path = write_config(base, data, "crash", epochs=epochs, batch_size=16)
     first = Workers(base, config_path, "crash-1")
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -249,6 +249,13 @@ def _data_consumer(client_kwargs: Mapping[str, Any], timeout_s: float) -> KafkaC
                     allow_auto_create_topics=False, isolation_level=_isolation(client_kwargs))
 
 
+def check_connection(client_kwargs: Mapping[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Connect once and close: a refused login, a failed TLS handshake or a broker that cannot be
+    reached raises KafkaSourceError naming the setting to fix. ``ctpipe stream`` calls it before it
+    loads the rest of the pipeline (TensorFlow, TFDV), so such a mistake is reported at once."""
+    _data_consumer(client_kwargs, timeout_s).close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Offsets
 
