@@ -32,6 +32,10 @@ _WINDOW_ID_RE = re.compile(f"^{WINDOW_ID_PATTERN}$")
 
 MANIFEST = "MANIFEST.json"
 RELEASE = "RELEASE.json"
+QUARANTINE = "QUARANTINE.json"
+"""Written beside a sealed version's MANIFEST when the evaluation gate quarantines it after sealing
+(the production model collapses on it): the manifest stays immutable, the window reads as
+QUARANTINED until a RELEASE.json says a person reviewed it."""
 TRANSFORM_COMPLETE = "COMPLETE"
 TRANSFORM_CURRENT = "CURRENT"
 

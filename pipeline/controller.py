@@ -85,12 +85,15 @@ def reused_outcome(registry, model_name: str, version, chief: bool, task: str) -
                                             "training_seconds", "epochs", "epochs_run", "resumed_from_epoch")}}
 
 
-def select_windows(config: Config):
-    """(chosen windows, skipped [{window, reason}]) for the next candidate."""
+def select_windows(config: Config, exclude=frozenset()):
+    """(chosen windows, skipped [{window, reason}]) for the next candidate; ``exclude``: names
+    ("<id> v<N>") the gate's screening quarantined in this run."""
     sealed = window_store.list_sealed(config.storage.root)
     skipped = [{"window": f"{w.window_id} v{w.version}", "reason": "quarantined"}
                for w in sealed if not w.usable_for_training]
-    usable = [w for w in sealed if w.usable_for_training]
+    skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "quarantined by the gate's screening"}
+                for w in sealed if w.usable_for_training and f"{w.window_id} v{w.version}" in exclude]
+    usable = [w for w in sealed if w.usable_for_training and f"{w.window_id} v{w.version}" not in exclude]
     if not usable:
         raise InputError(f"no sealed, non-quarantined windows under {config.storage.root}; run `ctpipe backfill` "
                          "or `ctpipe stream` first (or release a reviewed window: `ctpipe windows release`)")
@@ -144,37 +147,50 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     from pipeline.stores import open_registry
     from training.strategy import is_chief, task_name
 
+    from pipeline.screening import screen_windows
+
     root = config.storage.root
     started = time.time()
-    windows, skipped, fingerprint = select_windows(config)
     registry = open_registry(config)
     model_name = config.registry.model_name
     chash = config_hash(config)
-    run_id = training_run_id(windows, fingerprint, chash, code_version())
     chief = is_chief()
-    earlier = version_of_run(registry, model_name, run_id)
-    if earlier is not None:
-        if not chief:
-            return reused_outcome(registry, model_name, earlier, chief, task_name())
-        with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
-            registry.fenced_by(lock)
-            outcome = reused_outcome(registry, model_name, earlier, chief, task_name())
-            if not storage.exists(layout.run_record_path(root, run_id)):
-                lock.check()
-                write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
-                                                    finished_at=time.time()))
-        return outcome
     scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
     try:
+        # Windows on which production collapses are quarantined, not trained on (docs/GATE.md);
+        # the range is chosen again without them (and what that adds is screened too).
+        screening = None
+        while True:
+            excluded = frozenset(screening["quarantined"]) if screening else frozenset()
+            windows, skipped, fingerprint = select_windows(config, excluded)
+            screening = screen_windows(config, registry, windows, scratch, chief, lock_timeout_s, screening)
+            if set(screening["quarantined"]) <= excluded:
+                break
+        run_id = training_run_id(windows, fingerprint, chash, code_version())
+        earlier = version_of_run(registry, model_name, run_id)
+        if earlier is not None:
+            if not chief:
+                return dict(reused_outcome(registry, model_name, earlier, chief, task_name()), screening=screening)
+            with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
+                registry.fenced_by(lock)
+                outcome = dict(reused_outcome(registry, model_name, earlier, chief, task_name()),
+                               screening=screening)
+                if not storage.exists(layout.run_record_path(root, run_id)):
+                    lock.check()
+                    write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
+                                                        finished_at=time.time()))
+            return outcome
         return _train(config, registry, run_id, started, windows, skipped, fingerprint, chash, chief, scratch,
-                      force_push, progress_dir, lock_timeout_s)
+                      force_push, progress_dir, lock_timeout_s, screening)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # also after a failure: no driver temp dir left behind
 
 
 def _train(config: Config, registry, run_id: str, started: float, windows, skipped, fingerprint: str, chash: str,
-           chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float) -> dict:
+           chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float,
+           screening: dict) -> dict:
     from pipeline.lease import root_lease
+    from pipeline.screening import trusted_evaluation
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
     from training.strategy import task_name
@@ -229,10 +245,14 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         candidate_metrics = evaluate_model(export_dir, eval_examples, config.label_field, config.gate.slice_feature)
         baseline_metrics = (evaluate_model(production_dir, eval_examples, config.label_field,
                                            config.gate.slice_feature) if production_dir else None)
+        eval_names = [f"{w.window_id} v{w.version}" for w in eval_windows]
+        trusted = trusted_evaluation(config, production_dir, production_lineage, export_dir, scratch, screening,
+                                     eval_names)
     blessing = gate(candidate_metrics, baseline_metrics, config.gate.thresholds)
+    blessing["blessed"] = blessing["blessed"] and trusted["passed"]
     blessing.update({"candidate_metrics": candidate_metrics, "baseline_metrics": baseline_metrics,
-                     "baseline_version": production_version,
-                     "eval_windows": [f"{w.window_id} v{w.version}" for w in eval_windows],
+                     "baseline_version": production_version, "eval_windows": eval_names,
+                     "trusted": trusted, "screening": screening,
                      "forced": bool(force_push and not blessing["blessed"])})
     metrics.GATE_DECISIONS.labels(outcome="blessed" if blessing["blessed"] else "rejected").inc()
 
