@@ -275,7 +275,7 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
     outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
                "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
-               "lineage": lineage, "reused": False,
+               "lineage": lineage, "reused": False, "screening": screening,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     with root_lease(root, "train", lock_timeout_s) as lock:
