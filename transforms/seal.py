@@ -174,8 +174,8 @@ class _ValidateWindowDoFn(beam.DoFn):
         labels = self._spec.validation.labels
         if labels is None:
             return ()
-        stored = stored_label_references(self._spec.root, wid, labels.reference_windows)
-        return tuple(merge_label_references(stored, run_profiles, wid, labels.reference_windows))
+        stored = stored_label_references(self._spec.root, wid, labels.reference_windows + len(run_profiles))
+        return tuple(merge_label_references(stored, run_profiles, wid, labels, self._spec.validation.blocking))
 
     def process(self, state: WindowState, run_side=None):
         run_side = run_side or {}  # window_id -> (stats, label profile) of this run's windows

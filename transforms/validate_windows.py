@@ -92,12 +92,22 @@ def stored_label_references(root: str, wid: str, limit: int) -> list:
     return out
 
 
-def merge_label_references(stored: list, in_run: dict, wid: str, limit: int) -> list:
+def merge_label_references(stored: list, in_run: dict, wid: str, settings: LabelCheckSettings,
+                           blocking: tuple = ()) -> list:
     """References for ``wid``: this run's earlier windows (their content wins for the same id) and
-    the stored ones, newest first, at most ``limit``."""
-    by_id = dict(stored)
-    by_id.update({i: p for i, p in in_run.items() if i < wid and p})
-    return [(i, by_id[i]) for i in sorted(by_id, reverse=True)][:limit]
+    the stored ones, newest first, at most ``settings.reference_windows``.
+
+    A window of this run is a reference only if its own label checks (against the references
+    before it, computed here in id order) raise no kind in ``blocking``: a run that seals a
+    flipped window and then clean ones must not judge the clean ones by the flipped one."""
+    accepted = dict(stored)
+    for i in sorted(i for i in in_run if i < wid and in_run[i]):
+        accepted.pop(i, None)  # this run's content replaces the stored version's
+        refs = [(j, accepted[j]) for j in sorted(accepted, reverse=True) if j < i]
+        found = check_labels(in_run[i], refs, settings)["anomalies"]
+        if not any(kind in blocking for kind, _ in found):
+            accepted[i] = in_run[i]
+    return [(i, accepted[i]) for i in sorted(accepted, reverse=True) if i < wid][:settings.reference_windows]
 
 
 def load_serving_stats(config, schema_text: str) -> Optional[statistics_pb2.DatasetFeatureStatisticsList]:

@@ -33,6 +33,8 @@ import pytest
 from core import storage, window_store
 from training.registry import open_registry
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = 500
 DAY = dt.datetime(2026, 11, 27)

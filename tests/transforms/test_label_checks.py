@@ -120,13 +120,28 @@ def _manifest(root, wid, verdict, profile):
                                      "quality": {"labels": {"profile": profile}}})
 
 
+def _p(rate):
+    return {"rows": 600, "positive_rate": rate, "consistency_auc": 0.8}
+
+
 def test_references_skip_quarantined_windows_and_this_run_wins(tmp_path):
     root = str(tmp_path)
-    _manifest(root, "20261127T0000Z", "PASS", {"positive_rate": 0.4})
-    _manifest(root, "20261127T0100Z", "QUARANTINED", {"positive_rate": 0.9})
-    _manifest(root, "20261127T0200Z", "WARN", {"positive_rate": 0.41})
+    _manifest(root, "20261127T0000Z", "PASS", _p(0.4))
+    _manifest(root, "20261127T0100Z", "QUARANTINED", _p(0.9))
+    _manifest(root, "20261127T0200Z", "WARN", _p(0.41))
     stored = stored_label_references(root, "20261127T0300Z", 3)
     assert [w for w, _ in stored] == ["20261127T0200Z", "20261127T0000Z"]
-    merged = merge_label_references(stored, {"20261127T0200Z": {"positive_rate": 0.5},
-                                             "20261127T0400Z": {"positive_rate": 0.1}}, "20261127T0300Z", 3)
-    assert merged == [("20261127T0200Z", {"positive_rate": 0.5}), ("20261127T0000Z", {"positive_rate": 0.4})]
+    merged = merge_label_references(stored, {"20261127T0200Z": _p(0.45), "20261127T0400Z": _p(0.1)},
+                                    "20261127T0300Z", SETTINGS, (LABEL_MEAN_SHIFT,))
+    assert merged == [("20261127T0200Z", _p(0.45)), ("20261127T0000Z", _p(0.4))]
+
+
+def test_a_flipped_window_of_the_same_run_is_no_reference_for_the_clean_ones_after_it():
+    stored = [("20261127T0200Z", _p(0.4)), ("20261127T0100Z", _p(0.4)), ("20261127T0000Z", _p(0.4))]
+    run = {"20261127T0300Z": _p(0.6), "20261127T0400Z": _p(0.6), "20261127T0500Z": _p(0.4)}
+    refs = merge_label_references(stored, run, "20261127T0500Z", SETTINGS, (LABEL_MEAN_SHIFT,))
+    assert [w for w, _ in refs] == ["20261127T0200Z", "20261127T0100Z", "20261127T0000Z"]
+    assert check_labels(run["20261127T0500Z"], refs, SETTINGS)["anomalies"] == []
+    # when the kind is not blocking (WARN only), the flipped windows stay usable, hence references
+    warn_only = merge_label_references(stored, run, "20261127T0500Z", SETTINGS, ())
+    assert [w for w, _ in warn_only][:2] == ["20261127T0400Z", "20261127T0300Z"]
