@@ -144,10 +144,9 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
     what it publishes: the push, the alias move and the run record, each fenced by the lease."""
     from pipeline.lease import root_lease
+    from pipeline.screening import screen_windows
     from pipeline.stores import open_registry
     from training.strategy import is_chief, task_name
-
-    from pipeline.screening import screen_windows
 
     root = config.storage.root
     started = time.time()

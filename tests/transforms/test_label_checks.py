@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from core import storage
-from core.records import Event
 from core.layout import window_dir
+from core.records import Event
 from pipeline import synthetic
 from transforms.arrow import events_to_record_batch
 from transforms.label_checks import (
