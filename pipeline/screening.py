@@ -117,7 +117,8 @@ def screen_windows(config, registry, windows: list, scratch: str, chief: bool, l
     return record
 
 
-def _golden_examples(pattern: str) -> list:
+def _golden_examples(pattern: str, scratch: str) -> list:
+    """Serialized examples of the golden TFRecord files (object-store files copied to ``scratch``)."""
     import tensorflow as tf
 
     paths = storage.glob(pattern)
@@ -127,13 +128,11 @@ def _golden_examples(pattern: str) -> list:
         raise ConfigError(f"gate.trusted.golden_examples {pattern!r} matches no file; point it at TFRecord files "
                           "of raw tf.Examples (see docs/GATE.md)")
     out = []
-    for path in sorted(paths):
-        local = path if storage.is_local(path) else None
-        if local is None:
-            import tempfile
-
-            handle, local = tempfile.mkstemp(suffix=os.path.basename(path))
-            os.close(handle)
+    for n, path in enumerate(sorted(paths)):
+        local = path
+        if not storage.is_local(path):
+            os.makedirs(os.path.join(scratch, "golden"), exist_ok=True)
+            local = os.path.join(scratch, "golden", f"{n:05d}-{os.path.basename(path)}")
             with open(local, "wb") as f:
                 f.write(storage.read_bytes(path))
         compression = "GZIP" if path.endswith(".gz") else ""
@@ -177,7 +176,7 @@ def trusted_sets(config, production_lineage: Optional[dict], scratch: str) -> li
         golden += _held_out(staged, config)
         sources.append("held-out splits of " + ", ".join(f"{w.window_id} v{w.version}" for w in windows))
     if settings.golden_examples:
-        golden += _golden_examples(settings.golden_examples)
+        golden += _golden_examples(settings.golden_examples, scratch)
         sources.append(settings.golden_examples)
     if sources:
         sets.append((GOLDEN, " + ".join(sources), golden))
