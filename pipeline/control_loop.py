@@ -174,8 +174,6 @@ def run_once(config: Config, leader: StorageLock, *, lock_timeout_s: float = 60.
     """One check as the leader (module docstring); returns the decision summary (what ``--json``
     prints). ``raise_failures``: a failed training run raises after its decision is recorded
     (``--once``); the long-running loop passes False and retries at its next check."""
-    from core.version import code_version
-    from pipeline.controller import config_hash, run_training, select_windows, training_run_id
     from pipeline.stores import open_registry
 
     root = config.storage.root
@@ -195,7 +193,10 @@ def run_once(config: Config, leader: StorageLock, *, lock_timeout_s: float = 60.
     if decision.fire:
         trigger = {"policies": list(decision.fired), "requests": triggers, "decided_at": _iso(now_ms),
                    "controller": {"leader_token": leader.token, "host": socket.gethostname()}}
-        try:
+        try:  # the training step loads Beam and TensorFlow: only when a policy fired
+            from core.version import code_version
+            from pipeline.controller import config_hash, run_training, select_windows, training_run_id
+
             chosen, _skipped, fingerprint = select_windows(config)
             run_id = training_run_id(chosen, fingerprint, config_hash(config), code_version())
             record_path = layout.run_record_path(root, run_id)
