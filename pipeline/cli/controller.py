@@ -113,7 +113,10 @@ def run_controller(args, ctx) -> int:
                                                 progress_dir=args.progress_dir)
         finally:
             lease.release()
-        emit(args, summary, _lines(summary))
+        if args.json:  # one line, like every check of the long-running mode (Airflow's XCom keeps the last line)
+            print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+        else:
+            emit(args, summary, _lines(summary))
         return EXIT_GATE_REJECTED if summary["outcome"] == "rejected" else EXIT_OK
 
     def show(summary: dict) -> None:
