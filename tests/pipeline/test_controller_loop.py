@@ -127,7 +127,7 @@ def _controller(config_path, log, *extra, prefix=()):
 def test_kill_9_of_the_leader_mid_run_the_standby_takes_over_and_pushes_once(sealed, tmp_path):
     from pipeline import control_loop
 
-    config_path, config = _setup(sealed, tmp_path, epochs=40, batch_size=8)
+    config_path, config = _setup(sealed, tmp_path, epochs=12, batch_size=8)
     root = config.storage.root
     control_loop.request_training(root, "kill test")
     lease_path = layout.lease_path(root, "controller")
