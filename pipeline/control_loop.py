@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import importlib
 import socket
 import sys
 import time
@@ -291,6 +292,10 @@ def run_forever(config: Config, on_summary, *, lock_timeout_s: float = 60.0, pro
     poll_s = duration_ms(config.controller.poll_interval) / 1000
     metrics.serve(config.metrics.port, config.metrics.bind)
     with handle_sigterm("controller", graceful=True):
+        # The training step's modules (Beam, TensorFlow: tens of seconds) load before standing by,
+        # so a replica that takes over starts training at once. `--once` loads them only when a
+        # policy fires.
+        importlib.import_module("pipeline.controller")
         lease = acquire_leadership(config, float("inf"))
         try:
             checks = 0
