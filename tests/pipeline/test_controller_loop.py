@@ -139,11 +139,12 @@ def test_kill_9_of_the_leader_mid_run_the_standby_takes_over_and_pushes_once(sea
                                  f'hostname {LEADER_HOST} && exec "$0" "$@"'))
     standby = None
     try:
-        record = _wait(lambda: (r := read_record(lease_path)) and r.get("state") == "held" and r, 60,
+        # (each replica loads the training step's modules before it stands by: tens of seconds)
+        record = _wait(lambda: (r := read_record(lease_path)) and r.get("state") == "held" and r, 300,
                        "the first controller takes the leader lease", [leader])
         assert record["host"] == LEADER_HOST and record["pid"] == leader.pid
         standby = _controller(config_path, tmp_path / "standby.log", "--checks", "1")
-        _wait(lambda: "standby: the leader is" in (tmp_path / "standby.log").read_text(), 60,
+        _wait(lambda: "standby: the leader is" in (tmp_path / "standby.log").read_text(), 300,
               "the second controller stands by", [standby, leader])
         _wait(lambda: any(progress.glob("progress-*.json")), 300, "the leader trains", [leader])
         assert committed_versions(tmp_path / "registry") == []  # killed before its push
