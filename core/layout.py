@@ -185,3 +185,21 @@ def train_backup_dir(root: str) -> str:
 def lease_path(root: str, name: str = "root") -> str:
     """The lease ``name`` of ``root``; ``root`` is the one every writer of the root takes."""
     return storage.join(root, "locks", f"{name}.lease")
+
+
+def controller_dir(root: str) -> str:
+    """``ctpipe controller``'s own state: what it has seen, its decisions, pending triggers."""
+    return storage.join(root, "controller")
+
+
+def controller_state_path(root: str) -> str:
+    return storage.join(root, "controller", "state.json")
+
+
+def trigger_dir(root: str) -> str:
+    """Training requests from ``ctpipe trigger``, one file each, removed once a run consumed them."""
+    return storage.join(root, "controller", "triggers")
+
+
+def trigger_path(root: str, trigger_id: str) -> str:
+    return storage.join(root, "controller", "triggers", f"{trigger_id}.json")

@@ -292,7 +292,13 @@ class TrainingConfig(Section):
     eval_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
     """Share of ids (by a hash of id_field) held out for evaluation."""
     max_windows: Annotated[int, Range(ge=1)] = 48
-    """Train on at most this many of the newest sealed, non-quarantined windows."""
+    """Rolling training range: train on at most this many of the newest sealed, non-quarantined
+    windows (of the newest schema version)."""
+    window_span: Optional[Duration] = None
+    """Rolling training range as a time span (e.g. ``"7d"``): train only on windows that start
+    less than this before the end of the newest usable window. With max_windows, the tighter of
+    the two wins; the run record's ``range`` and ``skipped_windows`` say which windows each left
+    out. null: max_windows alone."""
     eval_windows: Annotated[int, Range(ge=1)] = 1
     """How many of the newest windows provide the held-out evaluation examples."""
     backup_dir: Optional[str] = None
@@ -301,6 +307,59 @@ class TrainingConfig(Section):
     Kubernetes a persistent volume, never the pod's /tmp), and every worker of a multi-worker job
     must see the same directory. Default: ``<storage.root>/train-backup`` when the storage root is
     a local path; with an object-store root (s3://, gs://) it must be set."""
+
+
+@dataclass(frozen=True)
+class PoliciesConfig(Section):
+    """When ``ctpipe controller`` starts a training run. Any policy that fires starts one run;
+    the run record names every policy that fired and why. A manual request (``ctpipe trigger``)
+    always fires, whatever these say."""
+
+    new_windows: Optional[Annotated[int, Range(ge=1)]] = 1
+    """Start a run once this many new PASS windows (window versions the controller has not seen
+    before, with verdict PASS) have been sealed since the last run. null: off."""
+    drift: bool = True
+    """Start a run when a newly sealed, usable window drifted from its predecessor: a feature's
+    drift score (manifest ``quality.drift``, TFDV Jensen-Shannon / L-infinity) reached its
+    threshold (validation.drift_js_threshold / drift_linf_threshold)."""
+    schedule: Optional[str] = None
+    """Start a run at these times: a five-field cron expression in UTC ("minute hour
+    day-of-month month day-of-week", e.g. ``"0 */6 * * *"``; pipeline/cron.py has the syntax).
+    A time that passed while no controller ran fires once at the next check. null: off."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.schedule is not None:
+            from pipeline.cron import parse
+
+            try:
+                parse(self.schedule)
+            except ConfigError as exc:
+                raise Invalid("schedule", str(exc).split(": ", 1)[1]) from None
+
+
+@dataclass(frozen=True)
+class ControllerConfig(Section):
+    """``ctpipe controller``: the loop around the training step (docs/CONTROLLER.md)."""
+
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    """What starts a training run."""
+    poll_interval: Duration = "60s"
+    """How often the long-running controller looks for new windows, triggers and scheduled
+    times (``--once`` looks once)."""
+    lease_ttl: Duration = "30s"
+    """TTL of the leader lease (``<root>/locks/controller.lease``): of several controller
+    replicas only the holder acts; a standby takes over once it has seen the lease unrenewed
+    this long (at once when the holder's pid is gone on the same host). The holder renews it
+    every sixth of this. At least 6s."""
+    history: Annotated[int, Range(ge=1, le=10000)] = 100
+    """How many of its latest decisions the controller keeps in its state file."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key, low in (("poll_interval", 1000), ("lease_ttl", 6000)):
+            if duration_ms(getattr(self, key)) < low:
+                raise Invalid(key, f"{getattr(self, key)!r} is shorter than {low // 1000}s")
 
 
 @dataclass(frozen=True)
@@ -521,6 +580,8 @@ class Config(Section):
     """The evaluation gate a candidate must pass to be pushed."""
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     """The model registry."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """``ctpipe controller``: training policies, polling, the leader lease."""
     object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
     """How every command reaches s3:// and gs:// (endpoint, region, timeouts); never credentials."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -33,12 +33,16 @@ from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
+from pipeline.typed_config import duration_ms
 
 PRODUCTION = "production"
 
 
 def config_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Digest of the configuration a model depends on; the ``controller`` section (when runs start,
+    not what they train) is left out, so a policy change does not make the same inputs a new run."""
+    doc = {k: v for k, v in to_dict(config).items() if k != "controller"}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def training_run_id(windows, fingerprint: str, chash: str, version: str) -> str:
@@ -109,7 +113,33 @@ def select_windows(config: Config, exclude=frozenset()):
         skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "older than training.max_windows"}
                     for w in chosen[:-config.training.max_windows]]
         chosen = chosen[-config.training.max_windows:]
+    if config.training.window_span is not None:  # the rolling range as a time span
+        since = chosen[-1].manifest["end_ms"] - duration_ms(config.training.window_span)
+        skipped += [{"window": f"{w.window_id} v{w.version}",
+                     "reason": f"older than training.window_span ({config.training.window_span})"}
+                    for w in chosen if w.manifest["start_ms"] < since]
+        chosen = [w for w in chosen if w.manifest["start_ms"] >= since]
     return chosen, skipped, fingerprint
+
+
+def training_range(config: Config, windows) -> dict:
+    """What the rolling training range chose, and by which settings (for the run record)."""
+    return {"first": windows[0].window_id, "last": windows[-1].window_id, "windows": len(windows),
+            "max_windows": config.training.max_windows, "window_span": config.training.window_span,
+            "rule": "the newest usable windows of the newest schema version, at most training.max_windows"
+                    + (f", starting within training.window_span ({config.training.window_span}) of the newest"
+                       " window's end" if config.training.window_span else "")}
+
+
+class _Fences:
+    """Several fences checked before each registry publish (the root lease, the controller's)."""
+
+    def __init__(self, *fences):
+        self._fences = [f for f in fences if f is not None]
+
+    def check_publish(self, what: str) -> None:
+        for fence in self._fences:
+            fence.check_publish(what)
 
 
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
@@ -135,10 +165,13 @@ def backup_base_dir(config: Config) -> str:
 
 
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None,
-                 lock_timeout_s: float = 0.0) -> dict:
+                 lock_timeout_s: float = 0.0, *, trigger: dict | None = None, fence=None) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
     ``progress_dir``: every worker rewrites a progress file there after each batch. A run of
     inputs the registry already holds a version of trains nothing (module docstring).
+    ``trigger``: why the run started (pipeline/control_loop.py), kept in the run record and the
+    lineage; ``fence``: checked besides the root lease before every registry publish (the
+    controller's leader lease: a deposed leader's push or alias move is refused).
 
     Training only reads the root (sealed windows are immutable), so it runs beside a stream or a
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
@@ -171,23 +204,23 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
             if not chief:
                 return dict(reused_outcome(registry, model_name, earlier, chief, task_name()), screening=screening)
             with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
-                registry.fenced_by(lock)
+                registry.fenced_by(_Fences(lock, fence))
                 outcome = dict(reused_outcome(registry, model_name, earlier, chief, task_name()),
-                               screening=screening)
+                               range=training_range(config, windows), trigger=trigger, screening=screening)
                 if not storage.exists(layout.run_record_path(root, run_id)):
                     lock.check()
                     write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
                                                         finished_at=time.time()))
             return outcome
         return _train(config, registry, run_id, started, windows, skipped, fingerprint, chash, chief, scratch,
-                      force_push, progress_dir, lock_timeout_s, screening)
+                      force_push, progress_dir, lock_timeout_s, screening, trigger, fence)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # also after a failure: no driver temp dir left behind
 
 
 def _train(config: Config, registry, run_id: str, started: float, windows, skipped, fingerprint: str, chash: str,
            chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float,
-           screening: dict) -> dict:
+           screening: dict, trigger: dict | None = None, fence=None) -> dict:
     from pipeline.lease import root_lease
     from pipeline.screening import trusted_evaluation
     from training.data import raw_eval_examples
@@ -197,6 +230,7 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
     from transforms.preprocess import load_function
 
     root = config.storage.root
+    chosen_range = training_range(config, windows)
     # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
     # store are copied to the scratch dir first, each file checked against its manifest.
     windows = stage_windows(windows, os.path.join(scratch, "windows"))
@@ -270,19 +304,22 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         "warm_start": facts["warm_start"],
         "baseline_version": production_version,
         "training": {k: v for k, v in facts.items() if k != "signature"},
+        "range": chosen_range, "trigger": trigger,
     }
     outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
                "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
-               "lineage": lineage, "reused": False, "screening": screening,
+               "lineage": lineage, "reused": False, "range": chosen_range, "trigger": trigger,
+               "screening": screening,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     with root_lease(root, "train", lock_timeout_s) as lock:
-        registry.fenced_by(lock)
+        registry.fenced_by(_Fences(lock, fence))
         if blessing["blessed"] or force_push:
             earlier = version_of_run(registry, model_name, run_id)
             if earlier is not None:  # an overlapping attempt of the same inputs pushed meanwhile
-                return reused_outcome(registry, model_name, earlier, chief, task_name())
+                return dict(reused_outcome(registry, model_name, earlier, chief, task_name()),
+                            range=chosen_range, trigger=trigger)
             version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
                                     blessing=blessing)
             outcome.update(pushed=True, version=version.version)
@@ -293,6 +330,8 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
             if blessing["blessed"]:
                 registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
         lock.check()
+        if fence is not None:
+            fence.check_publish(f"run record {run_id}")
         write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
     if blessing["blessed"]:
         metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()
