@@ -32,6 +32,10 @@ _WINDOW_ID_RE = re.compile(f"^{WINDOW_ID_PATTERN}$")
 
 MANIFEST = "MANIFEST.json"
 RELEASE = "RELEASE.json"
+QUARANTINE = "QUARANTINE.json"
+"""Written beside a sealed version's MANIFEST when the evaluation gate quarantines it after sealing
+(the production model collapses on it): the manifest stays immutable, the window reads as
+QUARANTINED until a RELEASE.json says a person reviewed it."""
 TRANSFORM_COMPLETE = "COMPLETE"
 TRANSFORM_CURRENT = "CURRENT"
 
@@ -181,3 +185,21 @@ def train_backup_dir(root: str) -> str:
 def lease_path(root: str, name: str = "root") -> str:
     """The lease ``name`` of ``root``; ``root`` is the one every writer of the root takes."""
     return storage.join(root, "locks", f"{name}.lease")
+
+
+def controller_dir(root: str) -> str:
+    """``ctpipe controller``'s own state: what it has seen, its decisions, pending triggers."""
+    return storage.join(root, "controller")
+
+
+def controller_state_path(root: str) -> str:
+    return storage.join(root, "controller", "state.json")
+
+
+def trigger_dir(root: str) -> str:
+    """Training requests from ``ctpipe trigger``, one file each, removed once a run consumed them."""
+    return storage.join(root, "controller", "triggers")
+
+
+def trigger_path(root: str, trigger_id: str) -> str:
+    return storage.join(root, "controller", "triggers", f"{trigger_id}.json")

@@ -11,10 +11,10 @@ from typing import Optional
 
 from core import storage
 from core.errors import ConfigError, StorageError
-from core.layout import MANIFEST, RELEASE, is_window_id, manifest_glob, window_dir
+from core.layout import MANIFEST, QUARANTINE, RELEASE, is_window_id, manifest_glob, window_dir
 from core.layout import MANIFEST_PATH_RE as _VERSION_RE
 
-__all__ = ["MANIFEST", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "sealed_ids", "window_dir"]
+__all__ = ["MANIFEST", "QUARANTINE", "RELEASE", "SealedWindow", "latest_sealed", "list_sealed", "previous_sealed", "sealed_ids", "window_dir"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,17 @@ class SealedWindow:
 
     @property
     def verdict(self) -> str:
+        """The validation verdict, or QUARANTINED when the evaluation gate quarantined the window
+        after sealing (QUARANTINE.json beside the manifest)."""
+        if self.manifest.get("_quarantine"):
+            return "QUARANTINED"
         return self.manifest["validation"]["verdict"]
+
+    @property
+    def reasons(self) -> list:
+        """Why the window has its verdict: validation's reasons, then the gate's."""
+        gate = self.manifest.get("_quarantine") or {}
+        return list(self.manifest["validation"].get("reasons", [])) + list(gate.get("reasons", []))
 
     @property
     def released(self) -> bool:
@@ -47,6 +57,9 @@ def _load(root: str, path: str) -> SealedWindow:
     release_path = storage.join(base, RELEASE)
     if storage.exists(release_path):
         manifest = dict(manifest, _release=storage.read_json(release_path))
+    quarantine_path = storage.join(base, QUARANTINE)
+    if storage.exists(quarantine_path):
+        manifest = dict(manifest, _quarantine=storage.read_json(quarantine_path))
     if manifest.get("window_id") != match.group(1) or manifest.get("version") != int(match.group(2)):
         raise StorageError(f"{path}: manifest names window {manifest.get('window_id')} "
                            f"v{manifest.get('version')}, not its own directory; the store is corrupt")

@@ -156,10 +156,41 @@ class WindowConfig(Section):
 
 _DEFAULT_BLOCKING = ("SCHEMA_NEW_COLUMN", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "UNEXPECTED_DATA_TYPE",
                      "SCHEMA_MISSING_COLUMN", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
-                     "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH", "COMPARATOR_L_INFTY_HIGH")
+                     "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH", "COMPARATOR_L_INFTY_HIGH",
+                     "LABEL_MEAN_SHIFT", "LABEL_CONSISTENCY_LOW")
 _DRIFT_RULE = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
                "properties": {"js": {"type": "number", "minimum": 0, "description": "numeric feature"},
                               "linf": {"type": "number", "minimum": 0, "description": "categorical feature"}}}
+
+
+@dataclass(frozen=True)
+class LabelChecksConfig(Section):
+    """Checks of each window's label against the nearest earlier windows that training may use
+    (transforms/label_checks.py, docs/GATE.md). They report the anomaly kinds
+    ``LABEL_MEAN_SHIFT`` and ``LABEL_CONSISTENCY_LOW``, which quarantine the window when
+    ``blocking_anomalies`` names them (it does by default) and give WARN otherwise."""
+
+    enabled: bool = True
+    """Compute each window's label profile (positive rate, consistency AUC) and check it."""
+    max_mean_shift: Optional[Annotated[float, Range(gt=0, le=1)]] = 0.15
+    """Largest allowed change of the label's positive rate against the median of the reference
+    windows (absolute, e.g. 0.40 -> 0.55 is a shift of 0.15). Inverting every label of a 40/60
+    label moves it by 0.2. Sampling noise alone moves it by about sqrt(2p(1-p)/n): 0.03 for
+    n = 500 labelled rows, so 0.15 is about five standard deviations there; for windows of
+    fewer than about 200 rows raise it. null: no positive-rate check."""
+    max_consistency_drop: Optional[Annotated[float, Range(gt=0, le=1)]] = 0.15
+    """Largest allowed drop of the consistency AUC (how well a small logistic regression over the
+    window's own features predicts its label, fitted and scored on alternate halves of the rows)
+    against the median of the reference windows. Shuffled labels drop it to 0.5 and flipping 40%
+    of them to about 0.52 on the synthetic sensors (0.8 when clean); a genuine concept change
+    keeps it, since the new relation is as learnable as the old one. Its spread between
+    stationary windows of 600 rows is about 0.02. null: no consistency check."""
+    reference_windows: Annotated[int, Range(ge=1, le=48)] = 3
+    """How many of the nearest earlier windows (not QUARANTINED, or released) form the reference;
+    windows sealed in the same run count too. The first window of a store has none and is not
+    checked (its manifest says so)."""
+    min_rows: Annotated[int, Range(ge=2)] = 100
+    """Windows with fewer labelled rows are not checked (their numbers are too noisy)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +229,8 @@ class ValidationConfig(Section):
     """Jensen-Shannon divergence threshold of a window against serving data, numeric features."""
     skew_linf_threshold: Annotated[float, Range(ge=0)] = 0.1
     """L-infinity threshold of a window against serving data, categorical features."""
+    labels: LabelChecksConfig = field(default_factory=LabelChecksConfig)
+    """Label distribution and label-given-features checks (catch flipped and shuffled labels)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -221,7 +254,8 @@ class ValidationConfig(Section):
         from tensorflow_metadata.proto.v0 import anomalies_pb2  # protos only: no TensorFlow import
 
         names = set(anomalies_pb2.AnomalyInfo.Type.keys())
-        known = names | {"SKEW_" + n for n in names}  # transforms.validation.SKEW_PREFIX
+        # transforms.validation.SKEW_PREFIX, and transforms.label_checks.LABEL_KINDS
+        known = names | {"SKEW_" + n for n in names} | {"LABEL_MEAN_SHIFT", "LABEL_CONSISTENCY_LOW"}
         for kind in self.blocking_anomalies:
             if kind not in known:
                 close = sorted(k for k in known if k.split("_")[0] == kind.split("_")[0])[:8]
@@ -258,7 +292,13 @@ class TrainingConfig(Section):
     eval_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
     """Share of ids (by a hash of id_field) held out for evaluation."""
     max_windows: Annotated[int, Range(ge=1)] = 48
-    """Train on at most this many of the newest sealed, non-quarantined windows."""
+    """Rolling training range: train on at most this many of the newest sealed, non-quarantined
+    windows (of the newest schema version)."""
+    window_span: Optional[Duration] = None
+    """Rolling training range as a time span (e.g. ``"7d"``): train only on windows that start
+    less than this before the end of the newest usable window. With max_windows, the tighter of
+    the two wins; the run record's ``range`` and ``skipped_windows`` say which windows each left
+    out. null: max_windows alone."""
     eval_windows: Annotated[int, Range(ge=1)] = 1
     """How many of the newest windows provide the held-out evaluation examples."""
     backup_dir: Optional[str] = None
@@ -267,6 +307,59 @@ class TrainingConfig(Section):
     Kubernetes a persistent volume, never the pod's /tmp), and every worker of a multi-worker job
     must see the same directory. Default: ``<storage.root>/train-backup`` when the storage root is
     a local path; with an object-store root (s3://, gs://) it must be set."""
+
+
+@dataclass(frozen=True)
+class PoliciesConfig(Section):
+    """When ``ctpipe controller`` starts a training run. Any policy that fires starts one run;
+    the run record names every policy that fired and why. A manual request (``ctpipe trigger``)
+    always fires, whatever these say."""
+
+    new_windows: Optional[Annotated[int, Range(ge=1)]] = 1
+    """Start a run once this many new PASS windows (window versions the controller has not seen
+    before, with verdict PASS) have been sealed since the last run. null: off."""
+    drift: bool = True
+    """Start a run when a newly sealed, usable window drifted from its predecessor: a feature's
+    drift score (manifest ``quality.drift``, TFDV Jensen-Shannon / L-infinity) reached its
+    threshold (validation.drift_js_threshold / drift_linf_threshold)."""
+    schedule: Optional[str] = None
+    """Start a run at these times: a five-field cron expression in UTC ("minute hour
+    day-of-month month day-of-week", e.g. ``"0 */6 * * *"``; pipeline/cron.py has the syntax).
+    A time that passed while no controller ran fires once at the next check. null: off."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.schedule is not None:
+            from pipeline.cron import parse
+
+            try:
+                parse(self.schedule)
+            except ConfigError as exc:
+                raise Invalid("schedule", str(exc).split(": ", 1)[1]) from None
+
+
+@dataclass(frozen=True)
+class ControllerConfig(Section):
+    """``ctpipe controller``: the loop around the training step (docs/CONTROLLER.md)."""
+
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    """What starts a training run."""
+    poll_interval: Duration = "60s"
+    """How often the long-running controller looks for new windows, triggers and scheduled
+    times (``--once`` looks once)."""
+    lease_ttl: Duration = "30s"
+    """TTL of the leader lease (``<root>/locks/controller.lease``): of several controller
+    replicas only the holder acts; a standby takes over once it has seen the lease unrenewed
+    this long (at once when the holder's pid is gone on the same host). The holder renews it
+    every sixth of this. At least 6s."""
+    history: Annotated[int, Range(ge=1, le=10000)] = 100
+    """How many of its latest decisions the controller keeps in its state file."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key, low in (("poll_interval", 1000), ("lease_ttl", 6000)):
+            if duration_ms(getattr(self, key)) < low:
+                raise Invalid(key, f"{getattr(self, key)!r} is shorter than {low // 1000}s")
 
 
 @dataclass(frozen=True)
@@ -287,15 +380,84 @@ class ThresholdConfig(Section):
 
 
 @dataclass(frozen=True)
+class ScreeningConfig(Section):
+    """Before training, the production model scores the held-out split of every chosen window it
+    was not trained on (pipeline/screening.py, docs/GATE.md). A window on which it *collapses* is
+    quarantined for review (``ctpipe windows release``) instead of trained on, with the reason
+    in its QUARANTINE.json; a large but ordinary drop is recorded as a concept change."""
+
+    enabled: bool = True
+    """Screen new windows with the production model (no production model: nothing to screen)."""
+    collapse_auc: Annotated[float, Range(ge=0, le=0.5)] = 0.3
+    """Far below chance: production's AUC on a window's held-out split under this quarantines the
+    window. A model that ranks a window's labels this far the wrong way round meets labels
+    inverted with respect to everything it was trained on; a new concept that no longer depends
+    on the old features gives about 0.5."""
+    concept_change_drop: Annotated[float, Range(gt=0, le=1)] = 0.15
+    """A drop of production's AUC (its AUC at its own blessing minus its AUC on the window) of at
+    least this much, without a collapse, is recorded as a concept change; the record is kept in
+    the blessing of the model that gets through, and is what later drops are compared with."""
+    collapse_drop_factor: Optional[Annotated[float, Range(gt=1)]] = 2.0
+    """A drop larger than this multiple of the largest drop recorded at a past concept change
+    (in the blessings of the registry's blessed versions) also quarantines the window. No
+    concept change recorded yet: only ``collapse_auc`` applies, and the screening says so.
+    null: this rule is off."""
+    min_examples: Annotated[int, Range(ge=1)] = 30
+    """Windows whose held-out split has fewer examples are not screened (the AUC is too noisy)."""
+
+
+@dataclass(frozen=True)
+class TrustedDataConfig(Section):
+    """Evaluation on trusted data besides the newest windows: the held-out splits of windows the
+    production model was trained on (data a blessed model was built from), and an optional pinned
+    golden set. The candidate must not fall behind production there by more than
+    ``max_regression`` (docs/GATE.md)."""
+
+    enabled: bool = True
+    """Evaluate candidate and production on trusted data and gate on it."""
+    windows: Annotated[int, Range(ge=1, le=48)] = 4
+    """How many of the newest windows of production's lineage provide trusted held-out examples
+    (those still sealed and not quarantined since)."""
+    max_regression: Annotated[float, Range(ge=0, le=1)] = 0.05
+    """Largest allowed AUC drop of the candidate against production on each trusted set."""
+    waive_on_concept_change: bool = True
+    """Production's own windows describe the old concept: when the screening recorded a concept
+    change on the newest evaluation window (and no collapse), the earlier-windows bound is
+    reported but not applied, so a model of the new concept can get through. The golden set's
+    bound is applied always (pin a new golden set when the world has changed)."""
+    golden_examples: Optional[str] = None
+    """Glob of TFRecord files of serialized raw tf.Examples with labels (``.gz`` files GZIP-
+    compressed), a pinned evaluation set: local, s3:// or gs://."""
+    golden_windows: tuple[str, ...] = ()
+    """Window ids whose held-out splits (newest version) form a pinned evaluation set, e.g.
+    ``["20261127T0100Z"]``; used with golden_examples when both are given."""
+    min_examples: Annotated[int, Range(ge=1)] = 50
+    """A trusted set with fewer examples is reported but not gated on."""
+
+
+@dataclass(frozen=True)
 class GateConfig(Section):
     thresholds: tuple[ThresholdConfig, ...] = (
         ThresholdConfig(metric="auc", lower_bound=0.7, change_absolute=-0.01),
         ThresholdConfig(metric="example_count", lower_bound=50),
     )
-    """Thresholds checked for every candidate; change thresholds are skipped only when there is
-    no production model yet (and the blessing says so)."""
+    """Thresholds checked for every candidate on the newest windows' held-out examples; change
+    thresholds are skipped only when there is no production model yet (and the blessing says so)."""
     slice_feature: Optional[str] = None
     """Raw feature whose values slice the evaluation metrics (reported, not gated)."""
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    """Quarantine of windows on which the production model collapses (poisoned labels)."""
+    trusted: TrustedDataConfig = field(default_factory=TrustedDataConfig)
+    """No-regression bound on trusted data (earlier blessed windows, a golden set)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        from core.layout import is_window_id
+
+        for wid in self.trusted.golden_windows:
+            if not is_window_id(wid):
+                raise Invalid("trusted.golden_windows", f"{wid!r} is not a window id (YYYYMMDDTHHMMZ, e.g. "
+                                                        "20261127T0100Z; see `ctpipe windows list`)")
 
 
 @dataclass(frozen=True)
@@ -418,6 +580,8 @@ class Config(Section):
     """The evaluation gate a candidate must pass to be pushed."""
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     """The model registry."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """``ctpipe controller``: training policies, polling, the leader lease."""
     object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
     """How every command reaches s3:// and gs:// (endpoint, region, timeouts); never credentials."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -33,12 +33,16 @@ from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
+from pipeline.typed_config import duration_ms
 
 PRODUCTION = "production"
 
 
 def config_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Digest of the configuration a model depends on; the ``controller`` section (when runs start,
+    not what they train) is left out, so a policy change does not make the same inputs a new run."""
+    doc = {k: v for k, v in to_dict(config).items() if k != "controller"}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def training_run_id(windows, fingerprint: str, chash: str, version: str) -> str:
@@ -85,12 +89,15 @@ def reused_outcome(registry, model_name: str, version, chief: bool, task: str) -
                                             "training_seconds", "epochs", "epochs_run", "resumed_from_epoch")}}
 
 
-def select_windows(config: Config):
-    """(chosen windows, skipped [{window, reason}]) for the next candidate."""
+def select_windows(config: Config, exclude=frozenset()):
+    """(chosen windows, skipped [{window, reason}]) for the next candidate; ``exclude``: names
+    ("<id> v<N>") the gate's screening quarantined in this run."""
     sealed = window_store.list_sealed(config.storage.root)
     skipped = [{"window": f"{w.window_id} v{w.version}", "reason": "quarantined"}
                for w in sealed if not w.usable_for_training]
-    usable = [w for w in sealed if w.usable_for_training]
+    skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "quarantined by the gate's screening"}
+                for w in sealed if w.usable_for_training and f"{w.window_id} v{w.version}" in exclude]
+    usable = [w for w in sealed if w.usable_for_training and f"{w.window_id} v{w.version}" not in exclude]
     if not usable:
         raise InputError(f"no sealed, non-quarantined windows under {config.storage.root}; run `ctpipe backfill` "
                          "or `ctpipe stream` first (or release a reviewed window: `ctpipe windows release`)")
@@ -106,7 +113,33 @@ def select_windows(config: Config):
         skipped += [{"window": f"{w.window_id} v{w.version}", "reason": "older than training.max_windows"}
                     for w in chosen[:-config.training.max_windows]]
         chosen = chosen[-config.training.max_windows:]
+    if config.training.window_span is not None:  # the rolling range as a time span
+        since = chosen[-1].manifest["end_ms"] - duration_ms(config.training.window_span)
+        skipped += [{"window": f"{w.window_id} v{w.version}",
+                     "reason": f"older than training.window_span ({config.training.window_span})"}
+                    for w in chosen if w.manifest["start_ms"] < since]
+        chosen = [w for w in chosen if w.manifest["start_ms"] >= since]
     return chosen, skipped, fingerprint
+
+
+def training_range(config: Config, windows) -> dict:
+    """What the rolling training range chose, and by which settings (for the run record)."""
+    return {"first": windows[0].window_id, "last": windows[-1].window_id, "windows": len(windows),
+            "max_windows": config.training.max_windows, "window_span": config.training.window_span,
+            "rule": "the newest usable windows of the newest schema version, at most training.max_windows"
+                    + (f", starting within training.window_span ({config.training.window_span}) of the newest"
+                       " window's end" if config.training.window_span else "")}
+
+
+class _Fences:
+    """Several fences checked before each registry publish (the root lease, the controller's)."""
+
+    def __init__(self, *fences):
+        self._fences = [f for f in fences if f is not None]
+
+    def check_publish(self, what: str) -> None:
+        for fence in self._fences:
+            fence.check_publish(what)
 
 
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
@@ -132,49 +165,64 @@ def backup_base_dir(config: Config) -> str:
 
 
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None,
-                 lock_timeout_s: float = 0.0) -> dict:
+                 lock_timeout_s: float = 0.0, *, trigger: dict | None = None, fence=None) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
     ``progress_dir``: every worker rewrites a progress file there after each batch. A run of
     inputs the registry already holds a version of trains nothing (module docstring).
+    ``trigger``: why the run started (pipeline/control_loop.py), kept in the run record and the
+    lineage; ``fence``: checked besides the root lease before every registry publish (the
+    controller's leader lease: a deposed leader's push or alias move is refused).
 
     Training only reads the root (sealed windows are immutable), so it runs beside a stream or a
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
     what it publishes: the push, the alias move and the run record, each fenced by the lease."""
     from pipeline.lease import root_lease
+    from pipeline.screening import screen_windows
     from pipeline.stores import open_registry
     from training.strategy import is_chief, task_name
 
     root = config.storage.root
     started = time.time()
-    windows, skipped, fingerprint = select_windows(config)
     registry = open_registry(config)
     model_name = config.registry.model_name
     chash = config_hash(config)
-    run_id = training_run_id(windows, fingerprint, chash, code_version())
     chief = is_chief()
-    earlier = version_of_run(registry, model_name, run_id)
-    if earlier is not None:
-        if not chief:
-            return reused_outcome(registry, model_name, earlier, chief, task_name())
-        with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
-            registry.fenced_by(lock)
-            outcome = reused_outcome(registry, model_name, earlier, chief, task_name())
-            if not storage.exists(layout.run_record_path(root, run_id)):
-                lock.check()
-                write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
-                                                    finished_at=time.time()))
-        return outcome
     scratch = tempfile.mkdtemp(prefix="ctpipe-train-")
     try:
+        # Windows on which production collapses are quarantined, not trained on (docs/GATE.md);
+        # the range is chosen again without them (and what that adds is screened too).
+        screening = None
+        while True:
+            excluded = frozenset(screening["quarantined"]) if screening else frozenset()
+            windows, skipped, fingerprint = select_windows(config, excluded)
+            screening = screen_windows(config, registry, windows, scratch, chief, lock_timeout_s, screening)
+            if set(screening["quarantined"]) <= excluded:
+                break
+        run_id = training_run_id(windows, fingerprint, chash, code_version())
+        earlier = version_of_run(registry, model_name, run_id)
+        if earlier is not None:
+            if not chief:
+                return dict(reused_outcome(registry, model_name, earlier, chief, task_name()), screening=screening)
+            with root_lease(root, "train", lock_timeout_s) as lock:  # it may finish an alias move
+                registry.fenced_by(_Fences(lock, fence))
+                outcome = dict(reused_outcome(registry, model_name, earlier, chief, task_name()),
+                               range=training_range(config, windows), trigger=trigger, screening=screening)
+                if not storage.exists(layout.run_record_path(root, run_id)):
+                    lock.check()
+                    write_run_record(root, run_id, dict(outcome, kind="train", started_at=started,
+                                                        finished_at=time.time()))
+            return outcome
         return _train(config, registry, run_id, started, windows, skipped, fingerprint, chash, chief, scratch,
-                      force_push, progress_dir, lock_timeout_s)
+                      force_push, progress_dir, lock_timeout_s, screening, trigger, fence)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # also after a failure: no driver temp dir left behind
 
 
 def _train(config: Config, registry, run_id: str, started: float, windows, skipped, fingerprint: str, chash: str,
-           chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float) -> dict:
+           chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float,
+           screening: dict, trigger: dict | None = None, fence=None) -> dict:
     from pipeline.lease import root_lease
+    from pipeline.screening import trusted_evaluation
     from training.data import raw_eval_examples
     from training.evaluate import evaluate_model, gate
     from training.strategy import task_name
@@ -182,6 +230,7 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
     from transforms.preprocess import load_function
 
     root = config.storage.root
+    chosen_range = training_range(config, windows)
     # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
     # store are copied to the scratch dir first, each file checked against its manifest.
     windows = stage_windows(windows, os.path.join(scratch, "windows"))
@@ -229,10 +278,14 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         candidate_metrics = evaluate_model(export_dir, eval_examples, config.label_field, config.gate.slice_feature)
         baseline_metrics = (evaluate_model(production_dir, eval_examples, config.label_field,
                                            config.gate.slice_feature) if production_dir else None)
+        eval_names = [f"{w.window_id} v{w.version}" for w in eval_windows]
+        trusted = trusted_evaluation(config, production_dir, production_lineage, export_dir, scratch, screening,
+                                     eval_names)
     blessing = gate(candidate_metrics, baseline_metrics, config.gate.thresholds)
+    blessing["blessed"] = blessing["blessed"] and trusted["passed"]
     blessing.update({"candidate_metrics": candidate_metrics, "baseline_metrics": baseline_metrics,
-                     "baseline_version": production_version,
-                     "eval_windows": [f"{w.window_id} v{w.version}" for w in eval_windows],
+                     "baseline_version": production_version, "eval_windows": eval_names,
+                     "trusted": trusted, "screening": screening,
                      "forced": bool(force_push and not blessing["blessed"])})
     metrics.GATE_DECISIONS.labels(outcome="blessed" if blessing["blessed"] else "rejected").inc()
 
@@ -251,19 +304,22 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         "warm_start": facts["warm_start"],
         "baseline_version": production_version,
         "training": {k: v for k, v in facts.items() if k != "signature"},
+        "range": chosen_range, "trigger": trigger,
     }
     outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
                "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
-               "lineage": lineage, "reused": False,
+               "lineage": lineage, "reused": False, "range": chosen_range, "trigger": trigger,
+               "screening": screening,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     with root_lease(root, "train", lock_timeout_s) as lock:
-        registry.fenced_by(lock)
+        registry.fenced_by(_Fences(lock, fence))
         if blessing["blessed"] or force_push:
             earlier = version_of_run(registry, model_name, run_id)
             if earlier is not None:  # an overlapping attempt of the same inputs pushed meanwhile
-                return reused_outcome(registry, model_name, earlier, chief, task_name())
+                return dict(reused_outcome(registry, model_name, earlier, chief, task_name()),
+                            range=chosen_range, trigger=trigger)
             version = registry.push(model_name, export_dir, metrics=candidate_metrics, lineage=lineage,
                                     blessing=blessing)
             outcome.update(pushed=True, version=version.version)
@@ -274,6 +330,8 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
             if blessing["blessed"]:
                 registry.promote(model_name, version.version, alias=PRODUCTION, reason=f"blessed by run {run_id}")
         lock.check()
+        if fence is not None:
+            fence.check_publish(f"run record {run_id}")
         write_run_record(root, run_id, dict(outcome, kind="train", started_at=started, finished_at=time.time()))
     if blessing["blessed"]:
         metrics.LAST_SUCCESS.labels(job="train").set_to_current_time()

@@ -43,6 +43,17 @@ MODEL_METRIC = Gauge("ctpipe_model_metric", "Evaluation metric of a model versio
 MODELS_PUSHED = Counter("ctpipe_models_pushed", "Model versions pushed to the registry", ["model"],
                         registry=REGISTRY)
 
+MODEL_AGE = Gauge("ctpipe_model_age_seconds", "Age of the production model (since its push), by the controller",
+                  ["model"], registry=REGISTRY)
+WINDOWS_BEHIND = Gauge("ctpipe_model_windows_behind",
+                       "Usable sealed windows newer than the newest window the production model was trained on",
+                       ["model"], registry=REGISTRY)
+CONTROLLER_RUNS = Counter("ctpipe_controller_runs", "Training runs the controller started, by outcome "
+                          "(counted across restarts from its state)", ["outcome"], registry=REGISTRY)
+CONSECUTIVE_REJECTIONS = Gauge("ctpipe_controller_consecutive_rejections",
+                               "Controller runs in a row whose candidate the gate rejected", ["model"],
+                               registry=REGISTRY)
+
 VERDICTS = ("PASS", "WARN", "QUARANTINED")
 """Window verdicts (transforms.validation); each one's sealed-window counter starts at 0."""
 GATE_OUTCOMES = ("blessed", "rejected")
@@ -51,6 +62,10 @@ for _verdict in VERDICTS:
     WINDOWS_SEALED.labels(verdict=_verdict)
 for _outcome in GATE_OUTCOMES:
     GATE_DECISIONS.labels(outcome=_outcome)
+CONTROLLER_OUTCOMES = ("blessed", "rejected", "reused", "already-trained", "no-windows", "failed")
+"""Outcomes of controller runs (pipeline/control_loop.py); each one's counter starts at 0."""
+for _outcome in CONTROLLER_OUTCOMES:
+    CONTROLLER_RUNS.labels(outcome=_outcome)
 
 SUCCESS_GROUP = {"outcome": "success"}
 """Pushgateway grouping labels (besides ``job``) of the last-success timestamp, see ``push``."""

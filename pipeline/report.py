@@ -3,7 +3,11 @@
 Plots (matplotlib Agg, PNG embedded as base64; no network assets): records and dead-letter rate
 per window coloured by verdict, drift scores over windows with their thresholds, and per-feature
 distributions of a window against its predecessor (from the stored TFDV statistics). Tables:
-every window's verdict, counts and reasons.
+every window's verdict, counts and reasons. Model history (when a registry is given): the
+candidates' metrics over time from the training runs' records (``<root>/runs/train-*.json``,
+rejected candidates included: they never reach the registry), each run's gate decision, the
+policy that started it, the version it pushed, and the registry's versions with their aliases and
+the production alias's moves (the promotions still in effect, every rollback).
 """
 from __future__ import annotations
 
@@ -107,8 +111,92 @@ def _distribution_plots(current, previous):
     return out
 
 
-def render_report(root: str, window_id: str | None = None) -> str:
-    """The HTML text of the report over the sealed windows under ``root``."""
+def training_runs(root: str) -> list[dict]:
+    """The run records of training runs under ``root``, oldest first."""
+    from core import layout, storage
+
+    records = [storage.read_json(p) for p in storage.glob(storage.join(layout.runs_dir(root), "train-*.json"))]
+    return sorted((r for r in records if r.get("kind") == "train"), key=lambda r: r.get("finished_at") or 0)
+
+
+def _metrics_plot(runs):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    xs = range(len(runs))
+    for name, style in (("auc", "o-"), ("accuracy", "s-")):
+        ax.plot(xs, [(r.get("metrics") or {}).get(name) for r in runs], style, label=name, markersize=4)
+    blessed = [i for i, r in enumerate(runs) if (r.get("blessing") or {}).get("blessed")]
+    rejected = [i for i in xs if i not in blessed]
+    for idx, colour, label in ((blessed, _COLOURS["PASS"], "blessed"), (rejected, _COLOURS["QUARANTINED"], "rejected")):
+        ax.scatter(idx, [(runs[i].get("metrics") or {}).get("auc") for i in idx], s=80, facecolors="none",
+                   edgecolors=colour, label=label, zorder=3)
+    ax.set_xticks(list(xs), [r["run_id"][-8:] for r in runs], rotation=90, fontsize=7)
+    ax.set_ylabel("candidate metric (held-out)")
+    ax.legend(fontsize=7, ncol=4)
+    return fig
+
+
+def _iso(epoch_s) -> str:
+    import datetime as dt
+
+    if not epoch_s:
+        return ""
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value if value is not None else ""))
+
+
+def model_history(root: str, registry, model: str) -> list[str]:
+    """The HTML parts of the model-history section."""
+    runs = training_runs(root)
+    parts = [f"<h2>Model history: {html.escape(model)}</h2>"]
+    if runs:
+        parts.append(_img(_png(_metrics_plot(runs)), "candidate metrics per training run (circles: gate decision)"))
+    rows = []
+    for r in runs:
+        blessing = r.get("blessing") or {}
+        trigger = r.get("trigger") or {}
+        fired = ", ".join(p["policy"] for p in trigger.get("policies", [])) or "ctpipe train"
+        failed = "; ".join(c["description"] for c in blessing.get("checks", []) if not c.get("passed"))
+        windows = r.get("windows") or []
+        span = f"{windows[0]['window_id']} .. {windows[-1]['window_id']} ({len(windows)})" if windows else ""
+        metrics = r.get("metrics") or {}
+        rows.append(f"<tr><td>{_iso(r.get('finished_at'))}</td><td><code>{html.escape(r['run_id'])}</code></td>"
+                    f"<td>{html.escape(fired)}</td><td>{html.escape(span)}</td><td>{_fmt(metrics.get('auc'))}</td>"
+                    f"<td>{_fmt(metrics.get('accuracy'))}</td><td>{_fmt(metrics.get('example_count'))}</td>"
+                    f"<td style='color:{_COLOURS['PASS'] if blessing.get('blessed') else _COLOURS['QUARANTINED']}'>"
+                    f"{'blessed' if blessing.get('blessed') else 'rejected'}</td>"
+                    f"<td>{'v' + str(r['version']) if r.get('version') else ''}</td><td>{html.escape(failed)}</td></tr>")
+    parts += ["<h3>Training runs and gate decisions</h3><table id='runs'><tr><th>finished</th><th>run</th>"
+              "<th>started by</th><th>windows</th><th>auc</th><th>accuracy</th><th>examples</th><th>gate</th>"
+              "<th>pushed</th><th>failed checks</th></tr>", *rows, "</table>"]
+    if not runs:
+        parts.append("<p>No training run recorded under this root yet.</p>")
+    versions = registry.list_versions(model) if registry is not None else []
+    vrows = [f"<tr><td>v{v.version}</td><td>{html.escape(v.created_at)}</td><td>{_fmt(v.metrics.get('auc'))}</td>"
+             f"<td>{_fmt(v.metrics.get('accuracy'))}</td><td>{'yes' if v.blessed else 'no (forced)'}</td>"
+             f"<td>{html.escape(', '.join(v.aliases))}</td><td><code>{html.escape(str(v.lineage.get('run_id')))}"
+             f"</code></td></tr>" for v in versions]
+    parts += ["<h3>Registry versions</h3><table id='versions'><tr><th>version</th><th>pushed</th><th>auc</th>"
+              "<th>accuracy</th><th>blessed</th><th>aliases</th><th>run</th></tr>", *vrows, "</table>"]
+    if registry is not None:
+        moves = [dict(e, kind="promote") for e in registry.alias_history(model, "production")]
+        moves += [dict(e, kind="rollback") for e in registry.alias_rollbacks(model, "production")]
+        mrows = [f"<tr><td>{html.escape(str(m.get('at', '')))}</td><td>{m['kind']}</td>"
+                 f"<td>{html.escape(str(m.get('from', '')))}</td><td>{html.escape(str(m.get('version', m.get('to', ''))))}"
+                 f"</td><td>{html.escape(str(m.get('reason', '')))}</td></tr>"
+                 for m in sorted(moves, key=lambda m: str(m.get("at", "")))]
+        parts += ["<h3>Production alias moves</h3><table id='alias-moves'><tr><th>at</th><th>kind</th><th>from</th>"
+                  "<th>to</th><th>reason</th></tr>", *mrows, "</table>"]
+    return parts
+
+
+def render_report(root: str, window_id: str | None = None, registry=None, model: str | None = None) -> str:
+    """The HTML text of the report over the sealed windows under ``root``; with ``registry`` and
+    ``model``, also the model history."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,5 +238,8 @@ def render_report(root: str, window_id: str | None = None) -> str:
         parts.append(f"<h2>Distributions</h2><p>{focus.window_id} is the first window: no predecessor.</p>")
     parts += ["<h2>Windows</h2><table id='windows'><tr><th>window</th><th>version</th><th>records</th>"
               "<th>dead letters</th><th>dead-letter rate</th><th>verdict</th><th>reasons</th></tr>",
-              *rows, "</table></body></html>"]
+              *rows, "</table>"]
+    if model is not None:
+        parts += model_history(root, registry, model)
+    parts.append("</body></html>")
     return "\n".join(parts)

@@ -7,34 +7,16 @@ when there is no production model, and the blessing says so.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from core.ranking import auc_score
+
 DEFAULT_HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "log_loss": False, "example_count": True}
-
-
-def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged; NaN without both classes."""
-    labels = np.asarray(labels, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    pos = int(labels.sum())
-    neg = len(labels) - pos
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -50,9 +32,16 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def predict(model_dir: str, serialized: Sequence[bytes], batch_size: int = 2048) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _serving(model_dir: str):
+    """(loaded SavedModel, its serving signature): loaded once per directory, since the gate scores
+    the same model on several example sets (newest windows, trusted windows, golden set)."""
     loaded = tf.saved_model.load(model_dir)
-    serve = loaded.signatures["serving_default"]
+    return loaded, loaded.signatures["serving_default"]
+
+
+def predict(model_dir: str, serialized: Sequence[bytes], batch_size: int = 2048) -> np.ndarray:
+    _loaded, serve = _serving(model_dir)
     out = []
     for start in range(0, len(serialized), batch_size):
         batch = tf.constant(list(serialized[start:start + batch_size]))

@@ -84,6 +84,8 @@ class WindowState:
     """{source: {reason: n}}, written to the manifest (transforms/versions.py)."""
     events: tuple = ()
     """The window's records in row order (their provenance is written beside the examples)."""
+    label_profile: Optional[dict] = None
+    """transforms.label_checks.label_profile of the window (None: label checks off)."""
     verdict: object = None      # transforms.validation.Verdict
     quality: dict = field(default_factory=dict)
     fingerprint: Optional[str] = None
@@ -140,8 +142,14 @@ class _PrepareWindowDoFn(beam.DoFn):
         described.update(self._sources)
         prepared = prepare_window(kept, self._types, described)
         lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
+        labels = self._spec.validation.labels
+        profile = None
+        if labels is not None:
+            from transforms.label_checks import label_profile
+
+            profile = label_profile(prepared.batch, labels)
         yield WindowState(wid, prepared, window_statistics(prepared.batch, wid), dead_by_reason(by_source),
-                          lags, by_source, tuple(kept))
+                          lags, by_source, tuple(kept), label_profile=profile)
 
 
 class _ValidateWindowDoFn(beam.DoFn):
@@ -151,8 +159,7 @@ class _ValidateWindowDoFn(beam.DoFn):
     def setup(self):
         self._validator = WindowValidator(self._spec.validation)
 
-    def _previous(self, wid: str, run_stats: Optional[dict]):
-        run_stats = run_stats or {}
+    def _previous(self, wid: str, run_stats: dict):
         in_run = max((i for i in run_stats if i < wid), default=None)
         stored = window_store.previous_sealed(self._spec.root, wid)
         if stored is not None and (in_run is None or stored.window_id > in_run):
@@ -161,11 +168,22 @@ class _ValidateWindowDoFn(beam.DoFn):
             return run_stats[in_run], in_run
         return None, None
 
-    def process(self, state: WindowState, run_stats=None):
-        previous, previous_id = self._previous(state.window_id, run_stats)
+    def _label_references(self, wid: str, run_profiles: dict) -> tuple:
+        from transforms.validate_windows import merge_label_references, stored_label_references
+
+        labels = self._spec.validation.labels
+        if labels is None:
+            return ()
+        stored = stored_label_references(self._spec.root, wid, labels.reference_windows + len(run_profiles))
+        return tuple(merge_label_references(stored, run_profiles, wid, labels, self._spec.validation.blocking))
+
+    def process(self, state: WindowState, run_side=None):
+        run_side = run_side or {}  # window_id -> (stats, label profile) of this run's windows
+        previous, previous_id = self._previous(state.window_id, {i: v[0] for i, v in run_side.items()})
         verdict, quality = self._validator.validate(
             state.window_id, state.stats, previous, previous_id, state.dead_by_reason,
-            len(state.prepared.ids), state.lags_s)
+            len(state.prepared.ids), state.lags_s, state.label_profile,
+            self._label_references(state.window_id, {i: v[1] for i, v in run_side.items()}))
         yield replace(state, verdict=verdict, quality=quality)
 
 
@@ -241,8 +259,9 @@ class SealWindows(beam.PTransform):
                         _PrepareWindowDoFn.DUPLICATES, main="windows"))
         states = prepared.windows
         if spec.compare_within_run:
-            run_stats = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(lambda st: (st.window_id, st.stats)))
-            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec), run_stats=run_stats)
+            run_side = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(
+                lambda st: (st.window_id, (st.stats, st.label_profile))))
+            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec), run_side=run_side)
         else:
             validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec))
         if spec.transform.fingerprint is not None:

@@ -1,9 +1,11 @@
 """Validation of one window: settings from the config, the validator, and quality numbers.
 
 A window is checked against the schema (TFDV anomalies), against the window before it (drift),
-optionally against serving statistics (skew), and for its share of dead-lettered records; the
-result is a Verdict (PASS / WARN / QUARANTINED) and the window's data-quality numbers. Which
-window it is compared with is the sealing composite's choice (transforms/seal.py).
+optionally against serving statistics (skew), for its share of dead-lettered records, and for
+its labels (transforms/label_checks.py: positive rate and label-given-features consistency
+against the nearest earlier windows usable for training); the result is a Verdict (PASS / WARN /
+QUARANTINED) and the window's data-quality numbers. Which windows it is compared with is the
+sealing composite's choice (transforms/seal.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from core import storage, window_store
 from core.errors import ConfigError
 from core.schema_store import schema_from_text
+from transforms.label_checks import LabelCheckSettings, check_labels
 from transforms.validation import (
     LINF,
     decide,
@@ -44,6 +47,8 @@ class ValidationSettings:
     """Serialized DatasetFeatureStatisticsList of serving data; None: no skew check."""
     skew_js_threshold: float = 0.1
     skew_linf_threshold: float = 0.1
+    labels: Optional[LabelCheckSettings] = None
+    """validation.labels; None: no label checks."""
 
     @classmethod
     def from_config(cls, config, schema_text: str) -> "ValidationSettings":
@@ -57,11 +62,52 @@ class ValidationSettings:
                    (config.id_field, config.event_time.field),
                    tuple((f, m, t) for f, (m, t) in sorted(v.drift_overrides.items())), count_ratio,
                    None if serving is None else serving.SerializeToString(deterministic=True),
-                   v.skew_js_threshold, v.skew_linf_threshold)
+                   v.skew_js_threshold, v.skew_linf_threshold, label_check_settings(config))
 
     @property
     def overrides(self) -> dict:
         return {f: (m, t) for f, m, t in self.drift_overrides}
+
+
+def label_check_settings(config) -> Optional[LabelCheckSettings]:
+    """The label checks of ``validation.labels`` (None when disabled)."""
+    lab = config.validation.labels
+    if not lab.enabled:
+        return None
+    return LabelCheckSettings(config.label_field, (config.id_field, config.event_time.field), lab.max_mean_shift,
+                              lab.max_consistency_drop, lab.reference_windows, lab.min_rows)
+
+
+def stored_label_references(root: str, wid: str, limit: int) -> list:
+    """(window_id, label profile) of up to ``limit`` sealed windows before ``wid``, newest first,
+    that training may use (QUARANTINED ones are no reference unless released) and that have a profile."""
+    out = []
+    for earlier in reversed([i for i in window_store.sealed_ids(root) if i < wid]):
+        if len(out) >= limit:
+            break
+        window = window_store.latest_sealed(root, earlier)
+        profile = (window.manifest.get("quality") or {}).get("labels", {}).get("profile") if window else None
+        if window is not None and window.usable_for_training and profile:
+            out.append((earlier, profile))
+    return out
+
+
+def merge_label_references(stored: list, in_run: dict, wid: str, settings: LabelCheckSettings,
+                           blocking: tuple = ()) -> list:
+    """References for ``wid``: this run's earlier windows (their content wins for the same id) and
+    the stored ones, newest first, at most ``settings.reference_windows``.
+
+    A window of this run is a reference only if its own label checks (against the references
+    before it, computed here in id order) raise no kind in ``blocking``: a run that seals a
+    flipped window and then clean ones must not judge the clean ones by the flipped one."""
+    accepted = dict(stored)
+    for i in sorted(i for i in in_run if i < wid and in_run[i]):
+        accepted.pop(i, None)  # this run's content replaces the stored version's
+        refs = [(j, accepted[j]) for j in sorted(accepted, reverse=True) if j < i]
+        found = check_labels(in_run[i], refs, settings)["anomalies"]
+        if not any(kind in blocking for kind, _ in found):
+            accepted[i] = in_run[i]
+    return [(i, accepted[i]) for i in sorted(accepted, reverse=True) if i < wid][:settings.reference_windows]
 
 
 def load_serving_stats(config, schema_text: str) -> Optional[statistics_pb2.DatasetFeatureStatisticsList]:
@@ -181,16 +227,26 @@ class WindowValidator:
                 for f, (m, _t) in self._thresholds.items() if f in skewed}
 
     def validate(self, wid: str, stats, previous, previous_id: Optional[str], dead_by_reason: dict,
-                 records: int, lags_s: list = ()):
+                 records: int, lags_s: list = (), label_profile: Optional[dict] = None,
+                 label_references: tuple = ()):
         """(Verdict, quality dict) of window ``wid`` given its statistics, the statistics of the
-        window it is compared with (None: no drift check), its dead letters by reason and its
-        record count."""
+        window it is compared with (None: no drift check), its dead letters by reason, its
+        record count, and its label profile with the reference windows' ((window_id, profile),
+        newest first)."""
         s = self.settings
         anomalies = validate_window(stats, self._schema, previous)
         skew = validate_skew(stats, self._skew_schema, self._serving) if self._serving is not None else None
         dead = sum(dead_by_reason.values())
-        verdict = decide(anomalies, s.blocking, dead, records + dead, s.max_bad_fraction, skew)
+        labels = None
+        if s.labels is not None:
+            labels = check_labels(label_profile, label_references, s.labels)
+        extra = [(s.labels.label_field, kind, text) for kind, text in labels["anomalies"]] if labels else []
+        verdict = decide(anomalies, s.blocking, dead, records + dead, s.max_bad_fraction, skew, extra)
         quality = quality_of(stats, records, dead, dead_by_reason, timeliness_of(list(lags_s)))
+        if labels is not None:
+            quality["labels"] = {"profile": label_profile, "reference_windows": labels["reference_windows"],
+                                 "reference": labels["reference"], "skipped": labels["skipped"],
+                                 "anomalies": [kind for kind, _ in labels["anomalies"]]}
         quality["drift"] = {"against": previous_id,
                             "features": distribution_scores(stats, previous, self._thresholds) if previous else {}}
         if self._serving is not None:

@@ -291,19 +291,23 @@ with the same AnomalyInfo types as drift), so the verdict rules can treat skew o
 
 def anomaly_kind_names() -> set[str]:
     """Every kind name ``validation.blocking_anomalies`` may list."""
+    from transforms.label_checks import LABEL_KINDS
+
     names = set(anomalies_pb2.AnomalyInfo.Type.keys())
-    return names | {SKEW_PREFIX + n for n in names}
+    return names | {SKEW_PREFIX + n for n in names} | set(LABEL_KINDS)
 
 
 def decide(anomalies: anomalies_pb2.Anomalies, blocking: Sequence[str], bad_records: int,
            total_records: int, max_bad_fraction: float,
-           skew_anomalies: Optional[anomalies_pb2.Anomalies] = None) -> Verdict:
+           skew_anomalies: Optional[anomalies_pb2.Anomalies] = None, extra: Sequence[tuple] = ()) -> Verdict:
     """PASS when clean, QUARANTINED when a blocking anomaly kind or too many bad records, else WARN.
 
-    ``skew_anomalies`` (from :func:`validate_skew`) add kinds named ``SKEW_<kind>``."""
+    ``skew_anomalies`` (from :func:`validate_skew`) add kinds named ``SKEW_<kind>``; ``extra``:
+    (feature, kind, description) found by ctpipe's own checks (transforms/label_checks.py)."""
     kinds = anomaly_kinds(anomalies)
     if skew_anomalies is not None:
         kinds += [(f, SKEW_PREFIX + k, d) for f, k, d in anomaly_kinds(skew_anomalies)]
+    kinds += list(extra)
     reasons = [f"feature {f!r}: {k} ({d})" for f, k, d in kinds]
     blocked = any(k in blocking for _f, k, _d in kinds)
     fraction = bad_records / total_records if total_records else 0.0

@@ -12,11 +12,11 @@ import os
 import sys
 
 from core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, CtpipeError, find_in_chain
-from pipeline.cli import backfill, config, demo, gc, gen, registry, report, schema, stream, train, windows
+from pipeline.cli import backfill, config, controller, demo, gc, gen, registry, report, schema, stream, train, windows
 from pipeline.cli.common import Context, common_parent, exit_codes_epilog
 from pipeline.tempdirs import process_temp_dir
 
-COMMAND_MODULES = (gen, backfill, stream, train, windows, schema, report, registry, gc, config, demo)
+COMMAND_MODULES = (gen, backfill, stream, train, controller, windows, schema, report, registry, gc, config, demo)
 """In the order ``ctpipe --help`` lists them."""
 
 _COMMON_DEFAULTS = (("config", None), ("runner_config", None), ("json", False), ("debug", False))

@@ -30,10 +30,11 @@ def run(args, ctx) -> int:
     # their own, so they never replace it.
     metrics.push(config.metrics.pushgateway, "train",
                  {"task": outcome["task"]} if outcome["role"] == "worker" else None)
+    screened = screening_lines(outcome.get("screening"))
     if outcome.get("reused"):
         decision = "blessed" if outcome["blessing"]["blessed"] else "not blessed, pushed with --force"
-        lines = [f"reused: run {outcome['run_id']} already trained on these inputs and pushed "
-                 f"{config.registry.model_name} v{outcome['version']} ({decision}); nothing trained"]
+        lines = screened + [f"reused: run {outcome['run_id']} already trained on these inputs and pushed "
+                            f"{config.registry.model_name} v{outcome['version']} ({decision}); nothing trained"]
         if outcome["promoted_on_reuse"]:
             lines.append(f"production -> v{outcome['version']} (the first attempt stopped before moving the alias)")
         emit(args, outcome, lines)
@@ -45,12 +46,15 @@ def run(args, ctx) -> int:
                              f"({outcome['train_examples']} examples, {outcome['strategy']}); "
                              "the chief evaluates and pushes"])
         return EXIT_OK
-    lines = [f"candidate trained on {len(outcome['windows'])} windows ({outcome['train_examples']} examples, "
+    lines = screened + [f"candidate trained on {len(outcome['windows'])} windows ({outcome['train_examples']} examples, "
              f"{outcome['strategy']}, warm start: {outcome['warm_start']['used']})",
              "metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in sorted(outcome["metrics"].items()) if k != "slices")]
     for check in outcome["blessing"]["checks"]:
         lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['description']}")
+    for check in (outcome["blessing"].get("trusted") or {}).get("checks", []):
+        mark = "----" if not check["applied"] else "ok  " if check["passed"] else "FAIL"
+        lines.append(f"  {mark} trusted data, {check['description']}")
     if outcome["pushed"] and outcome["blessing"]["blessed"]:
         lines.append(f"blessed: pushed {config.registry.model_name} v{outcome['version']}; production -> "
                      f"v{outcome['version']}")
@@ -61,3 +65,11 @@ def run(args, ctx) -> int:
         lines.append("not blessed: nothing pushed, production alias unchanged")
     emit(args, outcome, lines)
     return EXIT_OK if outcome["blessing"]["blessed"] else EXIT_GATE_REJECTED
+
+
+def screening_lines(screening) -> list:
+    """What the gate's screening quarantined or recorded, one line each (docs/GATE.md)."""
+    if not screening:
+        return []
+    return [f"screening: {d['decision']}: {reason}" for d in screening.get("windows", [])
+            if d.get("decision") in ("collapse", "concept_change") for reason in d.get("reasons", [])]

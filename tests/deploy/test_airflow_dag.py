@@ -6,7 +6,8 @@ because its dependencies conflict with ctpipe's. The tests run Airflow's own Dag
 folder and check the task graph, retries and exit-code handling that README and deploy/README.md
 describe; one runs the DAG (``dag.test()``) with the real ctpipe CLI against a real Kafka broker:
 Kafka is drained into sealed windows, and the candidate the gate rejects (exit 10) leaves the
-train task *skipped*, not failed and not retried, while the DAG run succeeds.
+controller task (`ctpipe controller --once`, whose policy starts the run) *skipped*, not failed
+and not retried, while the DAG run succeeds.
 """
 import datetime as dt
 import json
@@ -133,8 +134,8 @@ def test_dagbag_reports_an_import_error(dagbag):
 def test_task_graph_retries_and_schedule(dagbag):
     dag = dagbag[0]["dags"][DAG_ID]
     tasks = dag["tasks"]
-    assert set(tasks) == {"stream_until_idle", "train"}
-    assert tasks["stream_until_idle"]["upstream"] == [] and tasks["train"]["upstream"] == ["stream_until_idle"]
+    assert set(tasks) == {"stream_until_idle", "controller"}
+    assert tasks["stream_until_idle"]["upstream"] == [] and tasks["controller"]["upstream"] == ["stream_until_idle"]
     assert all(t["type"] == "BashOperator" for t in tasks.values())
     # deploy/README.md: hourly at minute 20, one run at a time, no catch-up, two retries per task.
     assert dag["schedule"] == "20 * * * *" and dag["catchup"] is False and dag["max_active_runs"] == 1
@@ -142,9 +143,9 @@ def test_task_graph_retries_and_schedule(dagbag):
     assert all(t["execution_timeout_s"] for t in tasks.values())
 
 
-def test_exit_10_skips_train_and_no_ctpipe_exit_code_skips_stream(dagbag):
+def test_exit_10_skips_the_controller_and_no_ctpipe_exit_code_skips_stream(dagbag):
     tasks = dagbag[0]["dags"][DAG_ID]["tasks"]
-    assert tasks["train"]["skip_on_exit_code"] == [EXIT_GATE_REJECTED]
+    assert tasks["controller"]["skip_on_exit_code"] == [EXIT_GATE_REJECTED]
     # Every other ctpipe exit code of stream fails the task (and Airflow retries it).
     assert not set(tasks["stream_until_idle"]["skip_on_exit_code"]) & (set(EXIT_CODES) - {EXIT_OK})
 
@@ -157,16 +158,17 @@ def test_commands_are_real_ctpipe_command_lines(dagbag):
         assert parses_as_ctpipe(argv[1:]), f"{task_id}: `{' '.join(argv)}` is not a valid ctpipe command line"
         assert argv[argv.index("--config") + 1] == "/etc/ctpipe/ctpipe.yaml"
     assert shlex.split(render_defaults(tasks["stream_until_idle"]["bash_command"]))[1:3] == ["stream", "--until-idle"]
-    assert shlex.split(render_defaults(tasks["train"]["bash_command"]))[1] == "train"
+    assert shlex.split(render_defaults(tasks["controller"]["bash_command"]))[1:4] == ["controller", "--once", "--json"]
     # Relative on purpose: it resolves among the runner configs installed with ctpipe
     # (tests/pipeline/test_runner_config_paths.py), wherever Airflow runs the task.
     stream = shlex.split(render_defaults(tasks["stream_until_idle"]["bash_command"]))
     assert stream[stream.index("--runner-config") + 1] == "runner_configs/direct.yaml"
 
 
-def test_a_dag_run_drains_kafka_and_a_rejected_candidate_skips_train(tmp_path, kafka_broker, kafka_topic):
-    """The whole DAG in Airflow with the real ctpipe: stream seals windows from Kafka, train runs
-    and its candidate is rejected (an unreachable example_count bound), exit 10 -> skipped."""
+def test_a_dag_run_drains_kafka_and_a_rejected_candidate_skips_the_controller(tmp_path, kafka_broker, kafka_topic):
+    """The whole DAG in Airflow with the real ctpipe: stream seals windows from Kafka, the
+    controller's new-windows policy starts a run and its candidate is rejected (an unreachable
+    example_count bound), exit 10 -> skipped."""
     from core import window_store
     from pipeline import synthetic
     from pipeline.config import config_from_dict
@@ -194,9 +196,11 @@ def test_a_dag_run_drains_kafka_and_a_rejected_candidate_skips_train(tmp_path, k
                       variables={"ctpipe_bin": ctpipe, "ctpipe_config": str(config_path)})
     log = (tmp_path / "airflow.log").read_text()
     assert out["tasks"]["stream_until_idle"] == {"state": "success", "try_number": 1}, log[-4000:]
-    assert out["tasks"]["train"] == {"state": "skipped", "try_number": 1}, log[-4000:]
+    assert out["tasks"]["controller"] == {"state": "skipped", "try_number": 1}, log[-4000:]
     assert out["run_state"] == "success"
-    assert re.search(r"(?i)exit(ed)? (with return )?code 10", log), "train did not exit 10"
+    assert re.search(r"(?i)exit(ed)? (with return )?code 10", log), "the controller did not exit 10"
+    state = json.loads((root / "controller" / "state.json").read_text())
+    assert state["last_run"]["outcome"] == "rejected" and state["last_run"]["policies"][0]["policy"] == "new_windows"
     sealed = window_store.list_sealed(str(root))
     assert [w.window_id for w in sealed] == ["20261127T0000Z", "20261127T0100Z"]
     assert not (tmp_path / "registry" / "sensors" / "versions").exists(), "a rejected candidate was pushed"

@@ -25,7 +25,7 @@ K8S_VERSION = "1.31.0"
 NAMESPACE = "ctpipe"
 
 # Created on demand with kubectl create/apply -f, deliberately not in kustomization.yaml.
-ON_DEMAND = {"backfill-job.yaml", "trainer-job.yaml"}
+ON_DEMAND = {"backfill-job.yaml", "trainer-job.yaml", "controller-cronjob.yaml"}
 SECRET_NAMES = {"ctpipe-kafka", "ctpipe-kafka-ca", "ctpipe-s3"}
 
 _CONTAINER = {
@@ -328,7 +328,7 @@ def ctpipe_invocations():
 
 def test_ctpipe_commands_are_real_subcommands():
     invocations = ctpipe_invocations()
-    assert {f for f, _ in invocations} >= {"stream-job.yaml", "controller-cronjob.yaml",
+    assert {f for f, _ in invocations} >= {"stream-job.yaml", "controller-cronjob.yaml", "controller-deployment.yaml",
                                            "backfill-job.yaml", "trainer-job.yaml"}
     for name, argv in invocations:
         assert parses_as_ctpipe(argv), f"{name}: `ctpipe {' '.join(argv)}` is not a valid ctpipe command line"
@@ -367,12 +367,49 @@ def test_stream_job():
 
 
 def test_controller_cronjob():
-    cj = find("CronJob", "ctpipe-train")
+    """The CronJob variant: one `controller --once` check per slot, never two at a time; the
+    decisions (exit 10: rejected, 5: another controller leads, 2: bad config) are not retried."""
+    cj = find("CronJob", "ctpipe-controller-once")
     assert cj["spec"]["concurrencyPolicy"] == "Forbid"
-    minute, hour, dom, month, dow = cj["spec"]["schedule"].split()
-    assert minute.isdigit() and (hour, dom, month, dow) == ("*", "*", "*", "*"), "hourly"
-    c = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][0] == "train"
+    job = cj["spec"]["jobTemplate"]["spec"]
+    c = job["template"]["spec"]["containers"][0]
+    assert c["args"][:2] == ["controller", "--once"] and "--json" in c["args"]
+    fail_job = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert set(fail_job[0]["onExitCodes"]["values"]) == {2, 5, 10}
+    assert "controller-cronjob.yaml" not in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+
+
+def test_controller_deployment():
+    """Two replicas of the long-running controller, one leader through the storage root's
+    object-store lease (no Kubernetes Lease, so no RBAC and no service-account token)."""
+    dep = find("Deployment", "ctpipe-controller")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not [r for _, d in all_documents() if d.get("kind") == "Role" for r in d.get("rules", [])
+                if "coordination.k8s.io" in r.get("apiGroups", [])]
+    c = pod["containers"][0]
+    assert c["args"][0] == "controller" and "--once" not in c["args"]
+    cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
+    from pipeline.config import config_from_dict
+    from pipeline.typed_config import duration_ms
+
+    config = config_from_dict(cfg)  # the controller section is a valid one
+    assert config.storage.root.startswith("s3://")  # the leader lease lives there (conditional PUTs)
+    # The grace period lets a run in flight finish and release the lease after SIGTERM.
+    assert pod["terminationGracePeriodSeconds"] * 1000 > 10 * duration_ms(config.controller.lease_ttl)
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts[config.training.backup_dir] == "train-backup"
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    assert claims["train-backup"] == find("PersistentVolumeClaim", "ctpipe-train-backup")["metadata"]["name"]
+    assert {"name": "metrics", "containerPort": config.metrics.port} in c["ports"]
+    svc = find("Service", "ctpipe-controller-metrics")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    sm = find("ServiceMonitor", "ctpipe-controller")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert {"controller-deployment.yaml", "train-backup-pvc.yaml"} <= set(kustomization)
 
 
 def test_flink_deployment_matches_runner_config():
@@ -475,7 +512,7 @@ def test_config_map_is_a_valid_ctpipe_config():
 
 def training_pods():
     """(file, Job spec, pod spec) of the CronJob's Job and the distributed trainer Job."""
-    cj = find("CronJob", "ctpipe-train")
+    cj = find("CronJob", "ctpipe-controller-once")
     job = find("Job", "ctpipe-trainer")
     return [("controller-cronjob.yaml", cj["spec"]["jobTemplate"]["spec"],
              cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
@@ -516,8 +553,9 @@ def test_training_backups_outlive_the_pod():
         assert claim in pvcs, f"{name}: {backup_dir} is on {volume}, not a PersistentVolumeClaim"
         # Both workers of the distributed Job, on any nodes, see the same folder.
         assert pvcs[claim]["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert "controller-cronjob.yaml" in {n for n, d in all_documents()
-                                         if d["kind"] == "PersistentVolumeClaim"}, "the claim is long-lived"
+    # the claim is long-lived: in the kustomization, not in an on-demand Job's file
+    assert "train-backup-pvc.yaml" in {n for n, d in all_documents()
+                                       if d["kind"] == "PersistentVolumeClaim"} - ON_DEMAND, "the claim is long-lived"
 
 
 def test_the_driver_stages_artifacts_through_the_job_server_service():

@@ -1,6 +1,7 @@
 """Every alert rule and dashboard query selects series that ctpipe really emits.
 
-A backfill, a `ctpipe stream --until-idle` run (real Apache Kafka) and a `ctpipe train` run, each
+A backfill, a `ctpipe stream --until-idle` run (real Apache Kafka), a `ctpipe train` run and a
+`ctpipe controller --once` check, each
 the real CLI in its own process, push to a real Pushgateway; a real Prometheus scrapes it with
 honor_labels (as deploy/prometheus/prometheus.yml does) and evaluates deploy/prometheus/rules.yml.
 Then, through Prometheus's HTTP API:
@@ -112,6 +113,10 @@ def test_rules_and_dashboard_select_series_ctpipe_emits(tmp_path, make_events, k
     stream = ctpipe("stream", "--until-idle", "--json", config=config)
     assert '"sealed"' in stream.stdout
     ctpipe("train", config=config)  # the gate blesses (example_count >= 10): a model is pushed
+    # The controller's first check sees every window as new and fires; train ran those inputs
+    # already, so it trains nothing, and pushes its freshness and run gauges (job ctpipe_controller).
+    once = ctpipe("controller", "--once", "--json", config=config)
+    assert json.loads(once.stdout)["outcome"] == "already-trained"
 
     # Prometheus has scraped the last push (train's) and evaluated the rules on it; every other
     # series below then shows up within a few scrapes.
@@ -125,6 +130,8 @@ def test_rules_and_dashboard_select_series_ctpipe_emits(tmp_path, make_events, k
                  'ctpipe_data_quality{job="ctpipe_stream",dimension="completeness"}',
                  'ctpipe_windows_sealed_total{job="ctpipe_stream",verdict="QUARANTINED"}',
                  'ctpipe_gate_decisions_total{job="ctpipe_train",outcome="rejected"}',
+                 'ctpipe_model_age_seconds{job="ctpipe_controller",model="sensors"}',
+                 'ctpipe_controller_runs_total{job="ctpipe_controller",outcome="already-trained"}',
                  'ctpipe:last_success_timestamp_seconds{ctpipe_job="backfill"}',
                  'ctpipe:last_success_timestamp_seconds{ctpipe_job="stream"}',
                  'ctpipe:last_success_timestamp_seconds{ctpipe_job="train"}'):

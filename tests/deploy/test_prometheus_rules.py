@@ -33,6 +33,10 @@ METRICS = {
     "ctpipe_gate_decisions_total": "counter",
     "ctpipe_model_metric": "gauge",
     "ctpipe_models_pushed_total": "counter",
+    "ctpipe_model_age_seconds": "gauge",
+    "ctpipe_model_windows_behind": "gauge",
+    "ctpipe_controller_runs_total": "counter",
+    "ctpipe_controller_consecutive_rejections": "gauge",
 }
 SERIES = set(METRICS) | {f"{m}_{s}" for m, t in METRICS.items() if t == "histogram"
                          for s in ("bucket", "sum", "count")}
@@ -40,7 +44,8 @@ REQUIRED_ALERTS = {
     "CtpipeDeadLetterRateHigh", "CtpipeStreamNoRecentSuccess", "CtpipeTrainNoRecentSuccess",
     "CtpipeBackfillNoRecentSuccess", "CtpipeLastSuccessMissing", "CtpipeKafkaConsumerLagHigh",
     "CtpipeWindowQuarantined", "CtpipeDataCompletenessLow", "CtpipeDriftHigh",
-    "CtpipeGateRejectingConsecutively", "CtpipeWatermarkStalled",
+    "CtpipeGateRejectingConsecutively", "CtpipeWatermarkStalled", "CtpipeModelStale",
+    "CtpipeControllerRejectingRepeatedly",
 }
 
 

@@ -94,3 +94,47 @@ def test_headless_chromium_screenshot_is_not_blank(report, tmp_path):
     colours = image.getcolors(maxcolors=1 << 20)
     assert len(colours) > 200  # text, bars and lines, not a blank page
     assert max(count for count, _c in colours) < 0.95 * image.size[0] * image.size[1]
+
+
+def test_model_history_shows_every_run_its_gate_decision_and_the_alias_moves(tmp_path):
+    """Run records (a rejected candidate too, which never reaches the registry) and a real
+    in-memory registry: each run is a row with the policy that started it; versions and moves follow."""
+    import json
+    import uuid
+
+    from pipeline.report import model_history
+    from training.registry import open_registry
+
+    root = tmp_path / "store"
+    (root / "runs").mkdir(parents=True)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "saved_model.pb").write_bytes(b"stored, never loaded")
+    registry = open_registry(f"memory://report-{uuid.uuid4().hex}")
+    windows = [{"window_id": "20261127T0000Z"}, {"window_id": "20261127T0100Z"}]
+    runs = [("train-aaaa0001", True, 0.81, {"policies": [{"policy": "new_windows", "reason": "1 new"}]}),
+            ("train-aaaa0002", False, 0.52, {"policies": [{"policy": "drift", "reason": "t js 0.3"}]}),
+            ("train-aaaa0003", True, 0.84, None)]
+    for i, (run_id, blessed, auc, trigger) in enumerate(runs):
+        version = None
+        if blessed:
+            version = registry.push("sensors", str(model_dir), metrics={"auc": auc, "accuracy": 0.7},
+                                    blessing={"blessed": True, "checks": []},
+                                    lineage={"run_id": run_id, "windows": windows}).version
+            registry.promote("sensors", version, alias="production", reason=f"blessed by run {run_id}")
+        checks = [] if blessed else [{"passed": False, "description": "auc 0.52 >= 0.7"}]
+        (root / "runs" / f"{run_id}.json").write_text(json.dumps({
+            "kind": "train", "run_id": run_id, "finished_at": 1_795_000_000 + i, "windows": windows,
+            "metrics": {"auc": auc, "accuracy": 0.7, "example_count": 100}, "version": version,
+            "blessing": {"blessed": blessed, "checks": checks}, "trigger": trigger}))
+    registry.rollback("sensors", alias="production")
+    text = "\n".join(model_history(str(root), registry, "sensors"))
+    table = text[text.index("<table id='runs'>"):text.index("</table>")]
+    assert [line.split("<code>")[1].split("</code>")[0] for line in table.splitlines()[1:]] == [r[0] for r in runs]
+    assert "new_windows" in table and "drift" in table and "ctpipe train" in table
+    assert table.count(">rejected<") == 1 and "auc 0.52 &gt;= 0.7" in table
+    versions = text[text.index("<table id='versions'>"):]
+    assert "<td>v1</td>" in versions and "<td>v2</td>" in versions and "<td>v3</td>" not in versions
+    moves = text[text.index("<table id='alias-moves'>"):]
+    # the registry keeps the moves still in effect (v1's promotion) and every rollback (v2 -> v1)
+    assert moves.count("<td>promote</td>") == 1 and "<td>rollback</td><td>2</td><td>1</td>" in moves

@@ -38,7 +38,8 @@ def trained(request, tmp_path_factory, mlflow_launch):
             "training": {"epochs": 3, "batch_size": 64, "backup_dir": str(base / "backup")},
             "gate": {"slice_feature": "firmware",
                      # v2 is the same data warm-started (one more epoch): allow sampling noise on ~200 examples.
-                     "thresholds": [{"metric": "auc", "lower_bound": 0.65, "change_absolute": -0.1}]}}
+                     "thresholds": [{"metric": "auc", "lower_bound": 0.65, "change_absolute": -0.1}],
+                     "trusted": {"max_regression": 0.1}}}
     run_backfill(config_from_dict(dict(data, registry={"uri": str(base / "unused")})),
                  pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml")), None, None)
     uri, _services = request.getfixturevalue("mlflow_server")
