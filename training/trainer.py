@@ -30,8 +30,11 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from core import autograph_rules
 from training.data import training_dataset
 from training.strategy import describe_environment, strategy_from_environment, task_name
+
+autograph_rules.apply()  # the first fit/evaluate/export of a process: minutes of AutoGraph otherwise
 
 WARMSTART_DIR = "warmstart"
 SIGNATURE_FILE = "signature.json"
