@@ -232,7 +232,7 @@ kafka_java() {  # kafka_java HEAP MAIN ARGS...: a JVM on the pinned Kafka classp
 kafka_format() {
   local kdir="$1"
   [[ -f "$kdir/data/meta.properties" ]] && return 0
-  ( umask 077; [[ -s "$kdir/scram-password" ]] || openssl rand -hex 24 >"$kdir/scram-password" )
+  ( umask 077; [[ -s "$kdir/scram-password" ]] || openssl rand -hex 24 | tr -d '\n' >"$kdir/scram-password" )
   local scram cluster
   scram="$("$PYTHON" - "$KAFKA_USER" "$kdir/scram-password" <<'EOF'
 import base64, hashlib, os, sys
