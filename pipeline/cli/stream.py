@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         description="Exactly-once micro-batches from source.kafka into sealed windows (bounded mode).\n\n"
                     "Each cycle reads [checkpoint, end offset fixed at cycle start) per partition, writes window "
                     "parts, seals the windows the watermark passed, then checkpoints and commits the consumer "
-                    "group's offsets.",
+                    "group's offsets.\n\n"
+                    "--unbounded instead submits the unbounded graph to a streaming runner (Flink): the runner "
+                    "reads Kafka, its checkpoints make it exactly-once, and the command stays attached to the job.",
         epilog_note="A non-zero exit leaves a consistent store: rerun the same command to continue from the "
                     "checkpoint.")
     mode = p.add_mutually_exclusive_group()
@@ -79,7 +81,10 @@ def run_unbounded(args, ctx) -> int:
         raise ConfigError("--seal-at-end and --max-records-per-cycle are micro-batch options; --unbounded seals "
                           "windows when the watermark passes them and reads as the runner schedules")
 
+    job = {}
+
     def submitted(job_id: str) -> None:
+        job["id"] = job_id
         if args.json:
             print(json.dumps({"job_id": job_id, "state": "SUBMITTED"}), flush=True)
         else:
@@ -87,7 +92,7 @@ def run_unbounded(args, ctx) -> int:
 
     state = submit(ctx.config, ctx.options, on_submitted=submitted)
     if args.json:
-        print(json.dumps({"job_id": None, "state": state}), flush=True)
+        print(json.dumps({"job_id": job.get("id"), "state": state}), flush=True)
     else:
         print(f"unbounded job ended: {state}", flush=True)
     return 0

@@ -242,7 +242,11 @@ def java_consumer_config(kafka_cfg) -> dict:
     password, with no trailing newline). The user name, not a secret, is resolved here.
     """
     kwargs = client_kwargs(kafka_cfg)  # validates everything, and that the secret can be read here
+    # enable.auto.commit off: the Java client's default (on, with a group.id) would commit offsets of
+    # records no checkpoint covers yet; KafkaIO commits them itself when a checkpoint completes
+    # (commit_offset_in_finalize), so a job started afresh continues from a checkpointed position.
     out = {"bootstrap.servers": ",".join(kwargs["bootstrap_servers"]), "group.id": kafka_cfg.group_id,
+           "enable.auto.commit": "false",
            "security.protocol": kwargs["security_protocol"], "auto.offset.reset": "earliest",
            "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"]),
            "isolation.level": kwargs["isolation_level"]}
