@@ -88,8 +88,10 @@ def run_unbounded(config, options, on_submitted: Optional[Callable[[str], None]]
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         state = result.wait_until_finish()
-    except RuntimeError:  # the portable runner raises for every end but DONE
-        if str(result.state) == "CANCELLED":  # cancelled from outside (Flink's UI or REST API)
+    except RuntimeError as exc:  # the portable runner raises for every end but DONE
+        # Cancelled from outside (Flink's UI or REST API): Beam 2.62's Flink job server reports the
+        # job FAILED with Flink's JobCancellationException.
+        if str(result.state) == "CANCELLED" or "JobCancellationException" in str(exc):
             return "CANCELLED"
         raise
     except (TerminatedError, KeyboardInterrupt):
