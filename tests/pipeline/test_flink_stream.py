@@ -8,7 +8,7 @@ The cluster is this module's own (a TaskManager is killed); everything is observ
 ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
 in Kafka, the sealed TFRecords read with tf.data. Every wait polls a condition.
 
-Cost: about 11 minutes on the shared 2-core machine under load (cluster start ~2 min, the job's
+Cost: 8 to 11 minutes on the shared 2-core machine under load (490 s, 642 s in two runs) (cluster start ~2 min, the job's
 submission ~2.5 min: TensorFlow import, expansion, the upload of the job server's jars; the first
 checkpoint waits for the first seals). Marked slow and integration.
 """
