@@ -84,6 +84,7 @@ services-up: venv engines
 flink-up: venv engines
 	bash scripts/services.sh start flink
 	bash scripts/services.sh start beam-job-server
+	bash scripts/services.sh start beam-expansion
 
 services-down:
 	bash scripts/services.sh stop all

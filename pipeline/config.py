@@ -95,6 +95,11 @@ class KafkaSourceConfig(Section):
     watermark back; its later records may then be late (see window.late_data). Off by default:
     the watermark waits for every partition that has ever had data."""
 
+    expansion_service: Optional[str] = None
+    """host:port of the Java expansion service that expands the Kafka read of the unbounded graph
+    (``ctpipe stream --unbounded``, Beam's KafkaIO; locally ``scripts/services.sh start
+    beam-expansion`` prints it as CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT). Unused by the micro-batches."""
+
     def idle_timeout_s(self) -> Optional[float]:
         if self.idle_partition_timeout is None:
             return None

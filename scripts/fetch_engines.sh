@@ -38,7 +38,7 @@ need_mvn() {
   command -v java >/dev/null 2>&1 || die "java not found; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
 }
 
-# coord_xml G:A:V[:TYPE[:CLASSIFIER]] [nodeps]: a <dependency> element.
+# coord_xml G:A:V[:TYPE[:CLASSIFIER]] [nodeps|exclude=GROUP]: a <dependency> element.
 coord_xml() {
   local g a v t c
   IFS=: read -r g a v t c <<<"$1"
@@ -47,6 +47,7 @@ coord_xml() {
   printf '<type>%s</type>' "${t:-jar}"
   [[ -n "$c" ]] && printf '<classifier>%s</classifier>' "$c"
   [[ "${2:-}" == nodeps ]] && printf '<exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions>'
+  [[ "${2:-}" == exclude=* ]] && printf '<exclusions><exclusion><groupId>%s</groupId><artifactId>*</artifactId></exclusion></exclusions>' "${2#exclude=}"
   printf '</dependency>\n'
 }
 

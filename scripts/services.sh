@@ -8,7 +8,9 @@
 #   scripts/services.sh start s3
 #   scripts/services.sh start flink      # JobManager + two TaskManagers, each its own JVM
 #   scripts/services.sh start beam-job-server   # needs the running flink; submits to it
-#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|all   # stop flink stops the job server too
+#   scripts/services.sh start beam-expansion    # Beam's Java expansion service for KafkaIO (ctpipe stream --unbounded)
+#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|beam-expansion|all
+#                                                # stop flink stops the job server and the expansion service too
 #   scripts/services.sh env              # eval "$(scripts/services.sh env)"
 #
 # State lives in $CTPIPE_SERVICES_DIR (default <repo>/.services/): NAME.pid, NAME.log and NAME.env.
@@ -27,6 +29,7 @@
 # state dir, with flink/conf/flink-conf.yaml) and CTPIPE_FLINK_TASKMANAGER_PID_FILES (comma-separated;
 # flink-taskmanager-N.pid). beam-job-server.env: CTPIPE_BEAM_JOB_ENDPOINT (the portable Job API that
 # runner_configs/flink-local.yaml submits to), CTPIPE_BEAM_ARTIFACT_ENDPOINT, CTPIPE_BEAM_EXPANSION_ENDPOINT.
+# beam-expansion.env: CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT (source.kafka.expansion_service of the unbounded graph).
 # Logs: flink-jobmanager.log, flink-taskmanager-N.log (+ .out), beam-job-server.log.
 # Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding kafka-python and moto),
 # $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20; Kafka's default 90),
@@ -34,8 +37,8 @@
 # "-Xms256m -Xmx512m -XX:TieredStopAtLevel=1": C1 only starts the broker about twice as fast on two
 # cores), $CTPIPE_S3_PORT (fixed port),
 # $CTPIPE_ENGINES_DIR / $CTPIPE_MAVEN_REPO (see scripts/fetch_engines.sh),
-# $CTPIPE_FLINK_JM_JVM_OPTS, $CTPIPE_FLINK_TM_JVM_OPTS, $CTPIPE_BEAM_JOB_SERVER_JVM_OPTS (heap options of
-# the Flink JVMs; defaults: -Xmx512m, -Xmx384m + 192m direct, -Xmx512m),
+# $CTPIPE_FLINK_JM_JVM_OPTS, $CTPIPE_FLINK_TM_JVM_OPTS, $CTPIPE_BEAM_JOB_SERVER_JVM_OPTS, $CTPIPE_BEAM_EXPANSION_JVM_OPTS (heap options of
+# the Flink JVMs; defaults: -Xmx512m, -Xmx384m + 192m direct, -Xmx512m, -Xmx384m),
 # $CTPIPE_SERVICES_OWNER_PID (stop the broker, the Flink JVMs and the job server once that process
 # is gone; the test fixtures set it).
 set -euo pipefail
@@ -229,7 +232,7 @@ kafka_java() {  # kafka_java HEAP MAIN ARGS...: a JVM on the pinned Kafka classp
 kafka_format() {
   local kdir="$1"
   [[ -f "$kdir/data/meta.properties" ]] && return 0
-  ( umask 077; [[ -s "$kdir/scram-password" ]] || openssl rand -hex 24 >"$kdir/scram-password" )
+  ( umask 077; [[ -s "$kdir/scram-password" ]] || openssl rand -hex 24 | tr -d '\n' >"$kdir/scram-password" )
   local scram cluster
   scram="$("$PYTHON" - "$KAFKA_USER" "$kdir/scram-password" <<'EOF'
 import base64, hashlib, os, sys
@@ -551,9 +554,53 @@ EOF
 stop_flink() {
   local i
   stop_service beam-job-server >/dev/null  # it submits to this cluster: useless without it
+  stop_service beam-expansion >/dev/null
   for ((i = 1; i <= FLINK_TASKMANAGERS; i++)); do stop_service "flink-taskmanager-$i"; done
   stop_service flink-jobmanager
   rm -f "$DIR/flink.env"
+}
+
+# beam_classpath: the job server's jars, then Beam's Java KafkaIO (jvm/engines.in, beam-kafka-io): the
+# job server's own versions come first; the job server stages the whole classpath to the TaskManagers
+# with each job, so KafkaIO's Java code is there when the unbounded graph reads Kafka inside Flink.
+beam_classpath() {
+  local js kio
+  js="$(bash "$REPO/scripts/fetch_engines.sh" --classpath beam-flink-job-server)" \
+    || die "cannot fetch the pinned Beam job server jars (scripts/fetch_engines.sh beam-flink-job-server failed)"
+  kio="$(bash "$REPO/scripts/fetch_engines.sh" --classpath beam-kafka-io)" \
+    || die "cannot fetch the pinned Beam KafkaIO jars (scripts/fetch_engines.sh beam-kafka-io failed)"
+  echo "$js:$kio"
+}
+
+# Beam's Java expansion service for the unbounded graph's Kafka read (Python's ReadFromKafka is a
+# cross-language transform): --defaultEnvironmentType=EMBEDDED runs KafkaIO's Java DoFns inside the
+# TaskManager JVMs (no Docker), and --experiments=use_deprecated_read expands the read to the
+# UnboundedSource that Flink runs natively (its reader state is Flink checkpoint state; offsets are
+# committed when a checkpoint completes). The experiment must be given here: the expansion service
+# decides how KafkaIO expands, not the Python pipeline's options.
+start_expansion() {
+  need_python
+  local pid; pid="$(pid_of beam-expansion)"
+  if [[ -n "$pid" ]]; then echo "beam-expansion already running (pid $pid)"; return 0; fi
+  command -v java >/dev/null || die "java not found; install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
+  local cp; cp="$(beam_classpath)"
+  local port; port="$(free_port)"
+  mkdir -p "$DIR"
+  rm -f "$DIR/beam-expansion.env"
+  local started=$SECONDS
+  # shellcheck disable=SC2086
+  setsid java ${CTPIPE_BEAM_EXPANSION_JVM_OPTS:--Xmx384m -Xms64m} -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
+    "${FLINK_JDK17_OPTS[@]}" -Dorg.slf4j.simpleLogger.defaultLogLevel=info -cp "$cp" \
+    org.apache.beam.sdk.expansion.service.ExpansionService "$port" \
+    --defaultEnvironmentType=EMBEDDED --experiments=use_deprecated_read >>"$DIR/beam-expansion.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$DIR/beam-expansion.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
+  local saved=$TIMEOUT; TIMEOUT=$KAFKA_TIMEOUT
+  wait_ready beam-expansion "$pid" "$port"
+  TIMEOUT=$saved
+  echo "CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT=$HOST:$port" >"$DIR/beam-expansion.env"
+  echo "beam-expansion started (pid $pid) in $((SECONDS - started)) s: $HOST:$port; log $DIR/beam-expansion.log"
 }
 
 # Beam's Flink job server: the portable Job API (job port), its artifact staging service and an
@@ -567,8 +614,7 @@ start_job_server() {
     || die "no Flink cluster runs for $DIR; start it first: bash scripts/services.sh start flink"
   local master
   master="$(sed -n 's/^CTPIPE_FLINK_MASTER=//p' "$DIR/flink.env")"
-  local cp; cp="$(bash "$REPO/scripts/fetch_engines.sh" --classpath beam-flink-job-server)" \
-    || die "cannot fetch the pinned Beam job server jars (scripts/fetch_engines.sh beam-flink-job-server failed)"
+  local cp; cp="$(beam_classpath)"
   local job artifact expansion
   job="$(free_port)"; artifact="$(free_port)"; expansion="$(free_port)"
   while [[ "$artifact" == "$job" ]]; do artifact="$(free_port)"; done
@@ -631,6 +677,7 @@ case "$cmd" in
       s3) shift; [[ $# -eq 0 ]] || usage; start_s3 ;;
       flink) shift; [[ $# -eq 0 ]] || usage; start_flink ;;
       beam-job-server) shift; [[ $# -eq 0 ]] || usage; start_job_server ;;
+      beam-expansion) shift; [[ $# -eq 0 ]] || usage; start_expansion ;;
       *) usage ;;
     esac ;;
   stop)
@@ -639,7 +686,8 @@ case "$cmd" in
       s3) stop_service s3 ;;
       flink) stop_flink ;;
       beam-job-server) stop_service beam-job-server ;;
-      all) stop_service beam-job-server; stop_flink; stop_service kafka; stop_service s3 ;;
+      beam-expansion) stop_service beam-expansion ;;
+      all) stop_service beam-expansion; stop_service beam-job-server; stop_flink; stop_service kafka; stop_service s3 ;;
       *) usage ;;
     esac ;;
   env) print_env ;;

@@ -166,9 +166,11 @@ class KafkaService:
     dir, certificates and SCRAM user (the script keeps them in ``state_dir/kafka``).
     """
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, expansion: bool = False):
         self.state_dir = Path(state_dir)
         self.env: dict[str, str] = {}
+        self.services = ("flink", "beam-job-server") + (("beam-expansion",) if expansion else ())
+        """what start() starts: with ``expansion`` also Beam's Java expansion service for KafkaIO"""
 
     def _script(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
         env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable,
@@ -252,9 +254,11 @@ class FlinkService:
     Beam's Flink job server pointed at it, in their own state dir, started and stopped by
     scripts/services.sh (``start flink``, ``start beam-job-server``, ``stop flink``)."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, expansion: bool = False):
         self.state_dir = Path(state_dir)
         self.env: dict[str, str] = {}
+        self.services = ("flink", "beam-job-server") + (("beam-expansion",) if expansion else ())
+        """what start() starts: with ``expansion`` also Beam's Java expansion service for KafkaIO"""
 
     def _script(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
         env = {**os.environ, "CTPIPE_SERVICES_DIR": str(self.state_dir), "PYTHON": sys.executable,
@@ -266,14 +270,14 @@ class FlinkService:
     def start(self, timeout_s: float = FLINK_START_TIMEOUT_S) -> "FlinkService":
         """Start the cluster and the job server; returns once both TaskManagers are registered and
         the job server's ports accept connections."""
-        for service in ("flink", "beam-job-server"):
+        for service in self.services:
             done = self._script("start", service, timeout_s=timeout_s)
             if done.returncode != 0:
                 self.stop()
                 raise RuntimeError(f"scripts/services.sh start {service} failed (exit {done.returncode}) for "
                                    f"state dir {self.state_dir}:\n{done.stderr[-4000:]}{done.stdout[-1000:]}")
         self.env = {}
-        for name in ("flink.env", "beam-job-server.env"):
+        for name in (f"{service}.env" for service in self.services):
             self.env.update(line.split("=", 1) for line in
                             (self.state_dir / name).read_text(encoding="utf-8").splitlines() if "=" in line)
         return self

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         description="Exactly-once micro-batches from source.kafka into sealed windows (bounded mode).\n\n"
                     "Each cycle reads [checkpoint, end offset fixed at cycle start) per partition, writes window "
                     "parts, seals the windows the watermark passed, then checkpoints and commits the consumer "
-                    "group's offsets.",
+                    "group's offsets.\n\n"
+                    "--unbounded instead submits the unbounded graph to a streaming runner (Flink): the runner "
+                    "reads Kafka, its checkpoints make it exactly-once, and the command stays attached to the job.",
         epilog_note="A non-zero exit leaves a consistent store: rerun the same command to continue from the "
                     "checkpoint.")
     mode = p.add_mutually_exclusive_group()
@@ -27,6 +29,12 @@ def register(subparsers) -> None:
                            "ends under continuous production too; records produced later wait for the next run)")
     mode.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                       help="run forever, one cycle every SECONDS (serves metrics.port while running)")
+    mode.add_argument("--unbounded", action="store_true",
+                      help="submit the unbounded graph to the streaming runner of --runner-config (e.g. "
+                           "runner_configs/flink-local-streaming.yaml) and stay attached until the job ends: "
+                           "Kafka read inside the runner (source.kafka.expansion_service), event-time windows with "
+                           "window.allowed_lateness, late records as new window versions, offsets committed on "
+                           "checkpoints; Ctrl-C or SIGTERM cancels the job")
     p.add_argument("--seal-at-end", action="store_true",
                    help="with --until-idle or --cycles: after the last cycle, seal the windows still open as they "
                         "are and move the watermark past them; later records for them follow window.late_data "
@@ -64,6 +72,32 @@ def print_seal_at_end(outcome, as_json: bool) -> None:
     print(f"sealed at end: {sealed}", flush=True)
 
 
+def run_unbounded(args, ctx) -> int:
+    from pipeline.unbounded import run_unbounded as submit
+
+    if args.seal_at_end or args.max_records_per_cycle is not None:
+        from core.errors import ConfigError
+
+        raise ConfigError("--seal-at-end and --max-records-per-cycle are micro-batch options; --unbounded seals "
+                          "windows when the watermark passes them and reads as the runner schedules")
+
+    job = {}
+
+    def submitted(job_id: str) -> None:
+        job["id"] = job_id
+        if args.json:
+            print(json.dumps({"job_id": job_id, "state": "SUBMITTED"}), flush=True)
+        else:
+            print(f"unbounded job {job_id} submitted; attached until it ends (Ctrl-C cancels it)", flush=True)
+
+    state = submit(ctx.config, ctx.options, on_submitted=submitted)
+    if args.json:
+        print(json.dumps({"job_id": job.get("id"), "state": state}), flush=True)
+    else:
+        print(f"unbounded job ended: {state}", flush=True)
+    return 0
+
+
 def run(args, ctx) -> int:
     kafka = ctx.config.source.kafka
     if kafka is not None and kafka.topic:  # credentials, TLS and the address first, before the heavy imports
@@ -73,6 +107,8 @@ def run(args, ctx) -> int:
         check_connection(client_kwargs(kafka))
     from pipeline.stream import run_stream
 
+    if args.unbounded:
+        return run_unbounded(args, ctx)
     cycles = args.cycles
     if cycles is None and not args.until_idle and args.interval is None:
         cycles = 1

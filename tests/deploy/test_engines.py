@@ -80,6 +80,11 @@ def test_the_lock_pins_flink_1_19_and_beams_flink_job_server():
     assert job_server["org.apache.beam:beam-runners-java-job-service"] == runner  # one Beam version throughout
     assert job_server["org.apache.flink:flink-runtime"].startswith("1.19.")
     assert "org.slf4j:slf4j-simple" in job_server  # a logging backend
+    kafka_io = by_section["beam-kafka-io"]  # KafkaIO for the unbounded graph, the job server's Beam version
+    assert kafka_io["org.apache.beam:beam-sdks-java-io-kafka"] == runner
+    assert kafka_io["org.apache.kafka:kafka-clients"].startswith("3.")  # the client Beam 2.62 is built against
+    assert "com.github.jbellis:jamm" in kafka_io  # the embedded Java SDK harness needs it
+    assert not any(name.startswith("io.confluent:") for name in kafka_io)  # not on Maven Central
 
 
 def test_the_classpath_is_the_locked_jars_in_lock_order(fetched):

@@ -84,7 +84,8 @@ def unknown_option_names(flags):
     return {u[2:].split("=", 1)[0] for u in unknown if u.startswith("--")}
 
 
-ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, "flink-local.yaml", "dataflow.yaml"]
+LOCAL_FLINK_CONFIGS = ["flink-local.yaml", "flink-local-streaming.yaml"]
+ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, *LOCAL_FLINK_CONFIGS, "dataflow.yaml"]
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -102,7 +103,7 @@ def test_values_are_scalars_or_scalar_lists(name):
 def test_every_option_is_known(name):
     _, cfg = load(name)
     unknown = unknown_option_names(cfg)
-    allowed = JAVA_FLINK_OPTIONS if name in (*FLINK_CONFIGS, "flink-local.yaml") else set()
+    allowed = JAVA_FLINK_OPTIONS if name in (*FLINK_CONFIGS, *LOCAL_FLINK_CONFIGS) else set()
     assert unknown <= allowed, f"{name}: options Beam does not know: {sorted(unknown - allowed)}"
 
 
@@ -199,6 +200,18 @@ def test_flink_local():
     services = (ROOT / "scripts" / "services.sh").read_text()
     for var in set(_VAR.findall((CONFIG_DIR / "flink-local.yaml").read_text())):
         assert f"{var}=" in services, f"scripts/services.sh does not export {var}"
+
+
+def test_flink_local_streaming():
+    """The unbounded graph's local config: the same cluster and job server as flink-local.yaml, in
+    streaming mode with checkpoints (what tests/pipeline/test_flink_stream.py runs)."""
+    _, batch = load("flink-local.yaml")
+    raw, cfg = load("flink-local-streaming.yaml")
+    opts = PipelineOptions(cfg)
+    assert opts.view_as(StandardOptions).streaming
+    assert "--checkpointing_interval=3000" in cfg and "--checkpointing_mode=EXACTLY_ONCE" in cfg
+    for key in ("runner", "flink_master", "flink_version", "job_endpoint", "parallelism", "environment_type"):
+        assert [f for f in cfg if f.startswith(f"--{key}=")] == [f for f in batch if f.startswith(f"--{key}=")], key
 
 
 def test_dataflow(monkeypatch):

@@ -1,5 +1,5 @@
-"""The unbounded graph's windowing, lateness and write semantics with TestStream (DirectRunner),
-and the Java consumer settings it gives Beam's KafkaIO."""
+"""The unbounded graph's windowing, lateness and write semantics with TestStream (DirectRunner).
+The Java consumer settings it gives Beam's KafkaIO: tests/transforms/test_kafka_java_config.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -20,7 +20,6 @@ from core.transform_store import current_transform
 from pipeline import synthetic
 from pipeline.config import config_from_dict
 from pipeline.streaming_graph import build_streaming_graph
-from transforms.kafka.client import java_consumer_config
 
 pytestmark = pytest.mark.slow
 
@@ -115,21 +114,6 @@ def _raw_ids(window) -> list:
 
     return [tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
             for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator()]
-
-
-def test_java_consumer_config_carries_security_from_env(monkeypatch):
-    from pipeline.config import KafkaSourceConfig
-
-    monkeypatch.setenv("K_USER", "alice")
-    monkeypatch.setenv("K_PASS", 's3cr"t')
-    cfg = KafkaSourceConfig(bootstrap_servers="b:9093", topic="ev", security_protocol="SASL_SSL",
-                            sasl_mechanism="SCRAM-SHA-512", sasl_username_env="K_USER", sasl_password_env="K_PASS")
-    out = java_consumer_config(cfg)
-    assert out["bootstrap.servers"] == "b:9093" and out["security.protocol"] == "SASL_SSL"
-    assert out["sasl.mechanism"] == "SCRAM-SHA-512"
-    assert out["sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
-                                       'username="alice" password="s3cr\\"t";')
-    assert "ssl.endpoint.identification.algorithm" not in out  # hostname checking stays on
 
 
 def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store):

@@ -206,14 +206,47 @@ def client_kwargs(kafka_cfg: Any) -> KafkaClientKwargs:
     return out
 
 
+_ENV_PROVIDER = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+_DIR_PROVIDER = "org.apache.kafka.common.config.provider.DirectoryConfigProvider"
+
+
+def _java_password_ref(kafka_cfg) -> tuple[str, str, str]:
+    """(provider name, provider class, ``${...}`` reference) through which the Java client reads
+    the SASL password where it connects: ``${env:VAR}`` for sasl_password_env, ``${dir:DIR:FILE}``
+    (Kafka's DirectoryConfigProvider: the whole file is the value) for sasl_password_file."""
+    env_var = getattr(kafka_cfg, "sasl_password_env", None)
+    if env_var:
+        return "env", _ENV_PROVIDER, f"${{env:{env_var}}}"
+    path = os.path.abspath(kafka_cfg.sasl_password_file)
+    if any(c in path for c in ':{}"'):
+        raise ConfigError(f"kafka.sasl_password_file {path!r} holds one of the characters : {{ }} \" that Kafka's "
+                          "config-provider references cannot carry; mount the password file at a plain path")
+    with open(path, "rb") as fh:  # client_kwargs has read it: it exists here
+        if fh.read().endswith((b"\n", b"\r")):
+            raise ConfigError(f"kafka.sasl_password_file {path} ends with a line break, which Kafka's Java client "
+                              "(the unbounded graph's reader) would send as part of the password; write the file "
+                              "without a trailing newline, e.g. printf '%s' \"$PASSWORD\" > FILE")
+    directory, name = os.path.split(path)
+    return "dir", _DIR_PROVIDER, f"${{dir:{directory}:{name}}}"
+
+
 def java_consumer_config(kafka_cfg) -> dict:
     """Kafka consumer properties for the cross-language ReadFromKafka (Java client names).
 
-    Caveat: the Java client takes SASL credentials in ``sasl.jaas.config``, which travels in the
-    expansion request and the job graph; restrict access to the Flink UI / job graph accordingly.
+    The SASL password never enters them: these properties travel in the expansion request, the
+    pipeline proto and the Flink job graph. ``sasl.jaas.config`` holds a reference that Kafka's
+    config providers resolve inside the JVM that opens the connection (the job server, which lists
+    the partitions when it translates the job, and the TaskManagers, which read):
+    ``${env:VAR}`` (sasl_password_env: the variable must be set in those JVMs' environment) or
+    ``${dir:DIR:FILE}`` (sasl_password_file: the file must be mounted there, holding exactly the
+    password, with no trailing newline). The user name, not a secret, is resolved here.
     """
-    kwargs = client_kwargs(kafka_cfg)
+    kwargs = client_kwargs(kafka_cfg)  # validates everything, and that the secret can be read here
+    # enable.auto.commit off: the Java client's default (on, with a group.id) would commit offsets of
+    # records no checkpoint covers yet; KafkaIO commits them itself when a checkpoint completes
+    # (commit_offset_in_finalize), so a job started afresh continues from a checkpointed position.
     out = {"bootstrap.servers": ",".join(kwargs["bootstrap_servers"]), "group.id": kafka_cfg.group_id,
+           "enable.auto.commit": "false",
            "security.protocol": kwargs["security_protocol"], "auto.offset.reset": "earliest",
            "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"]),
            "isolation.level": kwargs["isolation_level"]}
@@ -226,7 +259,9 @@ def java_consumer_config(kafka_cfg) -> dict:
         module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if kwargs["sasl_mechanism"] == "PLAIN"
                   else "org.apache.kafka.common.security.scram.ScramLoginModule")
         user = kwargs["sasl_plain_username"].replace('"', '\\"')
-        password = kwargs["sasl_plain_password"].replace('"', '\\"')
+        name, provider, ref = _java_password_ref(kafka_cfg)
+        out["config.providers"] = name
+        out[f"config.providers.{name}.class"] = provider
         out["sasl.mechanism"] = kwargs["sasl_mechanism"]
-        out["sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
+        out["sasl.jaas.config"] = f'{module} required username="{user}" password="{ref}";'
     return out

@@ -507,23 +507,64 @@ def to_source_record(record: KafkaRecord) -> SourceRecord:
 # Unbounded (streaming runners)
 
 
+def _read_from_kafka(consumer_config: dict, topic: str, expansion_service: str) -> beam.PTransform:
+    """Beam's cross-language Kafka read (with metadata, CreateTime timestamps, offsets committed
+    when the runner finalizes a checkpoint), sending only the settings that are set.
+
+    The Python SDK's ReadFromKafka (2.68) sends every field of its schema, unset ones as null, and a
+    Java expansion service rejects a field it has no setter for: Beam 2.62's KafkaIO (the one that
+    matches the Flink job server, jvm/engines.in) fails on ``dynamic_read_poll_interval_seconds``
+    ("missing a setter"). Leaving the unset fields out of the payload keeps the same transform and
+    URN and works with either version.
+    """
+    import typing
+
+    import numpy as np
+    from apache_beam.io import kafka as beam_kafka
+    from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
+
+    values = {"consumer_config": consumer_config, "topics": [topic],
+              "key_deserializer": beam_kafka.ReadFromKafka.byte_array_deserializer,
+              "value_deserializer": beam_kafka.ReadFromKafka.byte_array_deserializer,
+              "commit_offset_in_finalize": True, "timestamp_policy": beam_kafka.ReadFromKafka.create_time_policy,
+              "consumer_polling_timeout": 2, "redistribute": False, "redistribute_num_keys": np.int32(0),
+              "allow_duplicates": False}
+    fields = [(name, kind) for name, kind in beam_kafka.ReadFromKafkaSchema.__annotations__.items() if name in values]
+    missing = set(values) - {name for name, _ in fields}
+    if missing:
+        raise RuntimeError(f"this Beam's ReadFromKafkaSchema has no field(s) {sorted(missing)}")
+    schema = typing.NamedTuple("ReadFromKafkaSetFields", fields)
+    return ExternalTransform(beam_kafka.ReadFromKafka.URN_WITH_METADATA,
+                             NamedTupleBasedPayloadBuilder(schema(**values)), expansion_service)
+
+
 class ReadKafkaUnbounded(beam.PTransform):
-    """Cross-language ReadFromKafka (with metadata, CreateTime timestamps) -> SourceRecords."""
+    """Cross-language Kafka read (KafkaIO through a Java expansion service) -> SourceRecords.
+
+    With the expansion service of ``scripts/services.sh start beam-expansion`` (EMBEDDED
+    environment, ``use_deprecated_read``) Flink runs the read natively: KafkaIO's UnboundedSource
+    in the TaskManager JVMs, its reader positions in Flink's checkpoints, the consumer group's
+    offsets committed when a checkpoint completes. The Java consumer's password is a config-provider
+    reference (``transforms.kafka.client.java_consumer_config``), never the secret.
+    """
 
     def __init__(self, kafka_cfg, expansion_service: Optional[str] = None):
         super().__init__()
         self._cfg = kafka_cfg
-        self._expansion_service = expansion_service
+        self._expansion_service = expansion_service or getattr(kafka_cfg, "expansion_service", None)
 
     def expand(self, pbegin):
-        from apache_beam.io.kafka import ReadFromKafka
-
         from transforms.kafka.client import java_consumer_config
 
+        if not self._expansion_service:
+            from core.errors import ConfigError
+
+            raise ConfigError("the unbounded Kafka read needs a Java expansion service: set "
+                              "source.kafka.expansion_service to its host:port (locally: `bash scripts/services.sh "
+                              "start beam-expansion`, then CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT from "
+                              "`bash scripts/services.sh env`)")
         return (pbegin
-                | "ReadFromKafka" >> ReadFromKafka(
-                    consumer_config=java_consumer_config(self._cfg), topics=[self._cfg.topic], with_metadata=True,
-                    timestamp_policy=ReadFromKafka.create_time_policy, commit_offset_in_finalize=True,
-                    expansion_service=self._expansion_service)
+                | "ReadFromKafka" >> _read_from_kafka(java_consumer_config(self._cfg), self._cfg.topic,
+                                                      self._expansion_service)
                 | "ToSourceRecord" >> beam.Map(lambda r: SourceRecord(
                     source_uri(r.topic, r.partition), str(r.offset), r.value, None, ingest_time(r.timestamp))))

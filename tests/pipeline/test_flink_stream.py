@@ -1,0 +1,307 @@
+"""`ctpipe stream --unbounded` on a real local Flink 1.19 cluster reading a real Apache Kafka over
+SASL_SSL: Beam's KafkaIO runs inside the TaskManagers (through the Java expansion service), a
+TaskManager is killed with SIGKILL mid-stream, Flink restores the last checkpoint, and once the
+topic is drained every valid id is in exactly one sealed window, the windows hold the ids a
+backfill of the same events seals, and the dead letters are exactly the bad messages.
+
+The cluster is this module's own (a TaskManager is killed); everything is observed from outside
+ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
+in Kafka, the sealed TFRecords read with tf.data. Every wait polls a condition.
+
+Cost: 8 to 11 minutes on the shared 2-core machine under load (490 s, 642 s in two runs) (cluster start ~2 min, the job's
+submission ~2.5 min: TensorFlow import, expansion, the upload of the job server's jars; the first
+checkpoint waits for the first seals). Marked slow and integration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from core import window_store
+from tests import _procs
+from tests._stream_check import sealed_ids
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+STREAMING = REPO / "runner_configs" / "flink-local-streaming.yaml"
+DIRECT = REPO / "runner_configs" / "direct.yaml"
+WINDOW_S = 60
+GROUP = "ctpipe-unbounded-test"
+
+
+@pytest.fixture(scope="module")
+def flink(tmp_path_factory):
+    service = _procs.FlinkService(tmp_path_factory.mktemp("flink-stream"), expansion=True).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _rest(service, path: str):
+    with urllib.request.urlopen(service.env["CTPIPE_FLINK_REST_URL"] + path, timeout=10) as resp:
+        return json.load(resp)
+
+
+def _wait(what: str, condition, timeout_s: float, interval_s: float = 0.5):
+    """Poll ``condition`` until it returns a truthy value (returned); fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
+
+
+def _event(i: int, ts_s: float) -> bytes:
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_s)) + f".{int(ts_s * 1000) % 1000:03d}Z"
+    return json.dumps({"id": f"u-{i:05d}", "ts": ts, "device_id": f"dev-{i % 5:03d}", "firmware": "v1",
+                       "temperature": 50.0 + i % 9, "vibration": 1.0 + (i % 4) / 10, "humidity": 40.0 + i % 3,
+                       "label": i % 2}).encode()
+
+
+def _write_config(path: Path, root: Path, data_glob: str, kafka: dict) -> str:
+    path.write_text(json.dumps({
+        "storage": {"root": str(root)}, "source": {"files": {"uri": data_glob}, "kafka": kafka},
+        "window": {"size": f"{WINDOW_S}s", "allowed_lateness": "15m"},
+        "registry": {"uri": str(root) + "-registry", "model_name": "sensors"}}))
+    return str(path)
+
+
+def _ctpipe(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+class Producer:
+    """Sends events to the topic with Kafka timestamps = their event times (what the read's
+    CreateTime watermark follows); remembers each message's (partition, offset)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.valid: dict[str, float] = {}       # id -> event time (s)
+        self.bad: dict[tuple, str] = {}         # (partition, offset) -> expected reason
+        self.lines: list[bytes] = []            # everything sent, for the backfill
+
+    def send(self, value: bytes, ts_s: float, key: bytes, reason: str | None = None, ev_id: str | None = None):
+        meta = self._producer.send(self.topic, value=value, key=key, timestamp_ms=int(ts_s * 1000)).get(timeout=30)
+        self.lines.append(value)
+        if reason is None:
+            self.valid[ev_id] = ts_s
+        else:
+            self.bad[(meta.partition, meta.offset)] = reason
+
+    def close(self):
+        self._producer.flush()
+        self._producer.close()
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def _committed(bootstrap: str, topic: str) -> dict:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)}
+    finally:
+        consumer.close()
+
+
+def _running_job(flink) -> str | None:
+    jobs = [j for j in _rest(flink, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+    return jobs[0]["jid"] if jobs else None
+
+
+def _all_running(flink, jid: str) -> bool:
+    job = _rest(flink, f"/jobs/{jid}")
+    return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+
+def _window_ids(root: str) -> dict:
+    """window id -> sorted ids of its newest sealed version (raw TFRecords read with tf.data)."""
+    import tensorflow as tf
+
+    out = {}
+    for window in window_store.list_sealed(root):
+        ids = []
+        for raw in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP").as_numpy_iterator():
+            ids.append(tf.train.Example.FromString(raw).features.feature["id"].bytes_list.value[0].decode())
+        out[window.window_id] = sorted(ids)
+    return out
+
+
+def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker, kafka_topic, tmp_path):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(kafka_topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+
+    now = time.time()
+    t0 = (int(now) // WINDOW_S) * WINDOW_S - 3 * WINDOW_S       # three whole windows before the current one
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    # A schema and a transform published by a backfill of older windows (the unbounded graph applies them).
+    with open(seed_dir / "seed.jsonl", "wb") as fh:
+        for i in range(40):
+            fh.write(_event(90_000 + i, t0 - 40 * WINDOW_S + (i % 2) * WINDOW_S + i) + b"\n")
+    root = tmp_path / "store"
+    kafka = {"bootstrap_servers": kafka_broker.sasl_ssl_bootstrap, "topic": kafka_topic, "group_id": GROUP,
+             "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username_env": "T_KAFKA_USER",
+             "sasl_password_file": kafka_broker.password_file, "ssl_cafile": kafka_broker.ca_file,
+             "expansion_service": flink.env["CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT"]}
+    config = _write_config(tmp_path / "stream.yaml", root, str(seed_dir / "*.jsonl"), kafka)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "T_KAFKA_USER": kafka_broker.user,
+           "CTPIPE_FLINK_MASTER": flink.env["CTPIPE_FLINK_MASTER"],
+           "CTPIPE_BEAM_JOB_ENDPOINT": flink.env["CTPIPE_BEAM_JOB_ENDPOINT"]}
+    done = _ctpipe("backfill", "--config", config, "--runner-config", str(DIRECT), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seeded = set(_window_ids(str(root)))
+
+    producer = Producer(kafka_broker.bootstrap, kafka_topic)
+    for i in range(60):                                          # batch A: 20 events in each of 3 windows
+        producer.send(_event(i, t0 + (i % 3) * WINDOW_S + i / 2), t0 + (i % 3) * WINDOW_S + i / 2,
+                      key=f"dev-{i % 5}".encode(), ev_id=f"u-{i:05d}")
+    producer.send(b"{not json", t0 + 5, key=b"bad", reason="bad_json")
+    producer.send(b"\xff\xfe{}", t0 + 65, key=b"bad", reason="not_utf8")
+
+    job = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", "--unbounded", "--config", config,
+                            "--runner-config", str(STREAMING), "--json"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=open(tmp_path / "job.err", "w"), text=True)
+    try:
+        jid = _wait("the unbounded job to run on Flink", lambda: _running_job(flink), 240)
+        # The read runs natively in Flink: KafkaIO's UnboundedSource is a Flink source vertex.
+        names = [v["name"] for v in _rest(flink, f"/jobs/{jid}")["vertices"]]
+        assert any("Read(KafkaUnboundedSource)" in n and n.startswith("Source:") for n in names), names
+        # Batch A read and covered by a completed checkpoint: offsets are committed only then.
+        end_a = _end_offsets(kafka_broker.bootstrap, kafka_topic)
+        _wait("batch A's offsets committed by a completed checkpoint",
+              lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_a, 300)
+
+        # SIGKILL the TaskManager that runs the Kafka source.
+        source = next(v for v in _rest(flink, f"/jobs/{jid}")["vertices"] if "KafkaUnboundedSource" in v["name"])
+        hosts = {t["taskmanager-id"] for t in
+                 _rest(flink, f"/jobs/{jid}/vertices/{source['id']}/taskmanagers")["taskmanagers"]}
+        pids = flink.taskmanager_pids()  # both alive: taskmanager-N is the N-th pid file's JVM
+        victims = [pid for n, pid in enumerate(pids, 1) if f"taskmanager-{n}" in hosts]
+        assert len(pids) == 2 and victims, (pids, hosts)
+        restored_before = _rest(flink, f"/jobs/{jid}/checkpoints")["counts"]["restored"]
+        killed_at = time.time()
+        os.kill(victims[0], signal.SIGKILL)
+        # Batch B while Flink recovers: late records for the three windows (within the allowed lateness).
+        for i in range(60, 80):
+            ts = t0 + (i % 3) * WINDOW_S + 30 + i / 10
+            producer.send(_event(i, ts), ts, key=f"dev-{i % 5}".encode(), ev_id=f"u-{i:05d}")
+        producer.send(b"{still not json", t0 + 70, key=b"bad", reason="bad_json")
+        producer.close()
+
+        _wait("Flink to restore the job from its checkpoint",
+              lambda: _rest(flink, f"/jobs/{jid}/checkpoints")["counts"]["restored"] > restored_before, 120, 0.2)
+        _wait("every task RUNNING again", lambda: _all_running(flink, jid), 120, 0.2)
+        running_at = time.time()
+
+        def checkpoint_after_restore():
+            latest = _rest(flink, f"/jobs/{jid}/checkpoints")["latest"]["completed"]
+            return latest and latest["latest_ack_timestamp"] / 1000 > running_at and latest
+        first = _wait("the first checkpoint after the restore", checkpoint_after_restore, 120, 0.2)
+        recovered_at = first["latest_ack_timestamp"] / 1000
+        print(f"recovery: kill -> RUNNING {running_at - killed_at:.1f} s, kill -> first new checkpoint "
+              f"{recovered_at - killed_at:.1f} s")
+
+        expected = sorted(producer.valid)
+        end_b = _end_offsets(kafka_broker.bootstrap, kafka_topic)
+        _wait("batch B's offsets committed", lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_b, 300)
+
+        def drained():
+            ids, _records, _n = sealed_ids(str(root))
+            return sorted(i for i in ids if i.startswith("u-0")) == expected
+        _wait("every produced valid id in a sealed window", drained, 300, 1.0)
+
+        # No secret in what Flink holds of the job.
+        password = kafka_broker.password
+        for path in (f"/jobs/{jid}/plan", f"/jobs/{jid}/config"):
+            assert password not in json.dumps(_rest(flink, path)), path
+    finally:
+        jid = _running_job(flink)
+        if jid:  # cancel it the way an operator would, in Flink: the attached ctpipe then ends with exit 0
+            urllib.request.urlopen(urllib.request.Request(f"{flink.env['CTPIPE_FLINK_REST_URL']}/jobs/{jid}?mode=cancel",
+                                                          method="PATCH"), timeout=10).read()
+        try:
+            out, _ = job.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            out, _ = job.communicate()
+    assert job.returncode == 0, (tmp_path / "job.err").read_text()[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["state"] == "CANCELLED"
+
+    # Every valid id in exactly one sealed window (newest versions), none twice.
+    ids, records, _ = sealed_ids(str(root))
+    streamed = [i for i in ids if i.startswith("u-0")]
+    assert sorted(streamed) == expected and len(set(streamed)) == len(streamed) == 80
+    windows = {wid: v for wid, v in _window_ids(str(root)).items() if wid not in seeded}
+    assert len(windows) == 3
+    # Late records made new versions of windows sealed before them.
+    versions = {w.window_id: w.version for w in window_store.list_sealed(str(root)) if w.window_id in windows}
+    assert max(versions.values()) >= 2, versions
+
+    # Dead letters: exactly the bad messages, at their positions, with their reasons.
+    dead = {}
+    for path in (root / "deadletter").rglob("*.json"):
+        record = json.loads(path.read_text())
+        dead[(int(record["source"].rsplit("/", 1)[1]), int(record["position"]))] = record["reason"]
+    assert dead == producer.bad
+
+    # A backfill over the same events (as files) seals the same windows with the same ids.
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "all.jsonl").write_bytes(b"\n".join(producer.lines) + b"\n")
+    other = tmp_path / "backfill"
+    done = _ctpipe("backfill", "--config", _write_config(tmp_path / "backfill.yaml", other, str(events / "*.jsonl"),
+                                                          kafka), "--runner-config", str(DIRECT), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _window_ids(str(other)) == windows
+    backfill_reasons = sorted(json.loads(line)["reason"] for path in (other / "deadletter").rglob("*.jsonl")
+                              for line in path.read_text().splitlines() if line.strip())
+    assert backfill_reasons == sorted(producer.bad.values())
+
+
+def test_the_pipeline_proto_holds_no_kafka_password(flink, kafka_broker, kafka_topic, tmp_path, monkeypatch):
+    """The Java consumer config carries a config-provider reference; the password (read here only
+    to check it) appears nowhere in the expanded pipeline proto."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.config import KafkaSourceConfig
+    from transforms.kafka.source import ReadKafkaUnbounded
+
+    monkeypatch.setenv("T_KAFKA_USER", kafka_broker.user)
+    cfg = KafkaSourceConfig(bootstrap_servers=kafka_broker.sasl_ssl_bootstrap, topic=kafka_topic,
+                            security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                            sasl_username_env="T_KAFKA_USER", sasl_password_file=kafka_broker.password_file,
+                            ssl_cafile=kafka_broker.ca_file,
+                            expansion_service=flink.env["CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT"])
+    p = beam.Pipeline(options=PipelineOptions(["--streaming"]))
+    _ = p | ReadKafkaUnbounded(cfg)
+    proto = p.to_runner_api().SerializeToString()
+    reference = f"${{dir:{os.path.dirname(kafka_broker.password_file)}:{os.path.basename(kafka_broker.password_file)}}}"
+    assert reference.encode() in proto  # the expanded Java transform holds the reference...
+    assert kafka_broker.password.encode() not in proto  # ...and never the password
