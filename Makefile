@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 AIRFLOW_VENV := .airflow-venv
 

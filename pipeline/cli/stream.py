@@ -105,10 +105,10 @@ def run(args, ctx) -> int:
         from transforms.kafka.source import check_connection
 
         check_connection(client_kwargs(kafka))
-    from pipeline.stream import run_stream
-
     if args.unbounded:
         return run_unbounded(args, ctx)
+    from pipeline.stream import run_stream
+
     cycles = args.cycles
     if cycles is None and not args.until_idle and args.interval is None:
         cycles = 1
