@@ -127,9 +127,8 @@ def _controller(config_path, log, *extra, prefix=()):
 def test_kill_9_of_the_leader_mid_run_the_standby_takes_over_and_pushes_once(sealed, tmp_path):
     from pipeline import control_loop
 
-    config_path, config = _setup(sealed, tmp_path, epochs=12, batch_size=8)
+    config_path, config = _setup(sealed, tmp_path, epochs=30, batch_size=8)
     root = config.storage.root
-    control_loop.request_training(root, "kill test")
     lease_path = layout.lease_path(root, "controller")
     progress = tmp_path / "progress"
     # The leader in its own UTS namespace: its lease names another host, so the standby cannot
@@ -146,6 +145,8 @@ def test_kill_9_of_the_leader_mid_run_the_standby_takes_over_and_pushes_once(sea
         standby = _controller(config_path, tmp_path / "standby.log", "--checks", "1")
         _wait(lambda: "standby: the leader is" in (tmp_path / "standby.log").read_text(), 300,
               "the second controller stands by", [standby, leader])
+        # The request only now: the leader's next check consumes it and trains while the standby waits.
+        control_loop.request_training(root, "kill test")
         _wait(lambda: any(progress.glob("progress-*.json")), 300, "the leader trains", [leader])
         assert committed_versions(tmp_path / "registry") == []  # killed before its push
         leader.send_signal(signal.SIGKILL)
