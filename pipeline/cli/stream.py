@@ -99,14 +99,14 @@ def run_unbounded(args, ctx) -> int:
 
 
 def run(args, ctx) -> int:
+    if args.unbounded:
+        return run_unbounded(args, ctx)
     kafka = ctx.config.source.kafka
     if kafka is not None and kafka.topic:  # credentials, TLS and the address first, before the heavy imports
         from transforms.kafka.client import client_kwargs
         from transforms.kafka.source import check_connection
 
         check_connection(client_kwargs(kafka))
-    if args.unbounded:
-        return run_unbounded(args, ctx)
     from pipeline.stream import run_stream
 
     cycles = args.cycles
