@@ -162,7 +162,7 @@ class WindowConfig(Section):
 _DEFAULT_BLOCKING = ("SCHEMA_NEW_COLUMN", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "UNEXPECTED_DATA_TYPE",
                      "SCHEMA_MISSING_COLUMN", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
                      "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH", "COMPARATOR_L_INFTY_HIGH",
-                     "LABEL_MEAN_SHIFT", "LABEL_CONSISTENCY_LOW")
+                     "LABEL_CONSISTENCY_LOW")
 _DRIFT_RULE = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
                "properties": {"js": {"type": "number", "minimum": 0, "description": "numeric feature"},
                               "linf": {"type": "number", "minimum": 0, "description": "categorical feature"}}}
@@ -173,7 +173,11 @@ class LabelChecksConfig(Section):
     """Checks of each window's label against the nearest earlier windows that training may use
     (transforms/label_checks.py, docs/GATE.md). They report the anomaly kinds
     ``LABEL_MEAN_SHIFT`` and ``LABEL_CONSISTENCY_LOW``, which quarantine the window when
-    ``blocking_anomalies`` names them (it does by default) and give WARN otherwise."""
+    ``blocking_anomalies`` names them and give WARN otherwise. By default only
+    ``LABEL_CONSISTENCY_LOW`` blocks: a genuine feature drift can move the label rate for good, and
+    the references (windows usable for training) stay the windows before it, so a blocking
+    ``LABEL_MEAN_SHIFT`` would quarantine every later window; a full flip is caught by
+    ``gate.screening``."""
 
     enabled: bool = True
     """Compute each window's label profile (positive rate, consistency AUC) and check it."""
