@@ -3,10 +3,10 @@
 TensorFlow's AutoGraph rewrites every Python function a ``tf.function`` calls, unless the
 function's module is on its do-not-convert list. That list names ``keras`` (Keras 3) but not
 ``tf_keras`` (the Keras 2 that ``TF_USE_LEGACY_KERAS`` selects) nor ``tensorflow_transform``, so
-the first ``fit``/``evaluate``/export of a process, and tf.Transform's tracing of the
-preprocessing_fn, spend most of their time transpiling those libraries' own sources (their code
-is written for graph mode and never needs the rewrite). Adding the two rules leaves users'
-preprocessing_fn and model_fn converted as before.
+the first ``fit``/``evaluate``/export of a process (the model holds tf.Transform's layer) spends
+most of its time transpiling those libraries' own sources, written for graph mode, which never
+need the rewrite (bench/bench_first_train.py: 44.8 s -> 7.3 s; the backfill is unchanged). Users'
+preprocessing_fn and model_fn are still converted.
 
 TensorFlow is imported here only when ``apply()`` is called (core imports no TF at module level).
 """

@@ -70,6 +70,11 @@ class InputError(CtpipeError):
 
     exit_code = EXIT_INPUT
 
+    @classmethod
+    def no_match(cls, pattern: str) -> "InputError":
+        """The error for an input glob that matches no file (the reader's and the CLI's early check)."""
+        return cls(f"no input files match {pattern!r}; check source.files.uri in the config")
+
 
 class StorageError(CtpipeError):
     """The storage root holds something unexpected (corrupt manifest, missing schema...)."""

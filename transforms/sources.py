@@ -44,7 +44,7 @@ def match_files(pattern: str) -> list[tuple[str, int]]:
         raise InputError(f"cannot list input files {pattern!r}: {exc}") from exc
     files = sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
     if not files:
-        raise InputError(f"no input files match {pattern!r}; check source.files.uri in the config")
+        raise InputError.no_match(pattern)
     return files
 
 

@@ -28,7 +28,7 @@ def _check_local_input(uri: str) -> None:
     from core import storage
 
     if storage.is_local(uri) and os.path.isabs(uri) and not storage.glob(uri):
-        raise InputError(f"no input files match {uri!r}; check source.files.uri in the config")
+        raise InputError.no_match(uri)
 
 
 def run(args, ctx) -> int:
