@@ -569,7 +569,9 @@ beam_classpath() {
     || die "cannot fetch the pinned Beam job server jars (scripts/fetch_engines.sh beam-flink-job-server failed)"
   kio="$(bash "$REPO/scripts/fetch_engines.sh" --classpath beam-kafka-io)" \
     || die "cannot fetch the pinned Beam KafkaIO jars (scripts/fetch_engines.sh beam-kafka-io failed)"
-  echo "$js:$kio"
+  # KafkaIO's dependencies repeat 40 of the job server's jars (the same file names, ~55 MB): list each
+  # jar once, since the whole classpath travels with every job.
+  echo "$js:$kio" | tr ':' '\n' | awk -F/ '!seen[$NF]++' | paste -sd:
 }
 
 # Beam's Java expansion service for the unbounded graph's Kafka read (Python's ReadFromKafka is a
