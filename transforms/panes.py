@@ -1,0 +1,120 @@
+"""Event-time panes of the unbounded graph, with nothing dropped for being late.
+
+    (window_id, Event | DeadLetter), in the global window, each stamped with its event time
+      -> WindowPanes
+         panes:     (window_id, (items...), timing)   ON_TIME once the watermark passes the window's
+                                                      end; then LATE for every record that arrives
+                                                      within the allowed lateness (accumulating:
+                                                      the pane holds every record seen so far)
+         too_late:  (window_id, item)                 records that arrive once the window has closed
+                                                      (the watermark passed end + allowed lateness)
+
+What the caller does with ``too_late`` is ``window.late_data`` (pipeline/streaming_graph.py): a
+one-record pane that reseals the window as v<N+1> (new_version), or a file under <root>/late/
+(side_output).
+
+Why not Beam's FixedWindows + GroupByKey with allowed lateness: the runner's GroupByKey drops the
+records whose window's end + allowed lateness is behind its input watermark and only counts them,
+and a Python DoFn placed before it cannot read the watermark, so it cannot tell which records the
+GroupByKey will drop. Here the one stateful DoFn that decides what is too late also does the
+grouping, and nothing after it has a windowing that can drop:
+
+- The DoFn runs in the global window, keyed by window id. Per key: a bag of the window's items, a
+  phase (OPEN, FIRED, CLOSED) and one event-time timer, set at end - 1 ms (the window's last
+  instant) when the first item arrives, and re-set at end - 1 ms + allowed lateness when it fires.
+  An event-time timer fires only once the DoFn's input watermark has reached its time, and the
+  runner delivers a key's timer firings and elements in watermark order: while the phase is not
+  CLOSED, the watermark has not passed end + allowed lateness - 1 ms, i.e. the record is within the
+  lateness (Beam's own rule for a GroupByKey with that lateness, which drops a record only when
+  end - 1 ms + lateness is before the watermark: a record arriving at exactly that watermark is too
+  late here and kept by Beam, the one millisecond where the two differ).
+- Every output goes to steps in the global window (sealing, pre-grouped: transforms/seal.py, and
+  the writers of late files and dead letters); no GroupByKey or window with a lateness follows,
+  so no runner drops what this DoFn emits, whatever the watermark. The timer's watermark hold
+  (the Python SDK holds an event-time timer's output at its firing time) keeps the DoFn's output
+  watermark at or before end - 1 ms + lateness while a window is open, so the ON_TIME pane
+  (stamped end - 1 ms) and the LATE panes are never behind the output watermark either.
+- A pane firing replayed after the runner restores a checkpoint carries the same content: the
+  window writer makes it a no-op.
+
+What the DoFn cannot know: whether a window whose *first* record this job sees arrives before or
+after the watermark passed that window's end + lateness (a window that a backfill or an earlier
+job sealed, and of which this job read nothing before). Its timer is then set in the past, fires
+at the next watermark advance, and the records are sealed as a pane, i.e. the window gets a new
+version with the previous version's records and these (the ``new_version`` outcome), whatever
+``window.late_data`` says. Nothing is dropped in either case. A closed window keeps one small
+state entry (its phase) for the job's lifetime, so later records keep being recognised as too late.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from core.layout import window_id_start_ms
+
+OPEN, FIRED, CLOSED = 0, 1, 2
+ON_TIME, LATE = "ON_TIME", "LATE"
+TOO_LATE = "too_late"
+
+
+def close_time_ms(window_id: str, size_s: int, lateness_s: int) -> int:
+    """The instant from which records for ``window_id`` are too late: end - 1 ms + lateness."""
+    return window_id_start_ms(window_id) + size_s * 1000 - 1 + lateness_s * 1000
+
+
+def _at(ms: int) -> Timestamp:
+    return Timestamp(micros=ms * 1000)
+
+
+class _WindowPanesDoFn(beam.DoFn):
+    ITEMS = BagStateSpec("items", PickleCoder())
+    PHASE = ReadModifyWriteStateSpec("phase", VarIntCoder())
+    TIMER = TimerSpec("window", TimeDomain.WATERMARK)
+
+    def __init__(self, size_s: int, lateness_s: int):
+        self._size_s = size_s
+        self._lateness_s = lateness_s
+        self._too_late = beam.metrics.Metrics.counter("ctpipe", "late_records")
+
+    def process(self, element, items=beam.DoFn.StateParam(ITEMS), phase=beam.DoFn.StateParam(PHASE),
+                timer=beam.DoFn.TimerParam(TIMER)):
+        wid, item = element
+        now = phase.read()
+        if now == CLOSED:
+            self._too_late.inc()
+            yield beam.pvalue.TaggedOutput(TOO_LATE, (wid, item))
+            return
+        items.add(item)
+        if now is None:
+            phase.write(OPEN)
+            timer.set(_at(close_time_ms(wid, self._size_s, 0)))
+        elif now == FIRED:
+            yield wid, tuple(items.read()), LATE
+
+    @on_timer(TIMER)
+    def on_window_timer(self, key=beam.DoFn.KeyParam, items=beam.DoFn.StateParam(ITEMS),
+                        phase=beam.DoFn.StateParam(PHASE), timer=beam.DoFn.TimerParam(TIMER)):
+        if phase.read() == OPEN:
+            yield key, tuple(items.read()), ON_TIME
+            if self._lateness_s > 0:
+                phase.write(FIRED)
+                timer.set(_at(close_time_ms(key, self._size_s, self._lateness_s)))
+                return
+        items.clear()
+        phase.write(CLOSED)
+
+
+class WindowPanes(beam.PTransform):
+    """(window_id, item) in the global window -> tagged outputs ``panes`` and ``too_late``."""
+
+    def __init__(self, size_s: int, lateness_s: int):
+        super().__init__()
+        self._size_s = size_s
+        self._lateness_s = lateness_s
+
+    def expand(self, keyed):
+        return keyed | "FirePanes" >> beam.ParDo(_WindowPanesDoFn(self._size_s, self._lateness_s)).with_outputs(
+            TOO_LATE, main="panes")
