@@ -2,7 +2,11 @@
 SASL_SSL: Beam's KafkaIO runs inside the TaskManagers (through the Java expansion service), a
 TaskManager is killed with SIGKILL mid-stream, Flink restores the last checkpoint, and once the
 topic is drained every valid id is in exactly one sealed window, the windows hold the ids a
-backfill of the same events seals, and the dead letters are exactly the bad messages.
+backfill of the same events seals, and the dead letters are exactly the bad messages. Then marker
+events stamped half an hour ahead move the watermark past the windows' end + allowed lateness,
+and records for those windows sent after that are too late: with ``window.late_data:
+side_output`` each is in <root>/late/ exactly once, by id, read back with gzip + json, and in no
+sealed window (transforms/panes.py: nothing is dropped for being late).
 
 The cluster is this module's own (a TaskManager is killed); everything is observed from outside
 ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
@@ -14,6 +18,7 @@ checkpoint waits for the first seals). Marked slow and integration.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -27,8 +32,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core import window_store
+from core.layout import window_id, window_start_ms
 from tests import _procs
 from tests._stream_check import sealed_ids
+from transforms.panes import close_time_ms
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -75,7 +82,7 @@ def _event(i: int, ts_s: float) -> bytes:
 def _write_config(path: Path, root: Path, data_glob: str, kafka: dict) -> str:
     path.write_text(json.dumps({
         "storage": {"root": str(root)}, "source": {"files": {"uri": data_glob}, "kafka": kafka},
-        "window": {"size": f"{WINDOW_S}s", "allowed_lateness": "15m"},
+        "window": {"size": f"{WINDOW_S}s", "allowed_lateness": "15m", "late_data": "side_output"},
         "registry": {"uri": str(root) + "-registry", "model_name": "sensors"}}))
     return str(path)
 
@@ -103,6 +110,11 @@ class Producer:
             self.valid[ev_id] = ts_s
         else:
             self.bad[(meta.partition, meta.offset)] = reason
+
+    def send_aside(self, value: bytes, ts_s: float, partition: int) -> None:
+        """A record kept out of ``valid`` and ``lines`` (markers, too-late records)."""
+        self._producer.send(self.topic, value=value, key=b"aside", partition=partition,
+                            timestamp_ms=int(ts_s * 1000)).get(timeout=30)
 
     def close(self):
         self._producer.flush()
@@ -212,7 +224,6 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
             ts = t0 + (i % 3) * WINDOW_S + 30 + i / 10
             producer.send(_event(i, ts), ts, key=f"dev-{i % 5}".encode(), ev_id=f"u-{i:05d}")
         producer.send(b"{still not json", t0 + 70, key=b"bad", reason="bad_json")
-        producer.close()
 
         _wait("Flink to restore the job from its checkpoint",
               lambda: _rest(flink, f"/jobs/{jid}/checkpoints")["counts"]["restored"] > restored_before, 120, 0.2)
@@ -236,6 +247,48 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
             return sorted(i for i in ids if i.startswith("u-0")) == expected
         _wait("every produced valid id in a sealed window", drained, 300, 1.0)
 
+        # Markers half an hour ahead on both partitions: the watermark passes the three windows'
+        # end + 15 min. Their own window sealing proves it: Flink fires event-time timers in time
+        # order, so the three windows closed before it fired.
+        marker_s = (int(time.time()) // WINDOW_S + 30) * WINDOW_S + 10
+        for partition in (0, 1):
+            producer.send_aside(_event(80_000 + partition, marker_s), marker_s, partition)
+            producer.send_aside(_event(80_010 + partition, marker_s + 5 * WINDOW_S), marker_s + 5 * WINDOW_S, partition)
+        marker_window = window_id(window_start_ms(marker_s * 1000, WINDOW_S))
+        _wait("the markers' window sealed", lambda: list((root / "windows" / marker_window).glob("v*/MANIFEST.json")),
+              300, 1.0)
+        # Every subtask of the panes' vertex has an input watermark past the three windows' close
+        # time (their timers fired); records sent after this reach it behind that watermark.
+        closes = max(close_time_ms(w, WINDOW_S, 15 * 60) for w in
+                     {window_id(window_start_ms(int((t0 + k * WINDOW_S) * 1000), WINDOW_S)) for k in range(3)})
+        panes_vertex = [v for v in _rest(flink, f"/jobs/{jid}")["vertices"] if "Panes" in v["name"]]
+        assert panes_vertex, [v["name"] for v in _rest(flink, f"/jobs/{jid}")["vertices"]]
+
+        def panes_watermark_past():
+            marks = [int(m["value"]) for v in panes_vertex
+                     for m in _rest(flink, f"/jobs/{jid}/vertices/{v['id']}/watermarks")
+                     if m["id"].endswith("currentInputWatermark")]
+            return bool(marks) and min(marks) > closes
+        _wait("the panes' input watermark past the windows' close time", panes_watermark_past, 120, 0.5)
+        # Too late now: records for the three streamed windows.
+        too_late = {}
+        for k in range(6):
+            ts = t0 + (k % 3) * WINDOW_S + 40 + k
+            producer.send_aside(_event(70_000 + k, ts), ts, k % 2)
+            too_late[f"u-{70_000 + k:05d}"] = window_id(window_start_ms(int(ts * 1000), WINDOW_S))
+        producer.close()
+
+        def late_ids():
+            out = {}
+            for path in (root / "late").rglob("*.jsonl.gz"):
+                for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+                    out.setdefault(json.loads(line)["id"], []).append(path.parent.name)
+            return out
+        _wait("every too-late record in late/", lambda: len(late_ids()) == len(too_late), 300, 1.0)
+        end_c = _end_offsets(kafka_broker.bootstrap, kafka_topic)
+        _wait("the markers' and too-late records' offsets committed",
+              lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_c, 300)
+
         # No secret in what Flink holds of the job.
         password = kafka_broker.password
         for path in (f"/jobs/{jid}/plan", f"/jobs/{jid}/config"):
@@ -257,8 +310,12 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
     ids, records, _ = sealed_ids(str(root))
     streamed = [i for i in ids if i.startswith("u-0")]
     assert sorted(streamed) == expected and len(set(streamed)) == len(streamed) == 80
-    windows = {wid: v for wid, v in _window_ids(str(root)).items() if wid not in seeded}
+    windows = {wid: v for wid, v in _window_ids(str(root)).items() if wid not in seeded and wid != marker_window}
     assert len(windows) == 3
+    # Too-late records: each once in late/, in its window's folder; in no sealed window.
+    assert late_ids() == {i: [wid] for i, wid in too_late.items()}
+    assert not set(too_late) & set(ids)
+    assert set(too_late.values()) <= set(windows)
     # Late records made new versions of windows sealed before them.
     versions = {w.window_id: w.version for w in window_store.list_sealed(str(root)) if w.window_id in windows}
     assert max(versions.values()) >= 2, versions
