@@ -9,8 +9,8 @@
       -> SealWindows (transforms/seal.py, the composite bounded mode uses, fed the panes), comparing
          each window with the nearest earlier sealed window in storage and applying the published
          transform
-    too-late records -> window.late_data: ``new_version``: a pane of the record, sealed as v<N+1>
-         (the previous version's records plus it); ``side_output``: one part file per record under
+    too-late records -> window.late_data: ``new_version``: a pane of them (one per window and
+         watermark advance), sealed as v<N+1> (the previous version's records plus them); ``side_output``: one part file per record under
          <root>/late/<source_id>/<window_id>/, named and encoded as ctpipe stream's late parts
          (transforms/pending.py), so a replay rewrites the same file
     dead letters (decode, record checks, duplicates) -> one file per record, named by its position
@@ -45,7 +45,7 @@ from pipeline.checkpoint import source_id
 from pipeline.specs import decode_spec, seal_spec
 from transforms.decode import Decode
 from transforms.kafka.source import OffsetRange
-from transforms.panes import LATE, TOO_LATE, WindowPanes
+from transforms.panes import TOO_LATE, WindowPanes
 from transforms.pending import SIDE_OUTPUT, encode_part, part_path
 from transforms.record_checks import CheckRecords
 from transforms.seal import SealWindows, key_by_window
@@ -112,14 +112,11 @@ def build_streaming_graph(pipeline, config, schema_text: str, schema_version: in
              | "EventTime" >> beam.Map(lambda e: window.TimestampedValue(e, e.event_time_ms / 1000.0)))
     keyed = timed | "KeyByWindow" >> beam.FlatMap(key_by_window, size).with_output_types(
         typehints.KV[str, typehints.Any])
-    fired = keyed | "Panes" >> WindowPanes(size, lateness)
-    panes = fired.panes
-    if config.window.late_data == SIDE_OUTPUT:
+    side_output = config.window.late_data == SIDE_OUTPUT
+    fired = keyed | "Panes" >> WindowPanes(size, lateness, reseal_too_late=not side_output)
+    if side_output:
         _ = fired[TOO_LATE] | "WriteLate" >> beam.FlatMap(_write_late, config.storage.root)
-    else:
-        too_late = fired[TOO_LATE] | "LatePanes" >> beam.Map(lambda kv: (kv[0], (kv[1],), LATE))
-        panes = (panes, too_late) | "AllPanes" >> beam.Flatten()
-    sealed = panes | "Seal" >> SealWindows(spec, grouped=True)
+    sealed = fired.panes | "Seal" >> SealWindows(spec, grouped=True)
     dead_paths = ((dead, sealed.duplicates)
                   | "AllDeadLetters" >> beam.Flatten()
                   | "WriteDeadLetters" >> beam.Map(_write_dead_letter, config.storage.root))

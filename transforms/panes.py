@@ -3,15 +3,17 @@
     (window_id, Event | DeadLetter), in the global window, each stamped with its event time
       -> WindowPanes
          panes:     (window_id, (items...), timing)   ON_TIME once the watermark passes the window's
-                                                      end; then LATE for every record that arrives
-                                                      within the allowed lateness (accumulating:
-                                                      the pane holds every record seen so far)
+                                                      end; then a LATE pane at each later watermark
+                                                      advance that brought records within the allowed
+                                                      lateness (accumulating: the pane holds every
+                                                      record seen so far)
          too_late:  (window_id, item)                 records that arrive once the window has closed
                                                       (the watermark passed end + allowed lateness)
 
-What the caller does with ``too_late`` is ``window.late_data`` (pipeline/streaming_graph.py): a
-one-record pane that reseals the window as v<N+1> (new_version), or a file under <root>/late/
-(side_output).
+Too-late records follow ``window.late_data`` (pipeline/streaming_graph.py): with
+``reseal_too_late`` (new_version) they come out as LATE panes of only them, one per window and
+watermark advance, which sealing merges with the window's sealed version (v<N+1>); otherwise
+(side_output) each comes out on ``too_late`` and is written under <root>/late/.
 
 Why not Beam's FixedWindows + GroupByKey with allowed lateness: the runner's GroupByKey drops the
 records whose window's end + allowed lateness is behind its input watermark and only counts them,
@@ -21,7 +23,9 @@ grouping, and nothing after it has a windowing that can drop:
 
 - The DoFn runs in the global window, keyed by window id. Per key: a bag of the window's items, a
   phase (OPEN, FIRED, CLOSED) and one event-time timer, set at end - 1 ms (the window's last
-  instant) when the first item arrives, and re-set at end - 1 ms + allowed lateness when it fires.
+  instant) when the first item arrives, and re-set at end - 1 ms + allowed lateness when it fires;
+  a second event-time timer, set at a late record's own timestamp (which the watermark has
+  passed), fires at the next watermark advance and emits the LATE pane of what came since.
   An event-time timer fires only once the DoFn's input watermark has reached its time, and the
   runner delivers a key's timer firings and elements in watermark order: while the phase is not
   CLOSED, the watermark has not passed end + allowed lateness - 1 ms, i.e. the record is within the
@@ -71,50 +75,87 @@ def _at(ms: int) -> Timestamp:
 
 class _WindowPanesDoFn(beam.DoFn):
     ITEMS = BagStateSpec("items", PickleCoder())
+    TOO_LATE_ITEMS = BagStateSpec("too_late", PickleCoder())
     PHASE = ReadModifyWriteStateSpec("phase", VarIntCoder())
+    DIRTY = ReadModifyWriteStateSpec("dirty", VarIntCoder())
     TIMER = TimerSpec("window", TimeDomain.WATERMARK)
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, size_s: int, lateness_s: int):
+    def __init__(self, size_s: int, lateness_s: int, reseal_too_late: bool):
         self._size_s = size_s
         self._lateness_s = lateness_s
+        self._reseal_too_late = reseal_too_late
         self._too_late = beam.metrics.Metrics.counter("ctpipe", "late_records")
 
-    def process(self, element, items=beam.DoFn.StateParam(ITEMS), phase=beam.DoFn.StateParam(PHASE),
-                timer=beam.DoFn.TimerParam(TIMER)):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, items=beam.DoFn.StateParam(ITEMS),
+                too_late=beam.DoFn.StateParam(TOO_LATE_ITEMS), phase=beam.DoFn.StateParam(PHASE),
+                dirty=beam.DoFn.StateParam(DIRTY), timer=beam.DoFn.TimerParam(TIMER),
+                flush=beam.DoFn.TimerParam(FLUSH)):
         wid, item = element
         now = phase.read()
         if now == CLOSED:
             self._too_late.inc()
-            yield beam.pvalue.TaggedOutput(TOO_LATE, (wid, item))
+            if not self._reseal_too_late:
+                yield beam.pvalue.TaggedOutput(TOO_LATE, (wid, item))
+                return
+            too_late.add(item)
+            flush.set(timestamp)
             return
         items.add(item)
         if now is None:
             phase.write(OPEN)
             timer.set(_at(close_time_ms(wid, self._size_s, 0)))
         elif now == FIRED:
-            yield wid, tuple(items.read()), LATE
+            # A late record within the lateness: the next LATE pane fires at the next watermark
+            # advance (a timer at the record's own time, which the watermark has passed), so the
+            # late records of one advance make one new version, as Beam's late firings of a
+            # bundle do, not one reseal each.
+            dirty.write(1)
+            flush.set(timestamp)
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, items=beam.DoFn.StateParam(ITEMS),
+                 too_late=beam.DoFn.StateParam(TOO_LATE_ITEMS), phase=beam.DoFn.StateParam(PHASE),
+                 dirty=beam.DoFn.StateParam(DIRTY)):
+        if phase.read() == FIRED and dirty.read():
+            dirty.clear()
+            yield key, tuple(items.read()), LATE
+        late = tuple(too_late.read())
+        if late:
+            too_late.clear()
+            yield key, late, LATE
 
     @on_timer(TIMER)
     def on_window_timer(self, key=beam.DoFn.KeyParam, items=beam.DoFn.StateParam(ITEMS),
-                        phase=beam.DoFn.StateParam(PHASE), timer=beam.DoFn.TimerParam(TIMER)):
-        if phase.read() == OPEN:
+                        phase=beam.DoFn.StateParam(PHASE), dirty=beam.DoFn.StateParam(DIRTY),
+                        timer=beam.DoFn.TimerParam(TIMER)):
+        now = phase.read()
+        if now == OPEN:
             yield key, tuple(items.read()), ON_TIME
             if self._lateness_s > 0:
                 phase.write(FIRED)
                 timer.set(_at(close_time_ms(key, self._size_s, self._lateness_s)))
                 return
+        elif now == FIRED and dirty.read():
+            yield key, tuple(items.read()), LATE  # late records not flushed yet
+        dirty.clear()
         items.clear()
         phase.write(CLOSED)
 
 
 class WindowPanes(beam.PTransform):
-    """(window_id, item) in the global window -> tagged outputs ``panes`` and ``too_late``."""
+    """(window_id, item) in the global window -> tagged outputs ``panes`` and ``too_late``.
 
-    def __init__(self, size_s: int, lateness_s: int):
+    ``reseal_too_late`` (window.late_data new_version): too-late records come out as LATE panes of
+    their own (one per window and watermark advance), which sealing merges with the window's
+    sealed version; otherwise each comes out on ``too_late``."""
+
+    def __init__(self, size_s: int, lateness_s: int, reseal_too_late: bool = False):
         super().__init__()
         self._size_s = size_s
         self._lateness_s = lateness_s
+        self._reseal_too_late = reseal_too_late
 
     def expand(self, keyed):
-        return keyed | "FirePanes" >> beam.ParDo(_WindowPanesDoFn(self._size_s, self._lateness_s)).with_outputs(
-            TOO_LATE, main="panes")
+        return keyed | "FirePanes" >> beam.ParDo(
+            _WindowPanesDoFn(self._size_s, self._lateness_s, self._reseal_too_late)).with_outputs(TOO_LATE, main="panes")

@@ -2,11 +2,11 @@
 SASL_SSL: Beam's KafkaIO runs inside the TaskManagers (through the Java expansion service), a
 TaskManager is killed with SIGKILL mid-stream, Flink restores the last checkpoint, and once the
 topic is drained every valid id is in exactly one sealed window, the windows hold the ids a
-backfill of the same events seals, and the dead letters are exactly the bad messages. Then marker
-events stamped half an hour ahead move the watermark past the windows' end + allowed lateness,
-and records for those windows sent after that are too late: with ``window.late_data:
-side_output`` each is in <root>/late/ exactly once, by id, read back with gzip + json, and in no
-sealed window (transforms/panes.py: nothing is dropped for being late).
+backfill of the same events seals, and the dead letters are exactly the bad messages. Then a
+window whose end + allowed lateness is half a minute away gets one record, and records for it
+sent once Flink's watermark passed that are too late: with ``window.late_data: side_output`` each
+is in <root>/late/ exactly once, by id, read back with gzip + json, and in no sealed window
+(transforms/panes.py: nothing is dropped for being late).
 
 The cluster is this module's own (a TaskManager is killed); everything is observed from outside
 ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
@@ -32,7 +32,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core import window_store
-from core.layout import window_id, window_start_ms
+from core.layout import window_id
 from tests import _procs
 from tests._stream_check import sealed_ids
 from transforms.panes import close_time_ms
@@ -247,20 +247,17 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
             return sorted(i for i in ids if i.startswith("u-0")) == expected
         _wait("every produced valid id in a sealed window", drained, 300, 1.0)
 
-        # Markers half an hour ahead on both partitions: the watermark passes the three windows'
-        # end + 15 min. Their own window sealing proves it: Flink fires event-time timers in time
-        # order, so the three windows closed before it fired.
-        marker_s = (int(time.time()) // WINDOW_S + 30) * WINDOW_S + 10
-        for partition in (0, 1):
-            producer.send_aside(_event(80_000 + partition, marker_s), marker_s, partition)
-            producer.send_aside(_event(80_010 + partition, marker_s + 5 * WINDOW_S), marker_s + 5 * WINDOW_S, partition)
-        marker_window = window_id(window_start_ms(marker_s * 1000, WINDOW_S))
-        _wait("the markers' window sealed", lambda: list((root / "windows" / marker_window).glob("v*/MANIFEST.json")),
-              300, 1.0)
-        # Every subtask of the panes' vertex has an input watermark past the three windows' close
-        # time (their timers fired); records sent after this reach it behind that watermark.
-        closes = max(close_time_ms(w, WINDOW_S, 15 * 60) for w in
-                     {window_id(window_start_ms(int((t0 + k * WINDOW_S) * 1000), WINDOW_S)) for k in range(3)})
+        # Too-late records. KafkaIO's CreateTime watermark never runs ahead of the wall clock, so
+        # the window they are for is one whose end + 15 min lateness is 10 to 70 s from now: an opener
+        # record makes the job hold it (its on-time pane seals it), then once the panes' input
+        # watermark (Flink REST, every subtask) is past its close time, records for it are too late.
+        late_end = -(-(int(time.time()) + 10 - 15 * 60) // WINDOW_S) * WINDOW_S  # closes 10 to 70 s from now
+        late_start = late_end - WINDOW_S
+        late_window = window_id(late_start * 1000)
+        producer.send_aside(_event(70_100, late_start + 10), late_start + 10, 0)
+        _wait("the opener's window sealed", lambda: list((root / "windows" / late_window).glob("v*/MANIFEST.json")),
+              120, 0.5)
+        closes = close_time_ms(late_window, WINDOW_S, 15 * 60)
         panes_vertex = [v for v in _rest(flink, f"/jobs/{jid}")["vertices"] if "Panes" in v["name"]]
         assert panes_vertex, [v["name"] for v in _rest(flink, f"/jobs/{jid}")["vertices"]]
 
@@ -268,14 +265,13 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
             marks = [int(m["value"]) for v in panes_vertex
                      for m in _rest(flink, f"/jobs/{jid}/vertices/{v['id']}/watermarks")
                      if m["id"].endswith("currentInputWatermark")]
-            return bool(marks) and min(marks) > closes
-        _wait("the panes' input watermark past the windows' close time", panes_watermark_past, 120, 0.5)
-        # Too late now: records for the three streamed windows.
+            return bool(marks) and min(marks) > closes + 5000
+        _wait("the panes' input watermark past the window's close time", panes_watermark_past, 180, 0.5)
         too_late = {}
         for k in range(6):
-            ts = t0 + (k % 3) * WINDOW_S + 40 + k
+            ts = late_start + 20 + k
             producer.send_aside(_event(70_000 + k, ts), ts, k % 2)
-            too_late[f"u-{70_000 + k:05d}"] = window_id(window_start_ms(int(ts * 1000), WINDOW_S))
+            too_late[f"u-{70_000 + k:05d}"] = late_window
         producer.close()
 
         def late_ids():
@@ -286,7 +282,7 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
             return out
         _wait("every too-late record in late/", lambda: len(late_ids()) == len(too_late), 300, 1.0)
         end_c = _end_offsets(kafka_broker.bootstrap, kafka_topic)
-        _wait("the markers' and too-late records' offsets committed",
+        _wait("the opener's and the too-late records' offsets committed",
               lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_c, 300)
 
         # No secret in what Flink holds of the job.
@@ -310,12 +306,14 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
     ids, records, _ = sealed_ids(str(root))
     streamed = [i for i in ids if i.startswith("u-0")]
     assert sorted(streamed) == expected and len(set(streamed)) == len(streamed) == 80
-    windows = {wid: v for wid, v in _window_ids(str(root)).items() if wid not in seeded and wid != marker_window}
+    sealed_by_window = _window_ids(str(root))
+    windows = {wid: v for wid, v in sealed_by_window.items() if wid not in seeded and wid != late_window}
     assert len(windows) == 3
-    # Too-late records: each once in late/, in its window's folder; in no sealed window.
+    # Too-late records: each once in late/, in its window's folder; in no sealed window, which
+    # holds the opener alone.
     assert late_ids() == {i: [wid] for i, wid in too_late.items()}
     assert not set(too_late) & set(ids)
-    assert set(too_late.values()) <= set(windows)
+    assert sealed_by_window[late_window] == ["u-70100"]
     # Late records made new versions of windows sealed before them.
     versions = {w.window_id: w.version for w in window_store.list_sealed(str(root)) if w.window_id in windows}
     assert max(versions.values()) >= 2, versions
