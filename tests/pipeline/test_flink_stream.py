@@ -12,9 +12,11 @@ The cluster is this module's own (a TaskManager is killed); everything is observ
 ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
 in Kafka, the sealed TFRecords read with tf.data. Every wait polls a condition.
 
-Cost: 8 to 11 minutes on the shared 2-core machine under load (490 s, 642 s in two runs) (cluster start ~2 min, the job's
-submission ~2.5 min: TensorFlow import, expansion, the upload of the job server's jars; the first
-checkpoint waits for the first seals). Marked slow and integration.
+Cost: 8 to 11 minutes on the shared 2-core machine under load (490 s, 642 s in two runs before the
+too-late part; 465 s with it: 58 s cluster start, 385 s and 9 s for the two tests). The job's
+submission takes ~2.5 min (docs/BENCHMARKS.md has the breakdown: ~65 s in the driver before it
+stages, 6 s staging 296 jars, 20 s translation, 34 s uploading the jars to Flink, 20 s deploying);
+the too-late part adds the wait for its window to close (10 to 70 s). Marked slow and integration.
 """
 from __future__ import annotations
 
