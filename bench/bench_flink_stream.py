@@ -13,8 +13,8 @@ partitions) and then one marker per partition two hours after the last event, so
 2. flink: a backfill of a small seed file publishes the schema and transform (DirectRunner), then
    ``python -m pipeline.cli stream --unbounded`` submits the unbounded graph with
    runner_configs/flink-local-streaming.yaml (LOOPBACK) and, with ``--worker-pool``, then again
-   (its own root and consumer group, the same topic) with ``environment_type: EXTERNAL`` against
-   a Beam worker pool (``python -m apache_beam.runners.worker.worker_pool_main``); the clock runs from
+   (its own root and consumer group, the same topic) with runner_configs/flink-local-streaming-pool.yaml
+   against a Beam worker pool (``python -m apache_beam.runners.worker.worker_pool_main``); the clock runs from
    the moment Flink's REST API lists the job RUNNING until the sealed windows' manifests count
    all N events. Then the job is cancelled in Flink and every produced id is checked to be in
    exactly one sealed window (raw TFRecords read with tf.data).
@@ -182,10 +182,9 @@ def main() -> None:
         out["flink_loopback"] = run_unbounded(work, "loopback", flink, bootstrap, topic, loopback, first_ts, args.n)
         if args.worker_pool:
             pool, port = start_worker_pool(work / "worker-pool.log")
-            external = work / "runner-flink-worker-pool.yaml"
-            external.write_text(Path(loopback).read_text().replace(
-                "environment_type: LOOPBACK", f"environment_type: EXTERNAL\nenvironment_config: 127.0.0.1:{port}"))
-            run = run_unbounded(work, "worker-pool", flink, bootstrap, topic, str(external), first_ts, args.n)
+            os.environ["CTPIPE_BEAM_WORKER_POOL_ENDPOINT"] = f"127.0.0.1:{port}"
+            external = os.path.join(REPO, "runner_configs", "flink-local-streaming-pool.yaml")
+            run = run_unbounded(work, "worker-pool", flink, bootstrap, topic, external, first_ts, args.n)
             run["sdk_workers_started"] = (work / "worker-pool.log").read_text(errors="replace").count("Starting worker")
             out["flink_worker_pool"] = run
         for name in ("flink_loopback", "flink_worker_pool"):
