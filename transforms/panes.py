@@ -27,26 +27,29 @@ grouping, and nothing after it has a windowing that can drop:
   a second event-time timer, set at a late record's own timestamp (which the watermark has
   passed), fires at the next watermark advance and emits the LATE pane of what came since.
   An event-time timer fires only once the DoFn's input watermark has reached its time, and the
-  runner delivers a key's timer firings and elements in watermark order: while the phase is not
-  CLOSED, the watermark has not passed end + allowed lateness - 1 ms, i.e. the record is within the
-  lateness (Beam's own rule for a GroupByKey with that lateness, which drops a record only when
-  end - 1 ms + lateness is before the watermark: a record arriving at exactly that watermark is too
-  late here and kept by Beam, the one millisecond where the two differ).
+  runner fires a key's due timers when the watermark arrives, before the elements that come
+  behind it (Flink: on the watermark, in the operator's one thread): so a record is too late
+  exactly when its window's close timer fired before it, i.e. when the watermark it came behind
+  was at or past end - 1 ms + allowed lateness (Beam's own rule for a GroupByKey with that
+  lateness drops a record only when that instant is *before* the watermark: a record arriving at
+  exactly that watermark is too late here and kept by Beam, the one millisecond where they differ).
 - Every output goes to steps in the global window (sealing, pre-grouped: transforms/seal.py, and
   the writers of late files and dead letters); no GroupByKey or window with a lateness follows,
-  so no runner drops what this DoFn emits, whatever the watermark. The timer's watermark hold
-  (the Python SDK holds an event-time timer's output at its firing time) keeps the DoFn's output
-  watermark at or before end - 1 ms + lateness while a window is open, so the ON_TIME pane
-  (stamped end - 1 ms) and the LATE panes are never behind the output watermark either.
+  so no runner drops what this DoFn emits, whatever the watermark. (The window timer's watermark
+  hold, which the Python SDK sets at an event-time timer's firing time, keeps the DoFn's output
+  watermark at or before the window's end - 1 ms until the ON_TIME pane, stamped end - 1 ms, is
+  out; LATE panes carry a late record's time, behind the output watermark, which nothing
+  downstream looks at.)
 - A pane firing replayed after the runner restores a checkpoint carries the same content: the
   window writer makes it a no-op.
 
 What the DoFn cannot know: whether a window whose *first* record this job sees arrives before or
 after the watermark passed that window's end + lateness (a window that a backfill or an earlier
-job sealed, and of which this job read nothing before). Its timer is then set in the past, fires
-at the next watermark advance, and the records are sealed as a pane, i.e. the window gets a new
-version with the previous version's records and these (the ``new_version`` outcome), whatever
-``window.late_data`` says. Nothing is dropped in either case. A closed window keeps one small
+job sealed, and of which this job read nothing before). Its timers are then set in the past and
+fire at the next watermark advances: the records that reach it until then are sealed as panes,
+i.e. the window gets a new version with the previous version's records and these (the
+``new_version`` outcome), whatever ``window.late_data`` says; records after that follow
+``late_data``. Nothing is dropped in either case. A closed window keeps one small
 state entry (its phase) for the job's lifetime, so later records keep being recognised as too late.
 """
 from __future__ import annotations
