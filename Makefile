@@ -8,7 +8,7 @@ PYTEST_ARGS ?= --durations=25
 AIRFLOW_VENV := .airflow-venv
 
 .PHONY: venv demo test test-fast lock system-deps engines engines-lock airflow airflow-lock services-up flink-up \
-	services-down bench bench-flink clean
+	services-down bench bench-flink bench-flink-stream clean
 
 # The virtual environment, installed from the fully pinned lock (never resolves).
 $(VENV)/.installed: requirements.lock setup.py
@@ -95,6 +95,11 @@ bench: venv
 # Backfill on the local Flink cluster vs DirectRunner, same input (starts and stops its own cluster).
 bench-flink: venv engines
 	$(PY) bench/bench_flink.py --rows-per-hour 10000 --hours 2 --worker-pool
+
+# The unbounded stream on the local Flink cluster vs raw kafka-python consumption of the same topic
+# (starts and stops its own broker and cluster; LOOPBACK, then an EXTERNAL Beam worker pool).
+bench-flink-stream: venv engines
+	$(PY) bench/bench_flink_stream.py --n 20000 --worker-pool
 
 clean:
 	rm -rf demo-work .pytest_cache .services

@@ -4,7 +4,8 @@ streaming runner and stay attached to the job until it ends.
 The graph reads source.kafka with Beam's KafkaIO (a cross-language transform expanded by the Java
 expansion service of ``source.kafka.expansion_service``), assigns event-time windows with the
 configured allowed lateness and seals them with the composite every graph uses; late records make
-new window versions. On Flink (runner_configs/flink-streaming.yaml, flink-local-streaming.yaml)
+new window versions, and records after the allowed lateness follow ``window.late_data``
+(transforms/panes.py). On Flink (runner_configs/flink-streaming.yaml, flink-local-streaming.yaml)
 the Kafka read runs inside the TaskManagers, its positions are Flink checkpoint state, and the
 consumer group's offsets are committed when a checkpoint completes; a TaskManager lost mid-stream
 is replaced by Flink restoring the last checkpoint.

@@ -1,7 +1,8 @@
 """Sealing windows: the one composite every graph uses (backfill, ``ctpipe stream``, unbounded).
 
     (window_id, Event | DeadLetter)
-      -> GroupByWindow     (the caller's windowing decides when a group fires)
+      -> GroupByWindow     (the caller's windowing decides when a group fires; the unbounded
+                           graph's panes come grouped already: ``grouped``)
       -> PrepareWindow     de-duplicate (duplicates -> output ``duplicates``), count dead letters by
                            reason, Arrow batch, raw examples, statistics, timeliness
       -> ValidateWindow    schema, drift against the nearest earlier window, skew, bad fraction
@@ -86,6 +87,9 @@ class WindowState:
     """The window's records in row order (their provenance is written beside the examples)."""
     label_profile: Optional[dict] = None
     """transforms.label_checks.label_profile of the window (None: label checks off)."""
+    timing: Optional[str] = None
+    """Which firing of its window this is (ON_TIME, LATE), when the input came pre-grouped as
+    panes (transforms/panes.py); otherwise the runner's pane info says it."""
     verdict: object = None      # transforms.validation.Verdict
     quality: dict = field(default_factory=dict)
     fingerprint: Optional[str] = None
@@ -124,7 +128,8 @@ class _PrepareWindowDoFn(beam.DoFn):
             unique_dead_letters,
         )
 
-        wid, items = element
+        wid, items = element[0], element[1]
+        timing = element[2] if len(element) > 2 else None
         events, dead = [], []
         for item in items:
             (events if isinstance(item, Event) else dead).append(item)
@@ -149,7 +154,7 @@ class _PrepareWindowDoFn(beam.DoFn):
 
             profile = label_profile(prepared.batch, labels)
         yield WindowState(wid, prepared, window_statistics(prepared.batch, wid), dead_by_reason(by_source),
-                          lags, by_source, tuple(kept), label_profile=profile)
+                          lags, by_source, tuple(kept), label_profile=profile, timing=timing)
 
 
 class _ValidateWindowDoFn(beam.DoFn):
@@ -237,7 +242,7 @@ class _WriteWindowDoFn(beam.DoFn):
         if written:
             self._sealed.inc()
             self._records.inc(len(state.prepared.ids))
-        timing = _TIMING.get(pane.timing) if pane is not None else None
+        timing = state.timing or (_TIMING.get(pane.timing) if pane is not None else None)
         if timing == "LATE":
             self._late_panes.inc()
         yield {"window_id": wid, "version": version, "written": written, "records": len(state.prepared.ids),
@@ -245,16 +250,20 @@ class _WriteWindowDoFn(beam.DoFn):
 
 
 class SealWindows(beam.PTransform):
-    """(window_id, Event | DeadLetter) -> SealOutputs(window summaries, duplicate dead letters)."""
+    """(window_id, Event | DeadLetter) -> SealOutputs(window summaries, duplicate dead letters).
 
-    def __init__(self, spec: SealSpec):
+    ``grouped``: the input is already one element per window firing, (window_id, items, timing)
+    (the unbounded graph's panes, transforms/panes.py), so there is no GroupByWindow step."""
+
+    def __init__(self, spec: SealSpec, grouped: bool = False):
         super().__init__()
         self._spec = spec
+        self._grouped = grouped
 
     def expand(self, keyed):
         spec = self._spec
-        prepared = (keyed
-                    | "GroupByWindow" >> beam.GroupByKey()
+        groups = keyed if self._grouped else keyed | "GroupByWindow" >> beam.GroupByKey()
+        prepared = (groups
                     | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec)).with_outputs(
                         _PrepareWindowDoFn.DUPLICATES, main="windows"))
         states = prepared.windows

@@ -157,6 +157,17 @@ def problems(pods, fd):
             artifacts_dir = re.search(r"--artifacts-dir=(\S+)", " ".join(js["args"])).group(1)
             if artifacts_dir not in mounts(js):
                 found.append(f"jobmanager/beam-job-server: --artifacts-dir {artifacts_dir} is not a mount")
+            if "beam-expansion" not in names:
+                found.append("jobmanager: no beam-expansion sidecar (source.kafka.expansion_service)")
+                continue
+            # The job server splits the Kafka source (lists partitions) when it translates the
+            # unbounded graph; the expansion service builds KafkaIO's consumer config.
+            for c in (js, container(pod, "beam-expansion")):
+                if user_env not in env_names(c):
+                    found.append(f"jobmanager/{c['name']}: no {user_env}")
+                for f in kafka_files:
+                    if not any(f.startswith(m.rstrip("/") + "/") for m in mounts(c)):
+                        found.append(f"jobmanager/{c['name']}: {f} not mounted")
         else:
             if "beam-worker" not in names:
                 found.append("taskmanager: no beam-worker sidecar")
@@ -192,13 +203,16 @@ def test_positional_merge_would_break_it():
     assert any("beam-job-server" in p or "beam-worker" in p or MAIN in p for p in found), found
     pods = rendered_pods(fd, by_name=False)
     first = pods["jobmanager"]["spec"]["containers"][0]
-    assert first["name"] == "beam-job-server" and "ENABLE_BUILT_IN_PLUGINS" in env_names(first)
+    # flink-main-container's first env entry (the S3 plugin) merged into the job server's first one
+    assert first["name"] == "beam-job-server"
+    assert any(str(e.get("value", "")).startswith("flink-s3-fs-presto") for e in first["env"]), first["env"]
 
 
 @pytest.mark.parametrize("drop", ["kafka-ca", "beam-artifacts"])
 def test_a_missing_mount_is_reported(drop):
     fd = flink_deployment()
-    for template in (fd["spec"]["podTemplate"], fd["spec"]["taskManager"]["podTemplate"]):
+    for template in (fd["spec"]["podTemplate"], fd["spec"]["jobManager"]["podTemplate"],
+                     fd["spec"]["taskManager"]["podTemplate"]):
         for c in template["spec"]["containers"]:
             c["volumeMounts"] = [m for m in c.get("volumeMounts", []) if m["name"] != drop]
     assert problems(rendered_pods(fd), fd)

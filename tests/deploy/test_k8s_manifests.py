@@ -25,7 +25,7 @@ K8S_VERSION = "1.31.0"
 NAMESPACE = "ctpipe"
 
 # Created on demand with kubectl create/apply -f, deliberately not in kustomization.yaml.
-ON_DEMAND = {"backfill-job.yaml", "trainer-job.yaml", "controller-cronjob.yaml"}
+ON_DEMAND = {"backfill-job.yaml", "trainer-job.yaml", "controller-cronjob.yaml", "stream-unbounded-job.yaml"}
 SECRET_NAMES = {"ctpipe-kafka", "ctpipe-kafka-ca", "ctpipe-s3"}
 
 _CONTAINER = {
@@ -329,7 +329,7 @@ def ctpipe_invocations():
 def test_ctpipe_commands_are_real_subcommands():
     invocations = ctpipe_invocations()
     assert {f for f, _ in invocations} >= {"stream-job.yaml", "controller-cronjob.yaml", "controller-deployment.yaml",
-                                           "backfill-job.yaml", "trainer-job.yaml"}
+                                           "backfill-job.yaml", "trainer-job.yaml", "stream-unbounded-job.yaml"}
     for name, argv in invocations:
         assert parses_as_ctpipe(argv), f"{name}: `ctpipe {' '.join(argv)}` is not a valid ctpipe command line"
         assert "--config" in argv and argv[argv.index("--config") + 1] == "/etc/ctpipe/ctpipe.yaml"
@@ -364,6 +364,77 @@ def test_stream_job():
         assert any(f.startswith(m + "/") for m in mounts), f
     assert kafka["sasl_username_env"] in {e["name"] for e in c["env"]}
     assert cfg["metrics"]["port"] == 9464
+
+
+def test_unbounded_stream_job():
+    """`ctpipe stream --unbounded` with the streaming runner config: every ${VAR} it needs set to
+    the Flink services, the Kafka secrets at the paths ctpipe.yaml names, and never resubmitted
+    automatically (a second job on the same topic and root)."""
+    job = find("Job", "ctpipe-stream-unbounded")
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    argv = c["args"]
+    assert argv[:2] == ["stream", "--unbounded"]
+    runner_config = argv[argv.index("--runner-config") + 1]
+    assert runner_config == "runner_configs/flink-streaming.yaml"
+    runner = yaml.safe_load((ROOT / runner_config).read_text())
+    assert runner["streaming"] is True and runner["runner"] == "FlinkRunner"
+    needed = {v for value in runner.values() if isinstance(value, str)
+              for v in re.findall(r"\$\{([A-Za-z_]\w*)\}", value)}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    micro = {e["name"]: e.get("value") for e in
+             find("Deployment", "ctpipe-stream")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert needed and all(env.get(v) and env[v] == micro[v] for v in needed), (needed, env)
+    cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
+    kafka = cfg["source"]["kafka"]
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    for f in (kafka["sasl_password_file"], kafka["ssl_cafile"]):
+        assert any(f.startswith(m + "/") for m in mounts), f
+    assert kafka["sasl_username_env"] in env
+
+
+def _expansion_flags_of_services_sh() -> set:
+    """The flags scripts/services.sh starts the local expansion service with (start_expansion)."""
+    text = (ROOT / "scripts" / "services.sh").read_text()
+    body = text[text.index("start_expansion() {"):]
+    body = body[:body.index("\n}\n")]
+    line = body[body.index("org.apache.beam.sdk.expansion.service.ExpansionService"):].split(">>")[0]
+    return {f for f in line.split() if f.startswith("--")}
+
+
+def test_kafka_expansion_service_is_wired():
+    """source.kafka.expansion_service reaches, through the job-server Service, a container that
+    runs Beam's Java ExpansionService from the job server's own image (the KafkaIO classes the
+    job server stages to the TaskManagers) with the flags the local tests prove
+    (scripts/services.sh: EMBEDDED environment, use_deprecated_read); the job server's built-in
+    expansion service (started without options: Docker environment) is not what it reaches."""
+    cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
+    host, port = cfg["source"]["kafka"]["expansion_service"].rsplit(":", 1)
+    svc = find("Service", "ctpipe-flink-jobserver")
+    assert host == f"{svc['metadata']['name']}.{NAMESPACE}.svc"
+    (svc_port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(port)]
+    fd = find("FlinkDeployment", "ctpipe-flink")
+    jm = fd["spec"]["jobManager"]["podTemplate"]
+    assert svc["spec"]["selector"].items() <= {**jm["metadata"]["labels"], "app": fd["metadata"]["name"],
+                                               "component": "jobmanager"}.items()
+    serving = [c for c in jm["spec"]["containers"] for p in c.get("ports", [])
+               if p["name"] == svc_port["targetPort"] or p["containerPort"] == svc_port["targetPort"]]
+    assert [c["name"] for c in serving] == ["beam-expansion"]
+    (expansion,) = serving
+    (js,) = [c for c in jm["spec"]["containers"] if c["name"] == "beam-job-server"]
+    assert expansion["image"] == js["image"]
+    argv = expansion["command"] + expansion.get("args", [])
+    main = argv.index("org.apache.beam.sdk.expansion.service.ExpansionService")
+    assert argv[main - 2:main] == ["-cp", "/opt/apache/beam/jars/*"]
+    assert int(argv[main + 1]) == [p["containerPort"] for p in expansion["ports"]][0]
+    flags = _expansion_flags_of_services_sh()
+    assert flags == {"--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read"}
+    assert set(argv[main + 2:]) == flags
+    builtin = int(re.search(r"--expansion-port=(\d+)", " ".join(js["args"])).group(1))
+    assert builtin not in [p["port"] for p in svc["spec"]["ports"]]
+    assert builtin not in [p["containerPort"] for c in jm["spec"]["containers"] for p in c.get("ports", [])]
 
 
 def test_controller_cronjob():

@@ -37,6 +37,7 @@ TEST_ENV = {
     "CTPIPE_FLINK_JOB_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8099",
     "CTPIPE_FLINK_ARTIFACT_ENDPOINT": "ctpipe-flink-jobserver.ctpipe.svc:8098",
     "CTPIPE_BEAM_JOB_ENDPOINT": "127.0.0.1:41001",
+    "CTPIPE_BEAM_WORKER_POOL_ENDPOINT": "127.0.0.1:50000",
     "CTPIPE_GCP_PROJECT": "ctpipe-test-project",
     "CTPIPE_GCP_REGION": "europe-west1",
     "CTPIPE_GCS_BUCKET": "ctpipe-test-bucket",
@@ -84,7 +85,7 @@ def unknown_option_names(flags):
     return {u[2:].split("=", 1)[0] for u in unknown if u.startswith("--")}
 
 
-LOCAL_FLINK_CONFIGS = ["flink-local.yaml", "flink-local-streaming.yaml"]
+LOCAL_FLINK_CONFIGS = ["flink-local.yaml", "flink-local-streaming.yaml", "flink-local-streaming-pool.yaml"]
 ALL_CONFIGS = ["direct.yaml", *FLINK_CONFIGS, *LOCAL_FLINK_CONFIGS, "dataflow.yaml"]
 
 
@@ -212,6 +213,18 @@ def test_flink_local_streaming():
     assert "--checkpointing_interval=3000" in cfg and "--checkpointing_mode=EXACTLY_ONCE" in cfg
     for key in ("runner", "flink_master", "flink_version", "job_endpoint", "parallelism", "environment_type"):
         assert [f for f in cfg if f.startswith(f"--{key}=")] == [f for f in batch if f.startswith(f"--{key}=")], key
+
+
+def test_flink_local_streaming_pool():
+    """The worker-pool variant differs from flink-local-streaming.yaml only in where the Python
+    workers run."""
+    _, loopback = load("flink-local-streaming.yaml")
+    _, pool = load("flink-local-streaming-pool.yaml", env={**TEST_ENV, "CTPIPE_BEAM_WORKER_POOL_ENDPOINT": "127.0.0.1:5"})
+
+    def rest(flags):
+        return [f for f in flags if not f.startswith(("--environment_type=", "--environment_config="))]
+    assert rest(pool) == rest(loopback)
+    assert "--environment_type=EXTERNAL" in pool and "--environment_config=127.0.0.1:5" in pool
 
 
 def test_dataflow(monkeypatch):

@@ -59,37 +59,62 @@ def published_store(tmp_path_factory):
     return config
 
 
-def test_on_time_and_late_firings_seal_new_versions_and_too_late_data_is_dropped(published_store):
-    config = published_store
-    root = config.storage.root
+def _lateness_stream():
+    return (TestStream()
+            .advance_watermark_to(T0_S)
+            .add_elements([_record(i, 60 * i) for i in range(20)])            # window 00:00
+            .add_elements([_record(100 + i, H + 60 * i) for i in range(10)])  # window 01:00
+            .add_elements([_record(900, 120, b"{not json")])                  # dead letter
+            .advance_watermark_to(T0_S + H + 1)                               # 00:00 fires on time
+            .add_elements([_record(200, 30 * 60)])                            # late, within lateness
+            .advance_watermark_to(T0_S + 2 * H + 1)                           # 01:00 on time, 00:00 closed
+            .add_elements([_record(300, 40 * 60)])                            # 00:00 past lateness
+            .advance_watermark_to(T0_S + 3 * H + 1)
+            .advance_watermark_to_infinity())
+
+
+@pytest.mark.parametrize("policy", ["new_version", "side_output"])
+def test_on_time_late_and_too_late_records_follow_the_late_data_policy(published_store, tmp_path, policy):
+    import shutil
+
+    from transforms.pending import list_parts, read_part
+
+    root = str(tmp_path / "store")
+    shutil.copytree(published_store.storage.root, root)
+    config = config_from_dict({"storage": {"root": root}, "source": {"files": {"uri": "unused/*.jsonl"}},
+                               "window": {"size": "1h", "allowed_lateness": "30m", "late_data": policy}})
     _schema, schema_text, schema_version = schema_store.load(root)
     fingerprint = current_transform(root)
-    stream = (TestStream()
-              .advance_watermark_to(T0_S)
-              .add_elements([_record(i, 60 * i) for i in range(20)])            # window 00:00
-              .add_elements([_record(100 + i, H + 60 * i) for i in range(10)])  # window 01:00
-              .add_elements([_record(900, 120, b"{not json")])                  # dead letter
-              .advance_watermark_to(T0_S + H + 1)                               # 00:00 fires on time
-              .add_elements([_record(200, 30 * 60)])                            # late, within lateness
-              .advance_watermark_to(T0_S + 2 * H + 1)                           # 01:00 on time
-              .add_elements([_record(300, 40 * 60)])                            # 00:00 past lateness
-              .advance_watermark_to_infinity())
-    options = PipelineOptions(["--streaming"])
-    with BeamTestPipeline(options=options) as p:
+    with BeamTestPipeline(options=PipelineOptions(["--streaming"])) as p:
         windows, dead_paths = build_streaming_graph(p, config, schema_text, schema_version, fingerprint,
-                                                              source=stream)
+                                                    source=_lateness_stream())
+        firings = [("20261127T0000Z", 1, 20, "ON_TIME"), ("20261127T0000Z", 2, 21, "LATE"),
+                   ("20261127T0100Z", 1, 10, "ON_TIME")]
+        if policy == "new_version":
+            firings.append(("20261127T0000Z", 3, 22, "LATE"))
         assert_that(windows | beam.Map(lambda w: (w["window_id"], w["version"], w["records"], w["timing"])),
-                    equal_to([("20261127T0000Z", 1, 20, "ON_TIME"), ("20261127T0000Z", 2, 21, "LATE"),
-                              ("20261127T0100Z", 1, 10, "ON_TIME")]), label="Firings")
+                    equal_to(firings), label="Firings")
         assert_that(dead_paths | beam.Map(os.path.basename), equal_to(["kafka-ev-0-900-bad_json.json"]),
                     label="DeadLetters")
     sealed = {(w.window_id, w.version): w for w in window_store.list_sealed(root, latest_only=False)
               if w.window_id.startswith("20261127")}
-    assert sorted(sealed) == [("20261127T0000Z", 1), ("20261127T0000Z", 2), ("20261127T0100Z", 1)]
     v2 = sealed[("20261127T0000Z", 2)].manifest
     assert v2["record_count"] == 21 and v2["supersedes"] == 1 and v2["transform_fingerprint"] == fingerprint
-    ids = _raw_ids(sealed[("20261127T0000Z", 2)])
-    assert "s-00200" in ids and "s-00300" not in ids and len(ids) == 21
+    assert "s-00200" in _raw_ids(sealed[("20261127T0000Z", 2)])
+    late = {wid: sorted(e.id for info in parts for e in read_part(info.path))
+            for wid, parts in list_parts(root, "kafka-ev", late=True).items()}
+    if policy == "new_version":
+        assert sorted(sealed) == [("20261127T0000Z", 1), ("20261127T0000Z", 2), ("20261127T0000Z", 3),
+                                  ("20261127T0100Z", 1)]
+        ids = _raw_ids(sealed[("20261127T0000Z", 3)])
+        assert sorted(ids) == sorted({*_raw_ids(sealed[("20261127T0000Z", 2)]), "s-00300"}) and len(ids) == 22
+        assert late == {}
+    else:
+        assert sorted(sealed) == [("20261127T0000Z", 1), ("20261127T0000Z", 2), ("20261127T0100Z", 1)]
+        assert "s-00300" not in _raw_ids(sealed[("20261127T0000Z", 2)])
+        assert late == {"20261127T0000Z": ["s-00300"]}
+        (path,) = [info.path for info in list_parts(root, "kafka-ev", late=True)["20261127T0000Z"]]
+        assert os.path.basename(path) == "ev-p00000-00000000000000000300-00000000000000000301.jsonl.gz"
 
 
 def test_a_replayed_firing_is_a_no_op(published_store):
@@ -102,6 +127,7 @@ def test_a_replayed_firing_is_a_no_op(published_store):
         stream = (TestStream()
                   .advance_watermark_to(T0_S + 5 * H)
                   .add_elements([_record(500 + i, 5 * H + 60 * i) for i in range(5)])
+                  .advance_watermark_to(T0_S + 6 * H)  # the DirectRunner fires no timer on the jump to +inf
                   .advance_watermark_to_infinity())
         with BeamTestPipeline(options=PipelineOptions(["--streaming"])) as p:
             windows, _dead = build_streaming_graph(p, config, schema_text, schema_version, fingerprint, source=stream)
