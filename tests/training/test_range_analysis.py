@@ -186,18 +186,21 @@ def test_untrusted_entries_are_ignored_with_a_warning_and_analyzed_again(store, 
 
 def test_training_on_the_range_transform_embeds_it_and_records_the_analysis(store, tmp_path):
     base, _config_unused, options, windows = store
-    from pipeline.controller import run_training
+    from pipeline.controller import run_training, select_windows
     from training.registry import open_registry
 
     config = _config(base, max_windows=3)
     root = config.storage.root
-    chosen = windows[2:5]
+    chosen, _skipped, planned = select_windows(config)  # the newest 3 usable windows (small ones may be quarantined)
+    assert planned == range_fingerprint(config, chosen)
     ckey = range_cache_key(config, schema_store.load(root)[1])
     cached = {analysis_cache.entry_key(w.manifest) for w in chosen
               if analysis_cache.check_entry(root, ckey, analysis_cache.entry_key(w.manifest)) is None}
     current = current_transform(root)
     outcome = run_training(config, options=options)
     fingerprint = range_fingerprint(config, chosen)
+    assert [(w["window_id"], w["version"]) for w in outcome["windows"]] == [
+        (w.window_id, w.version) for w in chosen], (outcome["windows"], outcome["skipped_windows"])
     assert outcome["transform_fingerprint"] == fingerprint != current
     assert current_transform(root) == current
     analysis = outcome["analysis"]
