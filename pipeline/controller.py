@@ -33,6 +33,7 @@ from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
+from pipeline.lease import Fences as _Fences
 from pipeline.typed_config import duration_ms
 
 PRODUCTION = "production"
@@ -135,17 +136,6 @@ def training_range(config: Config, windows) -> dict:
             "rule": "the newest usable windows of the newest schema version, at most training.max_windows"
                     + (f", starting within training.window_span ({config.training.window_span}) of the newest"
                        " window's end" if config.training.window_span else "")}
-
-
-class _Fences:
-    """Several fences checked before each registry publish (the root lease, the controller's)."""
-
-    def __init__(self, *fences):
-        self._fences = [f for f in fences if f is not None]
-
-    def check_publish(self, what: str) -> None:
-        for fence in self._fences:
-            fence.check_publish(what)
 
 
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:

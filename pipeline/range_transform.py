@@ -105,8 +105,7 @@ def _analyze(config, windows, fingerprint, names, base, options, lock_timeout_s,
     import apache_beam as beam
 
     from pipeline.backfill import new_run_id
-    from pipeline.controller import _Fences
-    from pipeline.lease import root_lease
+    from pipeline.lease import Fences, root_lease
     from pipeline.specs import check_transform_scratch, transform_scratch
     from transforms.preprocess import publish_transform
     from transforms.range_analysis import AnalyzeRange, RangeDataset, rows_counter_name
@@ -144,7 +143,7 @@ def _analyze(config, windows, fingerprint, names, base, options, lock_timeout_s,
     rows = _counters(result)
     published = []
     with root_lease(root, "train", lock_timeout_s) as lock:
-        fences = _Fences(lock, fence)
+        fences = Fences(lock, fence)
         for ekey in sorted(stage.needed):
             staged = storage.join(cache_out, ekey)
             if storage.glob(staged.rstrip("/") + "/MANIFEST"):
