@@ -136,8 +136,9 @@ def test_a_range_sharing_windows_reads_them_from_cache_and_equals_a_full_analysi
     got, want = _transformed(mine, raw), _transformed(full, raw)
     assert set(got) == set(want)
     for name in sorted(want):
-        if want[name].dtype.kind == "f":  # accumulators merged per window vs one pass: float rounding only
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        if want[name].dtype.kind == "f":  # accumulators merged per window vs one pass: float32 rounding
+            # only (measured: identical for 2 of the 3 z-scores, 4.8e-7 apart for the third)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6, err_msg=name)
         else:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
