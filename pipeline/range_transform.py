@@ -152,7 +152,8 @@ def _analyze(config, windows, fingerprint, names, base, options, lock_timeout_s,
         publish_transform(staging, root, fingerprint, schema_text, fence=fences)
     storage.delete_tree(scratch)
     per_window = [{"window": name, "entry": ekey,
-                   "source": "analyzed" if ekey in stage.needed else "cache",
+                   "source": ("analyzed" if ekey in stage.needed else "cache" if ekey in found.cached
+                              else "not read (no analyzer needs it)"),
                    "rows_read": rows.get(rows_counter_name(ekey), 0)} for ekey, name in names.items()]
     return dict(base, cache_key=ckey, windows=per_window,
                 analyzed=sum(1 for w in per_window if w["source"] == "analyzed"),
