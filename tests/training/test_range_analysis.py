@@ -5,8 +5,8 @@ One backfill of 5 small windows, then analyses over ranges of them. Checked inde
 run's own record: which entry folders exist on disk (and whether a cached entry's ENTRY.json was
 rewritten: same inode and mtime), the rows tf.Transform's input really received (a Beam counter
 per dataset, read from the pipeline result), and a full analysis without cache done here with
-tf.Transform's plain AnalyzeDataset. About 3-4 minutes on a loaded 2-core machine (each analysis
-is ~15-20 s of Beam and tf.Transform start-up).
+tf.Transform's plain AnalyzeDataset. About 4-5 minutes on the loaded 2-core machine (measured 250
+and 288 s; each analysis is ~20-40 s, mostly Beam and tf.Transform start-up).
 """
 from __future__ import annotations
 
