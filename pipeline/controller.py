@@ -297,7 +297,7 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
     if warm_dir is None:
         facts["warm_start"] = {"used": False, "reason": "no production model" if production_dir is None else
                                warm_why["reason"]}
-    elif facts["warm_start"]["used"]:
+    elif facts["warm_start"]["used"] and production_lineage.get("transform_fingerprint") != fingerprint:
         facts["warm_start"]["reason"] = warm_why["reason"] + "; same input signature"
     if not chief:
         # The chief evaluates and pushes; this worker's export only existed for the collective save.
