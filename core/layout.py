@@ -11,6 +11,7 @@ layout"); nothing else joins directory names onto a root by hand:
     <root>/schema/v<N>/schema.pbtxt
     <root>/transforms/<fingerprint>/          transform_fn/, transformed_metadata/, metadata/, COMPLETE
     <root>/transforms/CURRENT                 fingerprint the stream applies
+    <root>/analyzer_cache/<cache_key>/<entry>/ tf.Transform analyzer cache of one window version (ENTRY.json last)
     <root>/runs/<run_id>.json                 run record (the driver writes it last)
     <root>/runs/<run_id>/<kind>/<name>.json   results the run's workers hand back to the driver
     <root>/tmp/<run_id>/                      scratch shared by the run's workers
@@ -38,6 +39,8 @@ QUARANTINE = "QUARANTINE.json"
 QUARANTINED until a RELEASE.json says a person reviewed it."""
 TRANSFORM_COMPLETE = "COMPLETE"
 TRANSFORM_CURRENT = "CURRENT"
+ANALYZER_CACHE_ENTRY = "ENTRY.json"
+"""Written last into an analyzer-cache entry (checksums of its files): only entries with it are read."""
 
 
 # --------------------------------------------------------------------------- window ids
@@ -138,6 +141,22 @@ def transform_dir(root: str, fingerprint: str) -> str:
 
 def transform_pointer(root: str) -> str:
     return storage.join(root, "transforms", TRANSFORM_CURRENT)
+
+
+def analyzer_cache_root(root: str) -> str:
+    """tf.Transform analyzer caches, one folder per cache key (core/analysis_cache.py)."""
+    return storage.join(root, "analyzer_cache")
+
+
+def analyzer_cache_dir(root: str, cache_key: str) -> str:
+    """The entries of one cache key (same preprocessing_fn source, raw schema, tf.Transform and
+    Python versions): what ``ReadAnalysisCacheFromFS`` takes as its base directory."""
+    return storage.join(root, "analyzer_cache", cache_key)
+
+
+def analyzer_cache_entry(root: str, cache_key: str, entry_key: str) -> str:
+    """One window version's cached accumulators (``entry_key``: ``<window_id>.v<N>.<raw digest>``)."""
+    return storage.join(root, "analyzer_cache", cache_key, entry_key)
 
 
 def runs_dir(root: str) -> str:

@@ -65,6 +65,16 @@ def write_checksums(target: str, fingerprint: str) -> None:
                               {"fingerprint": fingerprint, "files": tree_checksums(target)})
 
 
+def asset_checksums(root: str, fingerprint: str) -> Optional[dict]:
+    """{path: checksum} of the assets (vocabularies) of published transform ``fingerprint``, from
+    its CHECKSUMS.json; None when it is not published with checksums."""
+    path = storage.join(transform_dir(root, fingerprint), CHECKSUMS_FILE)
+    if not is_published(root, fingerprint) or not storage.exists(path):
+        return None
+    files = storage.read_json(path)["files"]
+    return {rel: value for rel, value in files.items() if rel.startswith("transform_fn/assets/")}
+
+
 def is_published(root: str, fingerprint: str) -> bool:
     return storage.exists(storage.join(transform_dir(root, fingerprint), COMPLETE_MARKER))
 

@@ -310,6 +310,16 @@ class TrainingConfig(Section):
     out. null: max_windows alone."""
     eval_windows: Annotated[int, Range(ge=1)] = 1
     """How many of the newest windows provide the held-out evaluation examples."""
+    analyze_range: bool = False
+    """false: train on the published transform (``<root>/transforms/CURRENT``, what sealing
+    applies; windows sealed under an older one are transformed at training time). true: each run
+    analyzes ``transform.preprocessing_fn`` over exactly its training range, with tf.Transform's
+    analyzer cache kept per window version under ``<root>/analyzer_cache/`` (a run that shares
+    N-1 windows with an earlier one analyzes one window); the model is trained with, and its
+    serving signature embeds, that transform, stored under ``<root>/transforms/<fingerprint>/``
+    but not made CURRENT. The run record's and lineage's ``analysis`` say what was analyzed and
+    what came from cache. Single-process training only: a multi-worker run needs the range's
+    transform published already (docs/CONTROLLER.md, "Rolling training range")."""
     backup_dir: Optional[str] = None
     """Where Keras BackupAndRestore keeps the state of the last finished epoch (one folder per
     training input), so that a killed run resumes there. It must outlive the process (on

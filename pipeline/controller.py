@@ -33,6 +33,7 @@ from core.window_staging import stage_windows
 from pipeline import metrics
 from pipeline.backfill import write_run_record
 from pipeline.config import Config, to_dict
+from pipeline.lease import Fences as _Fences
 from pipeline.typed_config import duration_ms
 
 PRODUCTION = "production"
@@ -83,7 +84,8 @@ def reused_outcome(registry, model_name: str, version, chief: bool, task: str) -
             "windows": lineage["windows"], "skipped_windows": lineage.get("skipped_windows", []),
             "transform_fingerprint": lineage["transform_fingerprint"], "metrics": version.metrics,
             "baseline_version": lineage.get("baseline_version"), "blessing": version.blessing,
-            "pushed": True, "version": version.version, "lineage": lineage, "reused": True,
+            "analysis": lineage.get("analysis"), "pushed": True, "version": version.version, "lineage": lineage,
+            "reused": True,
             "promoted_on_reuse": promoted,
             **{k: training.get(k) for k in ("strategy", "workers", "train_examples", "warm_start",
                                             "training_seconds", "epochs", "epochs_run", "resumed_from_epoch")}}
@@ -101,7 +103,8 @@ def select_windows(config: Config, exclude=frozenset()):
     if not usable:
         raise InputError(f"no sealed, non-quarantined windows under {config.storage.root}; run `ctpipe backfill` "
                          "or `ctpipe stream` first (or release a reviewed window: `ctpipe windows release`)")
-    # One transform for the whole range: the published one (what the stream applies). Windows
+    # One transform for the whole range: the published one (what the stream applies), or with
+    # training.analyze_range the one analyzed over exactly this range. Windows
     # sealed with an earlier transform are transformed with it at training time (training/data.py);
     # windows of another schema version than the newest cannot be parsed with it and are skipped.
     fingerprint = current_transform(config.storage.root) or usable[-1].manifest["transform_fingerprint"]
@@ -119,6 +122,10 @@ def select_windows(config: Config, exclude=frozenset()):
                      "reason": f"older than training.window_span ({config.training.window_span})"}
                     for w in chosen if w.manifest["start_ms"] < since]
         chosen = [w for w in chosen if w.manifest["start_ms"] >= since]
+    if config.training.analyze_range:  # the range's own transform (pipeline/range_transform.py)
+        from pipeline.range_transform import range_fingerprint
+
+        fingerprint = range_fingerprint(config, chosen)
     return chosen, skipped, fingerprint
 
 
@@ -131,23 +138,38 @@ def training_range(config: Config, windows) -> dict:
                        " window's end" if config.training.window_span else "")}
 
 
-class _Fences:
-    """Several fences checked before each registry publish (the root lease, the controller's)."""
-
-    def __init__(self, *fences):
-        self._fences = [f for f in fences if f is not None]
-
-    def check_publish(self, what: str) -> None:
-        for fence in self._fences:
-            fence.check_publish(what)
-
-
 def local_transform_dir(root: str, fingerprint: str, scratch: str) -> str:
     """A local copy of transform ``fingerprint``, verified against its checksums."""
     path = transform_dir(root, fingerprint)
     local = path if storage.is_local(path) else storage.download_tree(path, os.path.join(scratch, "transform"))
     verify_copy(local, fingerprint)
     return local
+
+
+def warm_start_compatibility(config: Config, production_lineage: dict, fingerprint: str) -> dict:
+    """Whether the candidate may start from production's weights: {"compatible", "reason"}.
+
+    Same transform: yes. With ``training.analyze_range`` every range has its own transform, so a
+    different one is compatible when its vocabularies (the transform's assets) are byte for byte
+    production's: embeddings then index the same values; the z-score statistics only move with the
+    data. The input signature is checked by the trainer as well."""
+    from core.transform_store import asset_checksums
+
+    production_fp = production_lineage.get("transform_fingerprint")
+    if production_fp == fingerprint:
+        return {"compatible": True, "reason": "same transform fingerprint as production"}
+    if not config.training.analyze_range:
+        return {"compatible": False, "reason": "production model was trained with another transform"}
+    root = config.storage.root
+    theirs, ours = asset_checksums(root, production_fp), asset_checksums(root, fingerprint)
+    if theirs is None or ours is None:
+        return {"compatible": False, "reason": f"production's transform {production_fp} is not published under "
+                                               "the root with checksums: its vocabularies cannot be compared"}
+    if theirs != ours:
+        return {"compatible": False, "reason": f"production's transform {production_fp} has other vocabularies "
+                                               "than this range's (the indexes would mean other values)"}
+    return {"compatible": True, "reason": f"this range's transform has the same vocabularies as production's "
+                                          f"({production_fp})"}
 
 
 def backup_base_dir(config: Config) -> str:
@@ -165,13 +187,15 @@ def backup_base_dir(config: Config) -> str:
 
 
 def run_training(config: Config, force_push: bool = False, progress_dir: str | None = None,
-                 lock_timeout_s: float = 0.0, *, trigger: dict | None = None, fence=None) -> dict:
+                 lock_timeout_s: float = 0.0, *, trigger: dict | None = None, fence=None, options=None) -> dict:
     """Train a candidate, gate it against production and push it if blessed (or ``force_push``);
     ``progress_dir``: every worker rewrites a progress file there after each batch. A run of
     inputs the registry already holds a version of trains nothing (module docstring).
     ``trigger``: why the run started (pipeline/control_loop.py), kept in the run record and the
     lineage; ``fence``: checked besides the root lease before every registry publish (the
-    controller's leader lease: a deposed leader's push or alias move is refused).
+    controller's leader lease: a deposed leader's push or alias move is refused); ``options``: the
+    Beam options of the range analysis (``training.analyze_range``; default: from the config's
+    runner_config).
 
     Training only reads the root (sealed windows are immutable), so it runs beside a stream or a
     backfill; the chief takes the storage root's lease (waiting up to ``lock_timeout_s``) for
@@ -213,14 +237,14 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
                                                         finished_at=time.time()))
             return outcome
         return _train(config, registry, run_id, started, windows, skipped, fingerprint, chash, chief, scratch,
-                      force_push, progress_dir, lock_timeout_s, screening, trigger, fence)
+                      force_push, progress_dir, lock_timeout_s, screening, trigger, fence, options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # also after a failure: no driver temp dir left behind
 
 
 def _train(config: Config, registry, run_id: str, started: float, windows, skipped, fingerprint: str, chash: str,
            chief: bool, scratch: str, force_push: bool, progress_dir: str | None, lock_timeout_s: float,
-           screening: dict, trigger: dict | None = None, fence=None) -> dict:
+           screening: dict, trigger: dict | None = None, fence=None, options=None) -> dict:
     from pipeline.lease import root_lease
     from pipeline.screening import trusted_evaluation
     from training.data import raw_eval_examples
@@ -231,6 +255,14 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
 
     root = config.storage.root
     chosen_range = training_range(config, windows)
+    if config.training.analyze_range:
+        from pipeline.range_transform import analyze_range
+
+        with metrics.timed("analyze"):
+            analysis = analyze_range(config, windows, fingerprint, options, lock_timeout_s, fence)
+    else:
+        analysis = {"mode": "published", "fingerprint": fingerprint,
+                    "reason": "training.analyze_range is false: the published transform (CURRENT)"}
     # tf.data reads local files only (TensorFlow has no s3:// file system): windows on an object
     # store are copied to the scratch dir first, each file checked against its manifest.
     windows = stage_windows(windows, os.path.join(scratch, "windows"))
@@ -243,7 +275,8 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         production_lineage = registry.get(model_name, production_version).lineage
 
     warm_dir = warm_signature = None
-    if production_dir and production_lineage.get("transform_fingerprint") == fingerprint:
+    warm_why = warm_start_compatibility(config, production_lineage, fingerprint) if production_dir else None
+    if production_dir and warm_why["compatible"]:
         warm_dir = os.path.join(production_dir, WARMSTART_DIR)
         sig_path = os.path.join(warm_dir, SIGNATURE_FILE)
         if os.path.exists(sig_path):
@@ -263,7 +296,9 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
                                  warm_start_dir=warm_dir, warm_start_signature=warm_signature)
     if warm_dir is None:
         facts["warm_start"] = {"used": False, "reason": "no production model" if production_dir is None else
-                               "production model was trained with another transform"}
+                               warm_why["reason"]}
+    elif facts["warm_start"]["used"] and production_lineage.get("transform_fingerprint") != fingerprint:
+        facts["warm_start"]["reason"] = warm_why["reason"] + "; same input signature"
     if not chief:
         # The chief evaluates and pushes; this worker's export only existed for the collective save.
         return {"role": "worker", "task": task_name(), "run_id": run_id, "pushed": False, "version": None,
@@ -304,13 +339,13 @@ def _train(config: Config, registry, run_id: str, started: float, windows, skipp
         "warm_start": facts["warm_start"],
         "baseline_version": production_version,
         "training": {k: v for k, v in facts.items() if k != "signature"},
-        "range": chosen_range, "trigger": trigger,
+        "range": chosen_range, "trigger": trigger, "analysis": analysis,
     }
     outcome = {"role": "chief", "task": task_name(), "run_id": run_id, "windows": lineage["windows"],
                "skipped_windows": skipped, "transform_fingerprint": fingerprint, "metrics": candidate_metrics,
                "baseline_version": production_version, "blessing": blessing, "pushed": False, "version": None,
                "lineage": lineage, "reused": False, "range": chosen_range, "trigger": trigger,
-               "screening": screening,
+               "screening": screening, "analysis": analysis,
                **{k: facts[k] for k in ("strategy", "workers", "train_examples", "warm_start", "training_seconds",
                                         "epochs", "epochs_run", "resumed_from_epoch")}}
     with root_lease(root, "train", lock_timeout_s) as lock:

@@ -13,6 +13,9 @@ What can go (``retention``, pipeline/config.py, documents each rule):
   end is ``pending_parts`` behind the source's watermark;
 - ``dead_letters``: dead-letter days older than ``dead_letters``; ``run_record``: run records older
   than ``run_records``;
+- ``analyzer_cache``: tf.Transform analyzer-cache entries (<root>/analyzer_cache/, core/analysis_cache.py)
+  of window versions that are gone, or that this collection removes; ENTRY.json goes first, so a
+  half-removed entry is never trusted;
 - ``driver_temp``: this machine's ctpipe process temp dirs (pipeline/tempdirs.py) whose process is
   gone, once ``scratch_after`` old.
 
@@ -39,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from core import layout, storage, window_store
+from core import analysis_cache, layout, storage, window_store
 from pipeline import tempdirs
 from pipeline.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from pipeline.checkpoint import Checkpoint
@@ -136,6 +139,28 @@ def _window_items(config: Config, now: float, protected: dict, kept: list) -> li
     for wid, number in sorted(leftovers):
         items.append(Item("unpublished_version", layout.window_dir(root, wid, number),
                           f"no MANIFEST.json, below the newest sealed v{newest[wid]}"))
+    return items
+
+
+def _analyzer_cache_items(config: Config, removed: list) -> list:
+    """Entries of the analyzer cache whose window version is not sealed, or goes in this gc."""
+    root = config.storage.root
+    going = set()
+    for item in removed:
+        match = _VERSION_DIR_RE.search(item.path.rstrip("/") + "/")
+        if item.kind in ("superseded_version", "unpublished_version") and match:
+            going.add((match.group(1), int(match.group(2))))
+    sealed = {(w.window_id, w.version) for w in window_store.list_sealed(root, latest_only=False)} - going
+    items = []
+    for ckey, ekey in analysis_cache.list_entries(root):
+        parsed = analysis_cache.parse_entry_key(ekey)
+        if parsed is None or parsed in sealed:
+            continue  # a name that is not an entry of ours is left alone
+        wid, number = parsed
+        why = "removed by this collection" if parsed in going else "no longer sealed"
+        path = layout.analyzer_cache_entry(root, ckey, ekey)
+        items.append(Item("analyzer_cache", path, f"analyzer cache of {wid} v{number}, which is {why}",
+                          first=storage.join(path, analysis_cache.ENTRY)))
     return items
 
 
@@ -262,6 +287,7 @@ def run_gc(config: Config, dry_run: bool = False, clock=time.time, lock_timeout_
                 in_flight_runs.add(seal_run_id(CyclePlan.from_json(checkpoint.in_flight), sid))
 
         items = _window_items(config, now, protected_versions(config), kept)
+        items += _analyzer_cache_items(config, items)
         items += _run_items(config, now, in_flight_runs, False, kept)
         items += _deadletter_items(config, now)
         horizons = []

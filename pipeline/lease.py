@@ -89,3 +89,14 @@ def root_lease(root: str, command: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_
             yield lease
     finally:
         lease.release()
+
+
+class Fences:
+    """Several fences checked before each publish (the root's lease, the controller's leader lease)."""
+
+    def __init__(self, *fences):
+        self._fences = [f for f in fences if f is not None]
+
+    def check_publish(self, what: str) -> None:
+        for fence in self._fences:
+            fence.check_publish(what)

@@ -76,16 +76,15 @@ def tensor_adapter_config(schema, arrow_schema: pa.Schema) -> tensor_adapter.Ten
     return tensor_adapter.TensorAdapterConfig(arrow_schema, reps)
 
 
-def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str, fence=None) -> str:
-    """Copy the staged transform output (any file system) to <root>/transforms/<fingerprint>/ (COMPLETE last), then
-    point <root>/transforms/CURRENT at it (what ``ctpipe stream`` applies).
+def publish_transform(staging: str, root: str, fingerprint: str, raw_schema_text: str, fence=None) -> str:
+    """Copy a staged transform output (any file system) to <root>/transforms/<fingerprint>/, COMPLETE
+    last; CURRENT is left alone. Returns the fingerprint.
 
     The raw schema goes to ``metadata/schema.pbtxt`` as TFX lays it out, so
     ``tft.TFTransformOutput.raw_feature_spec()`` works for the serving signature. CHECKSUMS.json
     (every file's sha256) is written before COMPLETE; loaders verify against it. A transform
-    published before checksums existed is republished from this run's staging (same fingerprint:
-    same inputs). ``fence`` (core.lock.Fence of the root's lease) is checked before COMPLETE and
-    before CURRENT."""
+    published before checksums existed is republished from this staging (same fingerprint: same
+    inputs). ``fence`` (core.lock.Fence of the root's lease) is checked before COMPLETE."""
     target = transform_dir(root, fingerprint)
     complete = storage.exists(storage.join(target, COMPLETE_MARKER))
     if not complete or not storage.exists(storage.join(target, CHECKSUMS_FILE)):
@@ -95,6 +94,13 @@ def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text
         if fence is not None:
             fence.check_publish(f"transform {fingerprint}")
         storage.write_bytes_atomic(storage.join(target, COMPLETE_MARKER), fingerprint.encode())
+    return fingerprint
+
+
+def _publish(_unused, fingerprint: str, staging: str, root: str, raw_schema_text: str, fence=None) -> str:
+    """``publish_transform``, then point <root>/transforms/CURRENT at it (what ``ctpipe stream``
+    applies); ``fence`` is checked before COMPLETE and before CURRENT."""
+    publish_transform(staging, root, fingerprint, raw_schema_text, fence=fence)
     set_current(root, fingerprint, fence=fence)
     return fingerprint
 

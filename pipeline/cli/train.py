@@ -25,7 +25,8 @@ def run(args, ctx) -> int:
 
     config = ctx.config
     outcome = run_training(config, force_push=args.force, progress_dir=args.progress_dir,
-                           lock_timeout_s=check_lock_timeout(args))
+                           lock_timeout_s=check_lock_timeout(args),
+                           options=ctx.options if config.training.analyze_range else None)
     # The chief's push is the run's (gate decision, model metrics); other workers push to a group of
     # their own, so they never replace it.
     metrics.push(config.metrics.pushgateway, "train",
@@ -46,7 +47,7 @@ def run(args, ctx) -> int:
                              f"({outcome['train_examples']} examples, {outcome['strategy']}); "
                              "the chief evaluates and pushes"])
         return EXIT_OK
-    lines = screened + [f"candidate trained on {len(outcome['windows'])} windows ({outcome['train_examples']} examples, "
+    lines = screened + analysis_lines(outcome.get("analysis")) + [f"candidate trained on {len(outcome['windows'])} windows ({outcome['train_examples']} examples, "
              f"{outcome['strategy']}, warm start: {outcome['warm_start']['used']})",
              "metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in sorted(outcome["metrics"].items()) if k != "slices")]
@@ -73,3 +74,15 @@ def screening_lines(screening) -> list:
         return []
     return [f"screening: {d['decision']}: {reason}" for d in screening.get("windows", [])
             if d.get("decision") in ("collapse", "concept_change") for reason in d.get("reasons", [])]
+
+
+def analysis_lines(analysis) -> list:
+    """What the range analysis (training.analyze_range) analyzed and read from cache, one line."""
+    if not analysis or analysis.get("mode") != "training_range":
+        return []
+    line = (f"transform {analysis['fingerprint']} over the training range: {analysis['analyzed']} window(s) "
+            f"analyzed, {analysis['from_cache']} from the analyzer cache")
+    if analysis.get("note"):
+        line += f" ({analysis['note']})"
+    ignored = [f"  ignored cache entry {e['entry']}: {e['reason']}" for e in analysis.get("ignored_entries", [])]
+    return [line] + ignored
