@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+# Two pytest-xdist workers, each running whole files (module fixtures are set up once); each worker
+# starts its own local services on free ports. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= --durations=25
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 AIRFLOW_VENV := .airflow-venv
 
@@ -61,11 +65,11 @@ demo: venv
 # The whole suite. Tests start the local services they need (Apache Kafka from the pinned engines,
 # S3 server, MLflow, Prometheus) on loopback ports and stop them afterwards.
 test: venv system-deps engines airflow
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Unit tests only: no `slow` pipelines, no `integration` services (so no Java, no broker).
 test-fast: venv
-	$(PY) -m pytest tests -m "not slow and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow and not integration" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Regenerate the lock from requirements.in (the only time anything is resolved).
 lock:

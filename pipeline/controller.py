@@ -203,8 +203,12 @@ def run_training(config: Config, force_push: bool = False, progress_dir: str | N
     from pipeline.lease import root_lease
     from pipeline.screening import screen_windows
     from pipeline.stores import open_registry
-    from training.strategy import is_chief, task_name
+    from training.strategy import is_chief, strategy_from_environment, task_name
 
+    # Under MultiWorkerMirroredStrategy (TF_CONFIG with several workers) creating the strategy
+    # configures TF's collective runtime, which must come before any TF op of this process:
+    # screening below runs the production model. The trainer gets the same strategy back.
+    strategy_from_environment()
     root = config.storage.root
     started = time.time()
     registry = open_registry(config)

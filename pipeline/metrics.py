@@ -83,15 +83,16 @@ def timed(stage: str):
 def record_beam_counters(result, stage: str, source: str) -> dict[str, int]:
     """Copy the Beam counters of a finished pipeline into Prometheus; returns them by name.
 
-    Beam counter names used by ctpipe's transforms: ``records_in``, ``records_out``,
-    ``deadletter:<reason>``. The runner's own system counters (namespace ``beam``: element counts,
-    data-channel indices... which portable runners such as Flink report and DirectRunner does
-    not) are left out, so a run's record is the same on every runner.
+    Only ctpipe's own counters (namespace ``ctpipe``: ``records_in``, ``records_out``,
+    ``deadletter:<reason>``, ``late_records``...) are kept, so a run's record is the same on every
+    runner: the runner's system counters (namespace ``beam``, which portable runners such as Flink
+    report and DirectRunner does not) and the libraries' internal ones (tf.Transform, TFDV, tfx_bsl:
+    some reported by DirectRunner and not by Flink, e.g. ``binary_scalar_len_2``) are left out.
     """
+    from apache_beam.metrics.metric import MetricsFilter
+
     totals: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
-        if counter.key.metric.namespace == "beam":
-            continue
+    for counter in result.metrics().query(MetricsFilter().with_namespace("ctpipe"))["counters"]:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[name] = totals.get(name, 0) + int(value or 0)

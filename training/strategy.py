@@ -19,13 +19,26 @@ def describe_environment() -> dict:
     return {"workers": workers, "gpus": gpus, "task": tf_config.get("task")}
 
 
+_STRATEGIES: dict = {}
+
+
 def strategy_from_environment():
+    """(strategy, its name) for this process's environment, created once per environment.
+
+    MultiWorkerMirroredStrategy configures TF's collective runtime, which must happen before the
+    process runs any TF op and only once: a training run therefore calls this first, before it
+    screens windows with the production model or reads evaluation examples (pipeline/controller.py),
+    and the trainer's later call gets the same strategy back."""
     env = describe_environment()
-    if env["workers"] > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy"
-    if env["gpus"] > 1:
-        return tf.distribute.MirroredStrategy(), "MirroredStrategy"
-    return tf.distribute.get_strategy(), "default"
+    key = (os.environ.get("TF_CONFIG", ""), env["gpus"])
+    if key not in _STRATEGIES:
+        if env["workers"] > 1:
+            _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy"
+        elif env["gpus"] > 1:
+            _STRATEGIES[key] = tf.distribute.MirroredStrategy(), "MirroredStrategy"
+        else:
+            _STRATEGIES[key] = tf.distribute.get_strategy(), "default"
+    return _STRATEGIES[key]
 
 
 def task_name() -> str:

@@ -168,3 +168,28 @@ def test_killed_worker_resumes_from_backup_and_only_the_chief_pushes(store):
     assert lineage["training"]["epochs_run"] == chief["epochs_run"]
     # A finished run removes its backup: the next training on this input starts from scratch.
     assert not any(os.listdir(base / "backup" / name) for name in backups if (base / "backup" / name).exists())
+
+    # A later two-worker run, now that production exists: each worker screens the new range with
+    # the production model before it trains. Under MultiWorkerMirroredStrategy that is only
+    # possible once the strategy (the collective runtime) exists, before the first TF op.
+    from pipeline import synthetic
+    from pipeline.backfill import run_backfill
+    from pipeline.config import config_from_dict
+    from pipeline.options import pipeline_options
+
+    assert registry.get_alias("sensors", "production") == 1
+    later_events = synthetic.generate(dt.datetime(2026, 11, 27, 2), 1, 500, seed=11, first_index=10_000)
+    synthetic.write_jsonl(str(base / "events-2"), later_events, rows_per_hour=503)
+    later_data = dict(data, source={"files": {"uri": str(base / "events-2" / "*.jsonl")}})
+    run_backfill(config_from_dict(later_data), pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml")),
+                 None, None)
+    third = Workers(base, write_config(base, data, "later", epochs=2, batch_size=16), "later")
+    try:
+        codes = [third.wait(i, START_TIMEOUT_S) for i in range(2)]
+    finally:
+        third.kill_all()
+    assert codes[1] == 0 and codes[0] in (0, 10), [third.tail(i) for i in range(2)]  # 10: the gate rejected
+    chief = third.outcome(0)
+    assert chief["role"] == "chief" and chief["workers"] == 2
+    assert chief["screening"]["production_version"] == 1 and chief["screening"]["skipped"] is None, chief["screening"]
+    assert [w["window_id"] for w in chief["windows"]][-1] == "20261127T0200Z"
