@@ -22,35 +22,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-    # Longest first: `make test` runs the files on two workers (pytest-xdist, --dist loadfile, each
-    # file on one worker), which hand out files in this order; starting with the longest and
-    # ending with the short ones keeps both workers busy to the end. The order of the tests
-    # inside a file is kept.
-    def rank(item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        if path in LONGEST_FILES:
-            return LONGEST_FILES.index(path)
-        return len(LONGEST_FILES) + (0 if item.get_closest_marker("slow") else 1)
-
-    items.sort(key=rank)
-
-
-# The files of the suite that take longest, longest first (`make test`'s --durations on this
-# 2-core machine, 2026-12-01: 2 to 7 minutes each); a file missing here only runs later.
-LONGEST_FILES = (
-    "tests/pipeline/test_stream_e2e.py",
-    "tests/pipeline/test_flink_stream.py",
-    "tests/training/test_distributed_training.py",
-    "tests/pipeline/test_flink.py",
-    "tests/pipeline/test_runner_independence.py",
-    "tests/deploy/test_airflow_dag.py",
-    "tests/pipeline/test_one_writer.py",
-    "tests/training/test_range_analysis.py",
-    "tests/deploy/test_monitoring_series.py",
-    "tests/pipeline/test_stream_until_idle.py",
-    "tests/pipeline/test_poisoned_data.py",
-    "tests/pipeline/test_controller_loop.py",
-)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
