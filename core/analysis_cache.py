@@ -150,8 +150,8 @@ def publish_entry(root: str, ckey: str, ekey: str, staged_dir: str, fence=None) 
     if storage.exists(marker):
         storage.delete([marker])  # unpublish first: a crash below leaves an entry nobody trusts
     storage.delete_tree(target)
+    files = _files(staged_dir)  # what the analysis wrote: a copy that differs is never trusted
     storage.copy_tree(staged_dir, target)
-    files = _files(target)
     if fence is not None:
         fence.check_publish(f"analyzer cache entry {ckey}/{ekey}")
     storage.write_json_atomic(marker, {"format": FORMAT, "cache_key": ckey, "entry_key": ekey, "files": files})

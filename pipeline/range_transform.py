@@ -95,8 +95,8 @@ def analyze_range(config, windows, fingerprint: str, options=None, lock_timeout_
 
     if describe_environment()["workers"] > 1:
         raise ConfigError(f"training.analyze_range: transform {fingerprint} of this training range is not "
-                          "published, and a worker of a multi-worker run (TF_CONFIG) cannot analyze it (tf.Transform "
-                          "would start TensorFlow before the collective runtime is configured); run one "
+                          "published, and the workers of a multi-worker run (TF_CONFIG) do not analyze (each would "
+                          "run its own, uncoordinated analysis of the range); run one "
                           "single-process `ctpipe train` of this range first, or set training.analyze_range: false")
     return _analyze(config, windows, fingerprint, names, base, options, lock_timeout_s, fence)
 
