@@ -45,7 +45,7 @@ def test_a_writer_refuses_at_once_naming_the_holder(tmp_path):
     _quarantined_window(root)
     with StorageLock(root, command="backfill"):
         proc = _release(root, "--lock-timeout", "0")
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=600)
     assert proc.returncode == 5, err
     assert f"held by pid {os.getpid()} on host" in err and "command backfill" in err and "--lock-timeout" in err
     assert not os.path.exists(os.path.join(layout.window_dir(root, WID, 1), layout.RELEASE))
@@ -62,7 +62,7 @@ def test_a_waiting_writer_says_whom_it_waits_for_and_goes_on_after_the_release(t
         assert proc.poll() is None
     finally:
         holder.release()
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert "released 20261127T0100Z v1 by tester" in out
     record = StorageLock(root).owner()

@@ -129,5 +129,5 @@ def test_entry_points():
     with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as handle:
         assert '"ctpipe=pipeline.cli:main"' in handle.read()
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=600)
     assert proc.returncode == 0 and "exit codes:" in proc.stdout, proc.stderr

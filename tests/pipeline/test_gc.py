@@ -137,7 +137,7 @@ def test_gc_lists_removes_survives_kill_9_and_leaves_a_store_that_trains(make_ev
     for window in window_store.list_sealed(root, latest_only=False):
         assert all(os.path.exists(os.path.join(window.path, f["path"])) for f in window.manifest["files"])
     listed = subprocess.run([sys.executable, "-m", "pipeline.cli", "windows", "list", "--json", "--config",
-                             config_path], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+                             config_path], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert listed.returncode == 0 and [(r["window_id"], r["version"]) for r in json.loads(listed.stdout)] == sorted(
         newest.items())
 

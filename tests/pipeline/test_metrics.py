@@ -68,7 +68,7 @@ def test_long_run_metrics_are_scraped_by_prometheus(tmp_path):
                       prom_port, tmp_path / "prometheus.log").start()
     try:
         query = urllib.parse.quote('ctpipe_watermark_timestamp_seconds{source="test-scrape"}')
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         result = []
         while time.monotonic() < deadline and not result:
             try:

@@ -88,7 +88,7 @@ def test_headless_chromium_screenshot_is_not_blank(report, tmp_path):
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
                     "--window-size=1200,2400", f"--screenshot={shot}", report.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=600)
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 2400)
     colours = image.getcolors(maxcolors=1 << 20)

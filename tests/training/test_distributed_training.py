@@ -28,7 +28,9 @@ from tests._procs import free_port
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-START_TIMEOUT_S = 240.0
+# A deadline, not a pace: under a busy CI machine (a Flink job on the other pytest worker) the first
+# epochs took more than 240 s once, though ~60 s is usual.
+START_TIMEOUT_S = 900.0
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +127,9 @@ def test_killed_worker_resumes_from_backup_and_only_the_chief_pushes(store):
             assert time.monotonic() < deadline, f"no progress file after {START_TIMEOUT_S:.0f} s:\n{first.tail(1)}"
             time.sleep(0.01)
         first.procs[1].send_signal(signal.SIGKILL)
-        assert first.wait(1, 30) == -signal.SIGKILL
+        assert first.wait(1, 120) == -signal.SIGKILL
         # The chief fails on its next collective op instead of training on alone.
-        chief_code = first.wait(0, 120)
+        chief_code = first.wait(0, START_TIMEOUT_S)
     finally:
         first.kill_all()
     killed_at = progress["epoch"]
