@@ -111,6 +111,7 @@ class Workers:
                 proc.wait()
 
 
+@pytest.mark.timeout(2400)  # three two-worker trainings; ~4 min on a quiet machine, 15+ on a loaded one
 def test_killed_worker_resumes_from_backup_and_only_the_chief_pushes(store):
     base, data = store
     epochs = 6
