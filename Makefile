@@ -11,6 +11,12 @@ PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist l
 
 AIRFLOW_VENV := .airflow-venv
 
+# Python caches compiled modules (__pycache__) unless PYTHONDONTWRITEBYTECODE is set, and some
+# machines set it (this one does). Then every process compiles TensorFlow, Beam and TFX from
+# source again: ~45 s of CPU per `ctpipe` start here, in every test that starts a CLI, a worker or
+# a trainer. Each module is compiled once instead (the caches are .gitignored).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: venv demo test test-fast lock system-deps engines engines-lock airflow airflow-lock services-up flink-up \
 	services-down bench bench-flink bench-flink-stream clean
 
