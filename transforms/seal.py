@@ -249,6 +249,49 @@ class _WriteWindowDoFn(beam.DoFn):
                "verdict": verdict.verdict, "dead_letters": dead, "timing": timing}
 
 
+class _BatchByWindowDoFn(beam.DoFn):
+    """(window_id, item) -> (window_id, [item, ...]): up to ``max_items`` items of one window per
+    element, so the shuffle before sealing encodes one list per chunk instead of every record on
+    its own (per-element coding was a fifth of a backfill's time). Buffers are per Beam window as
+    well as per window id, and emitted in the window they came from."""
+
+    def __init__(self, max_items: int):
+        self._max = max_items
+
+    def start_bundle(self):
+        self._buffers = {}
+
+    def process(self, element, window=beam.DoFn.WindowParam):
+        wid, item = element
+        buffer = self._buffers.setdefault((wid, window), [])
+        buffer.append(item)
+        if len(buffer) >= self._max:
+            del self._buffers[(wid, window)]
+            yield wid, buffer
+
+    def finish_bundle(self):
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        buffers, self._buffers = self._buffers, {}
+        for (wid, window), buffer in buffers.items():
+            yield WindowedValue((wid, buffer), window.max_timestamp(), [window])
+
+
+class GroupByWindow(beam.PTransform):
+    """(window_id, item) -> (window_id, [items]): one group per window id (per Beam window and
+    firing), moved through the shuffle in chunks of ``max_items``."""
+
+    def __init__(self, max_items: int = 4096):
+        super().__init__()
+        self._max = max_items
+
+    def expand(self, keyed):
+        return (keyed
+                | "Chunk" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+                | "Group" >> beam.GroupByKey()
+                | "Unchunk" >> beam.Map(lambda kv: (kv[0], [item for chunk in kv[1] for item in chunk])))
+
+
 class SealWindows(beam.PTransform):
     """(window_id, Event | DeadLetter) -> SealOutputs(window summaries, duplicate dead letters).
 
@@ -262,7 +305,7 @@ class SealWindows(beam.PTransform):
 
     def expand(self, keyed):
         spec = self._spec
-        groups = keyed if self._grouped else keyed | "GroupByWindow" >> beam.GroupByKey()
+        groups = keyed if self._grouped else keyed | "GroupByWindow" >> GroupByWindow()
         prepared = (groups
                     | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec)).with_outputs(
                         _PrepareWindowDoFn.DUPLICATES, main="windows"))
