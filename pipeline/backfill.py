@@ -130,7 +130,10 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
     limit = decode_spec(config).max_value_bytes  # a longer line is an oversize dead letter
     with metrics.timed("backfill"):
         if schema_store.load(root) is None:
-            infer_and_store_schema(config, options, lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit),
+            sample = config.source.files.schema_sample_records
+            per_file = None if sample is None else max(1, -(-sample // len(paths)))
+            infer_and_store_schema(config, options,
+                                   lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit, per_file=per_file),
                                    repr(config.source.files.uri), run_id, fence=lock)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}

@@ -57,6 +57,13 @@ class FilesSourceConfig(Section):
     """Glob of input files (local, s3://, gs://), e.g. ``data/events-*.jsonl``."""
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     """One of ``jsonl``, ``csv`` (header row required) or ``parquet``."""
+    schema_sample_records: Optional[Annotated[int, Range(ge=1)]] = None
+    """``null`` (the default): the first backfill on an empty store infers the schema from every
+    record, one more full pass over the input. A number: from about that many records, the first
+    ones of every input file, the same number from each (at least one), which saves most of that
+    pass on a large backfill. The trade: a string feature's inferred domain holds only the sampled
+    values, and a record with a value outside it is a ``domain_violation`` dead letter (kept with
+    its position, so it can be replayed once the schema's domain is edited)."""
 
 
 @dataclass(frozen=True)

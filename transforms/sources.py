@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import zlib
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -206,14 +208,16 @@ _READERS = {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}
 
 
 class _ReadFileDoFn(beam.DoFn):
-    def __init__(self, fmt: str, max_bytes: int):
+    def __init__(self, fmt: str, max_bytes: int, per_file: Optional[int] = None):
         self._fmt = fmt
         self._max_bytes = max_bytes
+        self._per_file = per_file
         self._records = beam.metrics.Metrics.counter("ctpipe", "records_in")
 
     def process(self, path: str):
         try:
-            for record in _READERS[self._fmt](path, self._max_bytes):
+            records = _READERS[self._fmt](path, self._max_bytes)
+            for record in records if self._per_file is None else itertools.islice(records, self._per_file):
                 self._records.inc()
                 yield record
         except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -224,18 +228,21 @@ class _ReadFileDoFn(beam.DoFn):
 
 
 class ReadEventFiles(beam.PTransform):
-    """Reads every file of ``files`` as SourceRecords; the file list is fixed at construction."""
+    """Reads every file of ``files`` as SourceRecords; the file list is fixed at construction.
+    ``per_file``: only the first that many records of each file (a sample)."""
 
-    def __init__(self, files: list[str], fmt: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(self, files: list[str], fmt: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 per_file: Optional[int] = None):
         super().__init__()
         if fmt not in _READERS:
             raise InputError(f"unknown file format {fmt!r}; use jsonl, csv or parquet")
         self._files = list(files)
         self._fmt = fmt
         self._max_bytes = max_record_bytes
+        self._per_file = per_file
 
     def expand(self, pbegin):
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
                 | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadLines" >> beam.ParDo(_ReadFileDoFn(self._fmt, self._max_bytes)))
+                | "ReadLines" >> beam.ParDo(_ReadFileDoFn(self._fmt, self._max_bytes, self._per_file)))
