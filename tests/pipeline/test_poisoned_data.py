@@ -33,7 +33,7 @@ The policy's expected decision at each check is computed here from the sealed ma
 window versions, their verdicts, drift scores), and each check's effect is read from the store and
 the registry (run records, committed versions, the production alias, quarantine markers), not
 only from the controller's summary. Cost: one module set-up (12 backfills, 5 trainings, 1 run that
-reuses a version, 1 reproduction training, 14 controller checks).
+reuses a version, 1 reproduction training, 13 controller checks).
 """
 from __future__ import annotations
 
@@ -71,10 +71,6 @@ REPRO_BEFORE = (10, 2)  # the store is copied before the controller sees this bl
 
 def wid(hour: int) -> str:
     return (DAY + dt.timedelta(hours=hour)).strftime("%Y%m%dT%H%MZ")
-
-
-def concept(hour: int) -> int:
-    return (hour // CHANGE_EVERY) % 2
 
 
 def _config_doc(base, root="store", registry="registry", **overrides) -> dict:
