@@ -206,6 +206,12 @@ def _lineage_hours(stream, version: int) -> set:
 
 def test_every_check_decides_what_the_policy_implies_and_the_store_shows_it(stream):
     """A run exactly where K new PASS windows (or a drift) accumulated; its outcome in the store."""
+    passed = [w for w, (_v, m) in _manifests(stream["config"].storage.root).items()
+              if m["validation"]["verdict"] == "PASS"]
+    assert len(passed) == 12 and sum(c["expected_fire"] for c in stream["checks"]) == len(passed) // K == 6
+    state = storage.read_json(os.path.join(stream["config"].storage.root, "controller", "state.json"))
+    outcomes = state["runs_by_outcome"]
+    assert sum(outcomes.values()) == 6 and outcomes["reused"] == 1 and outcomes["blessed"] >= 3, outcomes
     for check in stream["checks"]:
         summary, before, after = check["summary"], check["before"], check["after"]
         where = f"check after block {check['block']}: {summary['outcome']}"
