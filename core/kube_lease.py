@@ -37,8 +37,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 
+from core.errors import LeaseConflict as Conflict
 from core.errors import StorageError
-from core.lease_stores import Conflict
 
 SCHEME = "kubernetes://"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -47,7 +47,7 @@ import uuid
 from typing import Optional
 
 from core import storage
-from core.errors import StorageError
+from core.errors import LeaseConflict, StorageError
 
 KEEP = 8
 """Local store: how many of the newest record files are kept."""
@@ -55,8 +55,8 @@ KEEP = 8
 _SEQ_RE = re.compile(r"^([0-9]{20})\.json$")
 
 
-class Conflict(Exception):
-    """The conditional write lost: the record exists (create) or changed (replace)."""
+Conflict = LeaseConflict
+"""The conditional write lost: the record exists (create) or changed (replace)."""
 
 
 def _encode(record: dict) -> bytes:
