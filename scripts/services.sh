@@ -743,7 +743,7 @@ start_kube() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$k/tls/sa.pub" --service-account-signing-key-file "$k/tls/sa.key" \
     --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.0.0.0/24 --cert-dir "$k/certs" --profiling=false \
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none --cert-dir "$k/certs" --profiling=false \
     --enable-priority-and-fairness=false --v 1 >>"$DIR/kube-apiserver.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$DIR/kube-apiserver.pid"
