@@ -61,7 +61,8 @@ build() {
   : >"$log"
   note "downloading the pinned modules (kube/go.sum) into $GOMODCACHE"
   if ! (cd "$MODULE" && "$go" mod download -x) >>"$log" 2>&1; then
-    local refused; refused="$(grep -E 'reading https?://|: (404|410|403)|verifying .*: checksum mismatch|SECURITY ERROR' "$log" | head -n 3)"
+    local refused; refused="$(grep -E 'reading https?://|GOPROXY=off|: (404|410|403)|checksum mismatch|SECURITY ERROR' "$log" \
+      | head -n 3 || true)"
     tail -n 15 "$log" >&2
     die "the Go module proxy did not give the pinned modules${refused:+ (${refused//$'\n'/; })}; nothing was built. \
 Full log: $log. A module the proxy refuses cannot be had here: change the pin in kube/go.mod (then 'go mod tidy' in kube/)"
