@@ -166,6 +166,11 @@ class KubernetesLeaseStore:
             except ValueError:
                 status = {}
             return exc.code, status if isinstance(status, dict) else {}
+        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out, TLS
+            reason = getattr(exc, "reason", exc)
+            raise StorageError(f"{self}: cannot reach the API server ({reason}); check "
+                               "controller.kubernetes.api_server (or, in a pod, KUBERNETES_SERVICE_HOST) and "
+                               "controller.kubernetes.ca_file") from None
 
     def _refused(self, code: int, status: dict, verb: str) -> StorageError:
         message = status.get("message") or f"HTTP {code}"

@@ -59,6 +59,19 @@ def test_a_bad_location_is_refused_with_the_fix(uri, message):
         parse(uri, environ={})
 
 
+def test_an_unreachable_api_server_is_named(tmp_path):
+    import certifi
+
+    from tests._procs import free_port
+
+    token = tmp_path / "token"
+    token.write_text("t")
+    uri = location_uri("kubernetes://ctpipe/ctpipe-controller", f"https://127.0.0.1:{free_port()}", certifi.where(),
+                       str(token))
+    with pytest.raises(StorageError, match=r"cannot reach the API server .*controller.kubernetes.api_server"):
+        KubernetesLeaseStore(uri).read()
+
+
 def test_controller_lease_config():
     from core.errors import ConfigError
     from pipeline.config import config_from_dict
