@@ -115,3 +115,8 @@ class ObjectStoreError(CtpipeError):
 
 class IntegrityError(RegistryError):
     """A stored artifact does not match its recorded checksum."""
+
+
+class LeaseConflict(Exception):
+    """A lease store's conditional write lost: the record exists (create) or changed (replace).
+    Not an error of the command: core/lock.py reads the record again. (``core.lease_stores.Conflict``.)"""

@@ -31,6 +31,9 @@ Stores:
   fresh ``write_id``, so two records never share an ETag (an ETag is the MD5 of the body).
 - :class:`GcsLeaseStore`: one object, uploads with ``if_generation_match=0`` (create) and
   ``if_generation_match=<generation>`` (replace) through google-cloud-storage.
+- :class:`core.kube_lease.KubernetesLeaseStore` (``kubernetes://<namespace>/<name>``): a
+  ``coordination.k8s.io/v1`` Lease, POST (create) and PUT with ``metadata.resourceVersion``
+  (replace); the controller's leader lease can live there (``controller.lease``).
 
 :func:`read_record` reads the current record with what a Beam worker has (the pipeline options
 of Beam's S3 file system, GCS default credentials): workers check the fencing token with it.
@@ -44,7 +47,7 @@ import uuid
 from typing import Optional
 
 from core import storage
-from core.errors import StorageError
+from core.errors import LeaseConflict, StorageError
 
 KEEP = 8
 """Local store: how many of the newest record files are kept."""
@@ -52,8 +55,8 @@ KEEP = 8
 _SEQ_RE = re.compile(r"^([0-9]{20})\.json$")
 
 
-class Conflict(Exception):
-    """The conditional write lost: the record exists (create) or changed (replace)."""
+Conflict = LeaseConflict
+"""The conditional write lost: the record exists (create) or changed (replace)."""
 
 
 def _encode(record: dict) -> bytes:
@@ -263,14 +266,19 @@ class GcsLeaseStore:
 
 
 def open_store(path: str):
-    """The lease store for ``path``: a local directory, ``s3://bucket/key`` or ``gs://bucket/key``."""
+    """The lease store for ``path``: a local directory, ``s3://bucket/key``, ``gs://bucket/key`` or a
+    Kubernetes Lease, ``kubernetes://<namespace>/<name>`` (core/kube_lease.py)."""
+    if path.startswith("kubernetes://"):
+        from core.kube_lease import KubernetesLeaseStore
+
+        return KubernetesLeaseStore(path)
     if storage.is_local(path):
         return LocalLeaseStore(path)
     if path.startswith("s3://"):
         return S3LeaseStore(path)
     if path.startswith("gs://"):
         return GcsLeaseStore(path)
-    raise StorageError(f"no lease store for {path}: storage roots are local paths, s3:// or gs://")
+    raise StorageError(f"no lease store for {path}: leases live on local paths, s3://, gs:// or kubernetes://")
 
 
 _READERS: dict = {}

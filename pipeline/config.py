@@ -365,6 +365,29 @@ class PoliciesConfig(Section):
 
 
 @dataclass(frozen=True)
+class KubernetesApiConfig(Section):
+    """How the controller reaches the Kubernetes API server that keeps its Lease (``controller.lease:
+    kubernetes://...``). Each field left null takes the pod's own: the service
+    ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` and the service-account files under
+    ``/var/run/secrets/kubernetes.io/serviceaccount``. No token is ever written here: only the path
+    of the file that holds one."""
+
+    api_server: Optional[str] = None
+    """The API server's ``https://host:port`` URL (null: the in-cluster service)."""
+    ca_file: Optional[str] = None
+    """PEM file of the CA that signed the API server's certificate (null: the service account's
+    ``ca.crt``)."""
+    token_file: Optional[str] = None
+    """File holding the bearer token the controller sends (null: the service account's ``token``,
+    re-read at every request, since the kubelet rotates it)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.api_server is not None and not re.fullmatch(r"https://[^/?#\s]+/?", self.api_server):
+            raise Invalid("api_server", f"{self.api_server!r} is not an https://host:port URL")
+
+
+@dataclass(frozen=True)
 class ControllerConfig(Section):
     """``ctpipe controller``: the loop around the training step (docs/CONTROLLER.md)."""
 
@@ -373,11 +396,18 @@ class ControllerConfig(Section):
     poll_interval: Duration = "60s"
     """How often the long-running controller looks for new windows, triggers and scheduled
     times (``--once`` looks once)."""
+    lease: Optional[str] = None
+    """Where the leader lease lives. null: on the storage root, ``<root>/locks/controller.lease``
+    (conditional writes of the root's store). ``kubernetes://<namespace>/<lease-name>``: a
+    ``coordination.k8s.io/v1`` Lease, for controller replicas in a Deployment (its service account
+    needs get, create and update on leases: deploy/k8s/controller-rbac.yaml); the fencing token is
+    the Lease's ``spec.leaseTransitions`` (docs/LEASE.md)."""
+    kubernetes: KubernetesApiConfig = field(default_factory=KubernetesApiConfig)
+    """How to reach the API server of a ``kubernetes://`` lease (defaults: the pod's own)."""
     lease_ttl: Duration = "30s"
-    """TTL of the leader lease (``<root>/locks/controller.lease``): of several controller
-    replicas only the holder acts; a standby takes over once it has seen the lease unrenewed
-    this long (at once when the holder's pid is gone on the same host). The holder renews it
-    every sixth of this. At least 6s."""
+    """TTL of the leader lease: of several controller replicas only the holder acts; a standby
+    takes over once it has seen the lease unrenewed this long (at once when the holder's pid is
+    gone on the same host). The holder renews it every sixth of this. At least 6s."""
     history: Annotated[int, Range(ge=1, le=10000)] = 100
     """How many of its latest decisions the controller keeps in its state file."""
 
@@ -386,6 +416,23 @@ class ControllerConfig(Section):
         for key, low in (("poll_interval", 1000), ("lease_ttl", 6000)):
             if duration_ms(getattr(self, key)) < low:
                 raise Invalid(key, f"{getattr(self, key)!r} is shorter than {low // 1000}s")
+        if self.lease is not None:
+            if not re.fullmatch(r"kubernetes://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?",
+                                self.lease):
+                raise Invalid("lease", f"{self.lease!r} is not kubernetes://<namespace>/<lease-name> (lower-case "
+                                       "Kubernetes names); leave it null for the lease on the storage root")
+
+    def lease_path(self, root: str) -> str:
+        """The leader lease's location for core/lock.py: ``<root>/locks/controller.lease``, or the
+        Kubernetes Lease with the connection settings that are set."""
+        if self.lease is None:
+            from core import layout
+
+            return layout.lease_path(root, "controller")
+        from core.kube_lease import location_uri
+
+        k = self.kubernetes
+        return location_uri(self.lease, k.api_server, k.ca_file, k.token_file)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ pushed by it is found in the registry (``run_training`` reuses it), a finished r
 found here, and a run killed mid-training is trained again (from its BackupAndRestore state).
 
 Leadership: ``<root>/locks/controller.lease`` (core/lock.py: conditional writes on local paths,
-S3 and GCS; token + 1 on every takeover). A standby waits in ``acquire`` until the holder
+S3 and GCS; token + 1 on every takeover), or a Kubernetes Lease (``controller.lease``,
+core/kube_lease.py). A standby waits in ``acquire`` until the holder
 releases it or leaves it unrenewed for ``controller.lease_ttl``; the registry checks the lease's
 token before every push and alias move, so a deposed leader that wakes up publishes nothing.
 """
@@ -56,10 +57,11 @@ RUN_OUTCOMES = metrics.CONTROLLER_OUTCOMES
 
 
 def leader_lease(config: Config) -> StorageLock:
-    """The controller's leader lease on the storage root (not yet taken)."""
+    """The controller's leader lease (not yet taken): on the storage root, or the Kubernetes Lease
+    of ``controller.lease``."""
     ttl = duration_ms(config.controller.lease_ttl) / 1000
     root = config.storage.root
-    return StorageLock(root, path=layout.lease_path(root, "controller"), command="controller",
+    return StorageLock(root, path=config.controller.lease_path(root), command="controller",
                        heartbeat_s=ttl / 6, stale_after_s=ttl)
 
 

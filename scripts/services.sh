@@ -9,7 +9,8 @@
 #   scripts/services.sh start flink      # JobManager + two TaskManagers, each its own JVM
 #   scripts/services.sh start beam-job-server   # needs the running flink; submits to it
 #   scripts/services.sh start beam-expansion    # Beam's Java expansion service for KafkaIO (ctpipe stream --unbounded)
-#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|beam-expansion|all
+#   scripts/services.sh start kube       # etcd + kube-apiserver (built by scripts/fetch_kube.sh), RBAC on
+#   scripts/services.sh stop kafka|broker|s3|flink|beam-job-server|beam-expansion|kube|all
 #                                                # stop flink stops the job server and the expansion service too
 #   scripts/services.sh env              # eval "$(scripts/services.sh env)"
 #
@@ -30,6 +31,9 @@
 # flink-taskmanager-N.pid). beam-job-server.env: CTPIPE_BEAM_JOB_ENDPOINT (the portable Job API that
 # runner_configs/flink-local.yaml submits to), CTPIPE_BEAM_ARTIFACT_ENDPOINT, CTPIPE_BEAM_EXPANSION_ENDPOINT.
 # beam-expansion.env: CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT (source.kafka.expansion_service of the unbounded graph).
+# kube.env: CTPIPE_KUBE_API_SERVER (https://127.0.0.1:PORT), CTPIPE_KUBE_CA_FILE (the throw-away CA of
+# its serving certificate) and CTPIPE_KUBE_ADMIN_TOKEN_FILE (a static system:masters token, 0600, made
+# at start, in no .env file); kube/ under the state dir is a new, empty cluster at every start.
 # Logs: flink-jobmanager.log, flink-taskmanager-N.log (+ .out), beam-job-server.log.
 # Settings: $PYTHON (default <repo>/.venv/bin/python, the venv holding kafka-python and moto),
 # $CTPIPE_SERVICES_TIMEOUT (readiness timeout, seconds, default 20; Kafka's default 90),
@@ -48,6 +52,7 @@ DIR="${CTPIPE_SERVICES_DIR:-$REPO/.services}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 TIMEOUT="${CTPIPE_SERVICES_TIMEOUT:-20}"
 KAFKA_TIMEOUT="${CTPIPE_SERVICES_TIMEOUT:-90}"
+KUBE_TIMEOUT="${CTPIPE_SERVICES_TIMEOUT:-60}"
 HOST=127.0.0.1
 # Test-only credentials of the local moto server; they open nothing real.
 S3_ACCESS_KEY=ctpipe-test
@@ -646,6 +651,124 @@ EOF
   echo "beam-job-server started (pid $pid) in $((SECONDS - started)) s: job endpoint $HOST:$job -> Flink $master; log $DIR/beam-job-server.log"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Kubernetes: a real kube-apiserver on etcd (built by scripts/fetch_kube.sh), for the tests of the
+# controller's coordination.k8s.io Lease and server-side dry runs of deploy/k8s. No kubelet,
+# scheduler or controller manager: objects are stored and served, nothing is run.
+
+# kube_tls KDIR: a throw-away CA, the API server's serving certificate for localhost/127.0.0.1
+# (the CA's key is deleted once it has signed), the service-account signing key pair and the
+# static token of an administrator (system:masters), each file 0600 where it is a secret.
+kube_tls() {
+  local k="$1"
+  command -v openssl >/dev/null || die "openssl not found (Debian: apt-get install openssl)"
+  mkdir -p "$k/tls"
+  (
+    umask 077
+    cd "$k/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=ctpipe-test-kube-ca" -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=kube-apiserver" \
+      -keyout apiserver.key -out apiserver.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+    rm -f ca.key ca.srl apiserver.csr apiserver.ext
+    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
+    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+    openssl rand -hex 24 >../admin.token
+    printf '%s,ctpipe-test-admin,ctpipe-test-admin,system:masters\n' "$(cat ../admin.token)" >../tokens.csv
+  )
+  chmod 0644 "$k/tls/ca.crt" "$k/tls/apiserver.crt" "$k/tls/sa.pub"
+  [[ -s "$k/tls/apiserver.crt" && -s "$k/tls/sa.key" && -s "$k/admin.token" ]] \
+    || die "openssl could not make the API server's certificates under $k/tls"
+}
+
+# kube_wait PID PORT KDIR: poll /readyz with the admin token until it answers 200 (every
+# post-start hook ran: the bootstrap RBAC roles exist), PID exits, or the deadline passes.
+kube_wait() {
+  "$PYTHON" - "$1" "$2" "$3" "$KUBE_TIMEOUT" <<'EOF'
+import os, ssl, sys, time, urllib.error, urllib.request
+pid, port, kdir, timeout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+ctx = ssl.create_default_context(cafile=f"{kdir}/tls/ca.crt")
+token = open(f"{kdir}/admin.token").read().strip()
+deadline, last = time.monotonic() + timeout, "no answer yet"
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(f"kube-apiserver exited ({last})")
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/readyz",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=ctx) as reply:
+            if reply.status == 200:
+                sys.exit(0)
+    except urllib.error.HTTPError as exc:
+        last = f"/readyz: HTTP {exc.code}"
+    except OSError as exc:
+        last = f"{type(exc).__name__}: {exc}"
+    time.sleep(0.2)
+sys.exit(f"not ready after {timeout:g} s ({last})")
+EOF
+}
+
+start_kube() {
+  need_python
+  local pid; pid="$(pid_of kube-apiserver)"
+  if [[ -n "$pid" ]]; then echo "kube already running (pid $pid)"; return 0; fi
+  local bin; bin="$(bash "$REPO/scripts/fetch_kube.sh" --bin-dir)" \
+    || die "cannot build kube-apiserver and etcd (scripts/fetch_kube.sh failed; see above)"
+  stop_service kube-etcd >/dev/null  # a leftover etcd of an earlier start
+  local k="$DIR/kube" client peer api
+  rm -rf "$k"; mkdir -p "$k"  # a new, empty cluster every start
+  client="$(free_port)"; peer="$(free_port)"; api="$(free_port)"
+  while [[ "$peer" == "$client" ]]; do peer="$(free_port)"; done
+  while [[ "$api" == "$client" || "$api" == "$peer" ]]; do api="$(free_port)"; done
+  kube_tls "$k"
+  rm -f "$DIR/kube.env"
+  local started=$SECONDS
+  setsid "$bin/etcd" --name ctpipe-test --data-dir "$k/etcd" --unsafe-no-fsync \
+    --listen-client-urls "http://$HOST:$client" --advertise-client-urls "http://$HOST:$client" \
+    --listen-peer-urls "http://$HOST:$peer" --initial-advertise-peer-urls "http://$HOST:$peer" \
+    --initial-cluster "ctpipe-test=http://$HOST:$peer" --log-level warn >>"$DIR/kube-etcd.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$DIR/kube-etcd.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
+  wait_ready kube-etcd "$pid" "$client"
+  setsid "$bin/kube-apiserver" --etcd-servers "http://$HOST:$client" \
+    --bind-address "$HOST" --advertise-address "$HOST" --secure-port "$api" \
+    --tls-cert-file "$k/tls/apiserver.crt" --tls-private-key-file "$k/tls/apiserver.key" \
+    --token-auth-file "$k/tokens.csv" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$k/tls/sa.pub" --service-account-signing-key-file "$k/tls/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none --cert-dir "$k/certs" --profiling=false \
+    --enable-priority-and-fairness=false --v 1 >>"$DIR/kube-apiserver.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$DIR/kube-apiserver.pid"
+  [[ -n "${CTPIPE_SERVICES_OWNER_PID:-}" ]] && watch_owner "$CTPIPE_SERVICES_OWNER_PID" "$pid"
+  local why
+  if ! why="$(kube_wait "$pid" "$api" "$k" 2>&1)"; then
+    echo "---- tail of $DIR/kube-apiserver.log" >&2
+    tail -n 30 "$DIR/kube-apiserver.log" >&2 || true
+    stop_kube >/dev/null
+    die "kube-apiserver did not become ready: ${why##*$'\n'}"
+  fi
+  cat >"$DIR/kube.env" <<EOF
+CTPIPE_KUBE_API_SERVER=https://$HOST:$api
+CTPIPE_KUBE_CA_FILE=$k/tls/ca.crt
+CTPIPE_KUBE_ADMIN_TOKEN_FILE=$k/admin.token
+EOF
+  echo "kube started (kube-apiserver pid $pid, etcd on $HOST:$client) in $((SECONDS - started)) s: https://$HOST:$api; logs $DIR/kube-apiserver.log, $DIR/kube-etcd.log"
+}
+
+stop_kube() {
+  stop_service kube-apiserver
+  stop_service kube-etcd
+  rm -f "$DIR/kube.env"
+}
+
 stop_service() {  # SIGTERM, wait (bounded: 30 s for Kafka's controlled shutdown), then SIGKILL
   local name="$1" pid; pid="$(pid_of "$name")"
   rm -f "$DIR/$name.env"
@@ -680,6 +803,7 @@ case "$cmd" in
       flink) shift; [[ $# -eq 0 ]] || usage; start_flink ;;
       beam-job-server) shift; [[ $# -eq 0 ]] || usage; start_job_server ;;
       beam-expansion) shift; [[ $# -eq 0 ]] || usage; start_expansion ;;
+      kube) shift; [[ $# -eq 0 ]] || usage; start_kube ;;
       *) usage ;;
     esac ;;
   stop)
@@ -689,7 +813,9 @@ case "$cmd" in
       flink) stop_flink ;;
       beam-job-server) stop_service beam-job-server ;;
       beam-expansion) stop_service beam-expansion ;;
-      all) stop_service beam-expansion; stop_service beam-job-server; stop_flink; stop_service kafka; stop_service s3 ;;
+      kube) stop_kube ;;
+      all) stop_service beam-expansion; stop_service beam-job-server; stop_flink; stop_service kafka; stop_service s3
+           stop_kube ;;
       *) usage ;;
     esac ;;
   env) print_env ;;

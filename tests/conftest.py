@@ -11,17 +11,22 @@ import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 pytest_plugins = ["tests.services"]
 
 SERVICE_FIXTURES = {"s3_server", "kafka_broker", "kafka_broker_factory", "mlflow_launch", "mlflow_server",
-                    "pushgateway", "prometheus", "flink_cluster"}
+                    "pushgateway", "prometheus", "flink_cluster", "kube_api"}
 """Fixtures of tests/services.py that start a real local service."""
+KUBE_FIXTURES = {"kube_api"}
+"""Fixtures that need the kube-apiserver built by scripts/fetch_kube.sh (marker ``kube``)."""
 
 
 def pytest_collection_modifyitems(config, items):
     """``integration``: every test that uses a real local service, found by its fixtures (so the
     marker cannot be forgotten). ``slow`` is set per module (``pytestmark``) on tests that run
-    whole pipelines, trainings or tools. ``make test-fast`` runs what is neither."""
+    whole pipelines, trainings or tools. ``make test-fast`` runs what is neither. ``kube``: every test
+    of the real kube-apiserver, also found by its fixture (``make test-kube`` runs them)."""
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if KUBE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kube)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -30,6 +30,11 @@ Register it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.services"
   ``targets`` every second with honor_labels (as deploy/prometheus/prometheus.yml does) and
   evaluates ``rule_files`` every second; returns a ``Prometheus`` with ``.query(expr)`` (the
   HTTP API's instant query) and ``.wait_for(expr)`` (polls until the query returns series).
+- ``kube_api`` (session): a real kube-apiserver on etcd (RBAC on, service-account tokens), started
+  by ``scripts/services.sh start kube`` (binaries from scripts/fetch_kube.sh): a
+  ``tests._kube.KubeApi`` with ``.server``, ``.ca_file``, ``.admin_token_file``,
+  ``.request(method, path, body, token=None)``, ``.create_namespace(name)``,
+  ``.service_account_token_file(namespace, account, where)`` and ``.lease_uri(...)``.
 - ``java_producer`` (function): ``start(bootstrap, topic, compression="none",
   transactional_id=None)`` returns a ``tests._kafka_java.JavaProducer``: Apache Kafka's own Java
   client (compressed and transactional batches written by another client than kafka-python).
@@ -450,3 +455,14 @@ def mlflow_server(mlflow_launch) -> tuple[str, str]:
     env = dict(line.split("=", 1) for line in
                (services / "mlflow.env").read_text().splitlines() if "=" in line)
     return env["CTPIPE_MLFLOW_URI"], str(services)
+
+
+@pytest.fixture(scope="session")
+def kube_api(services_log_dir: Path):
+    from tests._kube import KubeApi, KubeService
+
+    service = KubeService(services_log_dir / "kube").start()
+    try:
+        yield KubeApi(service.env, service.state_dir)
+    finally:
+        service.stop()

@@ -18,8 +18,8 @@ def register(subparsers) -> None:
                     description="The continuous-training loop: look for new sealed windows, pending `ctpipe "
                                 "trigger` requests and scheduled times; when a policy of controller.policies fires, "
                                 "train on the rolling range (training.max_windows / window_span), gate and push. "
-                                "Several replicas may run: one holds the leader lease (<root>/locks/controller.lease)"
-                                ", the others stand by and take over when it stops renewing. A run of inputs "
+                                "Several replicas may run: one holds the leader lease (<root>/locks/controller.lease, "
+                                "or the Kubernetes Lease of controller.lease), the others stand by and take over when it stops renewing. A run of inputs "
                                 "already trained is never repeated. State: <root>/controller/state.json.",
                     epilog_note=_EXIT_NOTE)
     mode = p.add_mutually_exclusive_group()

@@ -451,15 +451,43 @@ def test_controller_cronjob():
 
 
 def test_controller_deployment():
-    """Two replicas of the long-running controller, one leader through the storage root's
-    object-store lease (no Kubernetes Lease, so no RBAC and no service-account token)."""
+    """Two replicas of the long-running controller, one leader through the coordination.k8s.io
+    Lease of controller.lease, as the service account whose Role allows that Lease and nothing else."""
     dep = find("Deployment", "ctpipe-controller")
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = dep["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
-    assert not [r for _, d in all_documents() if d.get("kind") == "Role" for r in d.get("rules", [])
-                if "coordination.k8s.io" in r.get("apiGroups", [])]
+    account = pod["serviceAccountName"]
+    assert pod["automountServiceAccountToken"] is True  # the token the Lease requests carry
+    assert find("ServiceAccount", account)["automountServiceAccountToken"] is True
+    cronjob_pod = find("CronJob", "ctpipe-controller-once")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cronjob_pod["serviceAccountName"] == account and cronjob_pod["automountServiceAccountToken"] is True
+    # Only the controller's pods mount a token: every other pod runs without one.
+    others = [(n, d["metadata"]["name"]) for n, d in all_documents() for ps in pod_specs(d)
+              if ps.get("automountServiceAccountToken") is not False and ps.get("serviceAccountName") != account
+              and d["kind"] != "FlinkDeployment"]
+    assert not others, others
+    cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
+    from core.kube_lease import parse
+    from pipeline.config import config_from_dict
+    from pipeline.typed_config import duration_ms
+
+    config = config_from_dict(cfg)  # the controller section is a valid one
+    lease = parse(config.controller.lease_path(config.storage.root),
+                  environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1"})  # in the pod: its own API server
+    assert lease.namespace == NAMESPACE
+    assert lease.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    # The RoleBinding gives that account the Role, and the Role exactly the Lease verbs the store uses.
+    binding = find("RoleBinding", "ctpipe-controller-lease")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    role = find("Role", binding["roleRef"]["name"])
+    granted = {(verb, name) for rule in role["rules"] for verb in rule["verbs"]
+               for name in rule.get("resourceNames", ["*"])
+               if rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]}
+    assert granted == {("create", "*"), ("get", lease.name), ("update", lease.name)}
+    assert len(role["rules"]) == 2  # nothing else
+    # The grace period lets a run in flight finish and release the lease after SIGTERM.
+    assert pod["terminationGracePeriodSeconds"] * 1000 > 10 * duration_ms(config.controller.lease_ttl)
     c = pod["containers"][0]
     assert c["args"][0] == "controller" and "--once" not in c["args"]
     cfg = yaml.safe_load(find("ConfigMap", "ctpipe-config")["data"]["ctpipe.yaml"])
@@ -480,7 +508,7 @@ def test_controller_deployment():
     sm = find("ServiceMonitor", "ctpipe-controller")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert {"controller-deployment.yaml", "train-backup-pvc.yaml"} <= set(kustomization)
+    assert {"controller-deployment.yaml", "controller-rbac.yaml", "train-backup-pvc.yaml"} <= set(kustomization)
 
 
 def test_flink_deployment_matches_runner_config():
@@ -644,3 +672,58 @@ def test_the_driver_stages_artifacts_through_the_job_server_service():
     env = {e["name"]: e.get("value") for e in
            find("Deployment", "ctpipe-stream")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[var] == f"ctpipe-flink-jobserver.{NAMESPACE}.svc:{artifact_port}"
+
+
+# ------------------------------------------------------------------------------ a real API server
+
+# Kinds of the operators' CRDs, which the test API server does not have (no operator is installed).
+_NOT_BUILT_IN = {"FlinkDeployment", "ServiceMonitor"}
+
+
+def _collection(kube_api, doc) -> str:
+    """The REST collection of ``doc``'s kind, found through the server's discovery documents."""
+    group_version = doc["apiVersion"]
+    base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+    resources = kube_api.ok("GET", base)["resources"]
+    resource = next(r for r in resources if r["kind"] == doc["kind"] and "/" not in r["name"])
+    ns = doc["metadata"].get("namespace")
+    return f"{base}/namespaces/{ns}/{resource['name']}" if resource["namespaced"] else f"{base}/{resource['name']}"
+
+
+@pytest.mark.integration
+def test_the_manifests_pass_a_server_side_dry_run(kube_api):
+    """Every built-in object of deploy/k8s, on-demand Jobs included, is POSTed with dryRun=All to a
+    real kube-apiserver: its own validation, defaulting and admission (RBAC objects included) accept
+    them, and nothing is stored."""
+    docs = [(name, d) for name, d in all_documents() if d["kind"] not in _NOT_BUILT_IN | {"Kustomization"}]
+    namespace = [d for _, d in docs if d["kind"] == "Namespace"]
+    assert len(namespace) == 1
+    code, reply = kube_api.request("POST", "/api/v1/namespaces?dryRun=All", namespace[0])
+    assert code == 201, reply.get("message")
+    code, reply = kube_api.request("GET", f"/api/v1/namespaces/{NAMESPACE}")
+    if code == 404:  # a dry run stores nothing: the namespaced objects need it for real
+        kube_api.create_namespace(NAMESPACE)
+    refused = []
+    kinds = set()
+    for name, doc in docs:
+        if doc["kind"] == "Namespace":
+            continue
+        code, reply = kube_api.request("POST", _collection(kube_api, doc) + "?dryRun=All&fieldValidation=Strict", doc)
+        kinds.add(doc["kind"])
+        if code != 201:
+            refused.append(f"{name}: {doc['kind']} {doc['metadata']['name']}: HTTP {code} {reply.get('message')}")
+    assert not refused, "\n".join(refused)
+    assert {"Deployment", "CronJob", "Job", "ConfigMap", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    code, _ = kube_api.request("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/ctpipe-controller")
+    assert code == 404  # the dry run stored nothing
+
+
+@pytest.mark.integration
+def test_the_dry_run_can_fail(kube_api):
+    bad = json.loads(json.dumps(find("Deployment", "ctpipe-controller")))
+    bad["spec"]["template"]["metadata"]["labels"] = {"app.kubernetes.io/name": "something-else"}  # selector mismatch
+    code, _ = kube_api.request("GET", f"/api/v1/namespaces/{NAMESPACE}")
+    if code == 404:
+        kube_api.create_namespace(NAMESPACE)
+    code, reply = kube_api.request("POST", _collection(kube_api, bad) + "?dryRun=All", bad)
+    assert code == 422 and "selector" in reply["message"]
