@@ -80,8 +80,7 @@ def seal_keyed(keyed_events, dead_to_count, spec, label: str = "Seal"):
     """Events keyed by window plus the dead letters that count toward their windows -> SealOutputs."""
     size = spec.window_size_s
     keyed_dead = dead_to_count | f"{label}KeyDead" >> beam.FlatMap(key_by_window, size)
-    items = (keyed_events, keyed_dead) | f"{label}Items" >> beam.Flatten()
-    return items | label >> SealWindows(spec)
+    return (keyed_events, keyed_dead) | label >> SealWindows(spec)
 
 
 def write_run_record(root: str, run_id: str, record: dict) -> None:

@@ -14,6 +14,7 @@ from collections import Counter
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
 
+from core.records import pack_records, unpack_records
 from transforms.arrow import events_to_record_batch
 from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
 from transforms.validation import stats_options
@@ -81,12 +82,17 @@ class StatisticsOfEvents(beam.PTransform):
         self._path = output_path
 
     def expand(self, events):
-        batches = events | "Batch" >> beam.BatchElements(min_batch_size=500, max_batch_size=10000)
+        # The batches are read twice (types first, then Arrow with the majority types), so they
+        # are materialized between the two: packed, not as lists of NamedTuples (core.records).
+        batches = (events
+                   | "Batch" >> beam.BatchElements(min_batch_size=500, max_batch_size=10000)
+                   | "Pack" >> beam.Map(pack_records))
         counts = (batches
-                  | "CountTypes" >> beam.Map(count_types)
+                  | "CountTypes" >> beam.Map(lambda b: count_types(unpack_records([b])[0]))
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
         return (batches
-                | "ToArrow" >> beam.Map(lambda b, c: events_to_record_batch(_conforming(b, c), majority_types(c)),
+                | "ToArrow" >> beam.Map(lambda b, c: events_to_record_batch(_conforming(unpack_records([b])[0], c),
+                                                                            majority_types(c)),
                                         beam.pvalue.AsSingleton(counts))
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))

@@ -23,6 +23,7 @@ comparisons in both modes.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Optional
 
@@ -30,7 +31,7 @@ import apache_beam as beam
 
 from core import window_store
 from core.lock import Fence
-from core.records import DeadLetter, Event
+from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
 from transforms.windowing import split_duplicates
 
@@ -95,6 +96,41 @@ class WindowState:
     fingerprint: Optional[str] = None
     transformed: tuple = ()
 
+    def __getstate__(self):
+        # A WindowState crosses a stage boundary whole (validation reads the run's statistics as
+        # a side input); its events travel packed (core.records.pack_records), not as NamedTuples.
+        state = dict(self.__dict__)
+        state["events"] = pack_records(self.events)
+        return state
+
+    def __setstate__(self, state):
+        state["events"] = tuple(unpack_records([state["events"]])[0])
+        self.__dict__.update(state)
+
+
+class WindowStateCoder(beam.coders.Coder):
+    """Pickles a WindowState. Beam samples the encoded size of the elements of every PCollection
+    (the first ten always): the default estimate pickles the whole window (records, Arrow batch,
+    examples) once more per sample, and a run has few, large WindowStates. This estimate adds up
+    the sizes the window already knows (the Arrow batch, the serialized examples) instead."""
+
+    def encode(self, value):
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self):
+        return False
+
+    def estimate_size(self, value):
+        prepared = value.prepared
+        size = prepared.batch.nbytes + sum(map(len, prepared.raw_examples))
+        return size + sum(map(len, value.transformed)) if value.transformed else size
+
+
+beam.coders.registry.register_coder(WindowState, WindowStateCoder)
+
 
 class SealOutputs(NamedTuple):
     windows: beam.PCollection
@@ -107,8 +143,10 @@ class SealOutputs(NamedTuple):
 class _PrepareWindowDoFn(beam.DoFn):
     DUPLICATES = "duplicates"
 
-    def __init__(self, spec: SealSpec):
+    def __init__(self, spec: SealSpec, packed: bool):
         self._spec = spec
+        self._packed = packed
+        """Input from GroupByWindow (packed chunks), not pre-grouped panes of records."""
 
     def setup(self):
         from core.schema_store import schema_from_text
@@ -130,9 +168,12 @@ class _PrepareWindowDoFn(beam.DoFn):
 
         wid, items = element[0], element[1]
         timing = element[2] if len(element) > 2 else None
-        events, dead = [], []
-        for item in items:
-            (events if isinstance(item, Event) else dead).append(item)
+        if self._packed:
+            events, dead = unpack_records(items)
+        else:
+            events, dead = [], []
+            for item in items:
+                (events if isinstance(item, Event) else dead).append(item)
         dead = unique_dead_letters(dead)
         # A new version keeps what the previous one held (transforms/versions.py has the rule).
         previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field)
@@ -250,10 +291,11 @@ class _WriteWindowDoFn(beam.DoFn):
 
 
 class _BatchByWindowDoFn(beam.DoFn):
-    """(window_id, item) -> (window_id, [item, ...]): up to ``max_items`` items of one window per
-    element, so the shuffle before sealing encodes one list per chunk instead of every record on
-    its own (per-element coding was a fifth of a backfill's time). Buffers are per Beam window as
-    well as per window id, and emitted in the window they came from."""
+    """(window_id, item) -> (window_id, chunk): up to ``max_items`` items of one window per
+    element, packed by ``core.records.pack_records``, so the shuffle before sealing encodes one byte string per
+    chunk instead of every record on its own (per-element coding was a fifth of a backfill's
+    time). Buffers are per Beam window as well as per window id, and emitted in the window they
+    came from."""
 
     def __init__(self, max_items: int):
         self._max = max_items
@@ -263,37 +305,49 @@ class _BatchByWindowDoFn(beam.DoFn):
 
     def process(self, element, window=beam.DoFn.WindowParam):
         wid, item = element
-        buffer = self._buffers.setdefault((wid, window), [])
-        buffer.append(item)
-        if len(buffer) >= self._max:
+        buffer = self._buffers.get((wid, window))
+        if buffer is None:
+            buffer = self._buffers[(wid, window)] = ([], [])
+        buffer[type(item) is DeadLetter].append(item)
+        if len(buffer[0]) + len(buffer[1]) >= self._max:
             del self._buffers[(wid, window)]
-            yield wid, buffer
+            yield wid, pack_records(*buffer)
 
     def finish_bundle(self):
         from apache_beam.utils.windowed_value import WindowedValue
 
         buffers, self._buffers = self._buffers, {}
         for (wid, window), buffer in buffers.items():
-            yield WindowedValue((wid, buffer), window.max_timestamp(), [window])
+            yield WindowedValue((wid, pack_records(*buffer)), window.max_timestamp(), [window])
 
 
 class GroupByWindow(beam.PTransform):
-    """(window_id, item) -> (window_id, [items]): one group per window id (per Beam window and
-    firing), moved through the shuffle in chunks of ``max_items``."""
+    """(window_id, Event | DeadLetter) -> (window_id, [packed chunks]): one group per window
+    id (per Beam window and firing), moved through the shuffle in packed chunks of up to
+    ``max_items`` records. PrepareWindow unpacks them (``core.records.unpack_records``) where it uses them, so no
+    PCollection holds a whole window's records as Python objects: Beam samples the encoded size of
+    a PCollection's elements, and for a list of records that is a pickle of each."""
 
     def __init__(self, max_items: int = 4096):
         super().__init__()
         self._max = max_items
 
     def expand(self, keyed):
-        return (keyed
-                | "Chunk" >> beam.ParDo(_BatchByWindowDoFn(self._max))
-                | "Group" >> beam.GroupByKey()
-                | "Unchunk" >> beam.Map(lambda kv: (kv[0], [item for chunk in kv[1] for item in chunk])))
+        if isinstance(keyed, beam.PCollection):
+            chunks = keyed | "Chunk" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+        else:  # several inputs: chunk each where it is produced, then flatten the (few) chunks
+            chunks = ([pcoll | f"Chunk{i}" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+                       for i, pcoll in enumerate(keyed)]
+                      | "FlattenChunks" >> beam.Flatten())
+        return chunks | "Group" >> beam.GroupByKey()
 
 
 class SealWindows(beam.PTransform):
     """(window_id, Event | DeadLetter) -> SealOutputs(window summaries, duplicate dead letters).
+
+    The input is one PCollection or a tuple of them (say keyed events and keyed dead letters):
+    a tuple is chunked input by input, so no Flatten of single records stands before the shuffle
+    (on the FnApiRunner a Flatten of two stages' outputs is materialized record by record).
 
     ``grouped``: the input is already one element per window firing, (window_id, items, timing)
     (the unbounded graph's panes, transforms/panes.py), so there is no GroupByWindow step."""
@@ -307,17 +361,19 @@ class SealWindows(beam.PTransform):
         spec = self._spec
         groups = keyed if self._grouped else keyed | "GroupByWindow" >> GroupByWindow()
         prepared = (groups
-                    | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec)).with_outputs(
+                    | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec, packed=not self._grouped))
+                    .with_output_types(WindowState).with_outputs(
                         _PrepareWindowDoFn.DUPLICATES, main="windows"))
         states = prepared.windows
         if spec.compare_within_run:
             run_side = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(
                 lambda st: (st.window_id, (st.stats, st.label_profile))))
-            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec), run_side=run_side)
+            validate = beam.ParDo(_ValidateWindowDoFn(spec), run_side=run_side)
         else:
-            validated = states | "ValidateWindow" >> beam.ParDo(_ValidateWindowDoFn(spec))
+            validate = beam.ParDo(_ValidateWindowDoFn(spec))
+        validated = states | "ValidateWindow" >> validate.with_output_types(WindowState)
         if spec.transform.fingerprint is not None:
-            transformed = validated | "Transform" >> beam.ParDo(_ApplyTransformDoFn(spec))
+            apply = beam.ParDo(_ApplyTransformDoFn(spec))
         else:
             from core.schema_store import schema_from_text
             from transforms.prepare import arrow_schema_for
@@ -330,8 +386,8 @@ class SealWindows(beam.PTransform):
             fingerprint = (batches, digests) | "AnalyzeTransform" >> AnalyzeTransform(
                 spec.transform.preprocessing_fn, spec.schema_text, arrow_schema_for(types), spec.root,
                 spec.transform.scratch, fence=spec.fence)
-            transformed = validated | "Transform" >> beam.ParDo(
-                _ApplyTransformDoFn(spec), fingerprint=beam.pvalue.AsSingleton(fingerprint))
+            apply = beam.ParDo(_ApplyTransformDoFn(spec), fingerprint=beam.pvalue.AsSingleton(fingerprint))
+        transformed = validated | "Transform" >> apply.with_output_types(WindowState)
         summaries = transformed | "WriteWindow" >> beam.ParDo(_WriteWindowDoFn(spec))
         return SealOutputs(summaries, prepared[_PrepareWindowDoFn.DUPLICATES])
 
