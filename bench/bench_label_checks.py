@@ -90,7 +90,8 @@ def main() -> None:
         for rule in ("regime", "nearest"):
             history = []  # Candidates, newest last
             out = {"checked": 0, "false_alarms": 0, "rate_not_checked": 0,
-                   "misses": {k: {} for k in synthetic.CORRUPTIONS}}
+                   "misses": {k: {} for k in synthetic.CORRUPTIONS},
+                   "missed_without_rate_check": {k: 0 for k in synthetic.CORRUPTIONS}}
             for h, (wid, events, prof, group, drifted) in enumerate(windows):
                 own = drift_mark if drifted and rule == "regime" else ()
                 earlier = [Candidate(c.window_id, c.profile, c.usable, c.drift if rule == "regime" else ())
@@ -102,13 +103,15 @@ def main() -> None:
                     continue  # a drift window is QUARANTINED whatever its labels; the first window is not checked
                 out["checked"] += 1
                 out["false_alarms"] += bool(clean["anomalies"])
-                out["rate_not_checked"] += "positive_rate" not in clean["reference"]
+                no_rate = "positive_rate" not in clean["reference"]
+                out["rate_not_checked"] += no_rate
                 for kind in synthetic.CORRUPTIONS:
                     bad = synthetic.corrupt_labels(events, kind, random.Random(h))
                     found = check_labels(profile(bad), chosen, settings)["anomalies"]
                     counts = out["misses"][kind].setdefault(group, [0, 0])
                     counts[0] += not found
                     counts[1] += 1
+                    out["missed_without_rate_check"][kind] += no_rate and not found
             out["false_alarm_rate"] = round(out["false_alarms"] / max(1, out["checked"]), 4)
             out["miss_rate"] = {k: {f"group_{g}": f"{m}/{n}" for g, (m, n) in sorted(v.items())}
                                 for k, v in out["misses"].items()}
