@@ -73,9 +73,9 @@ def stationary(tmp_path_factory, options):
     return config
 
 
-@pytest.fixture(scope="module")
-def drifted(tmp_path_factory, options):
-    tmp = str(tmp_path_factory.mktemp("drifted"))
+def _drifted_store(tmp_path_factory, options, name, blocks):
+    """The drifted stream backfilled block by block (``blocks``: lists of hours, one run each)."""
+    tmp = str(tmp_path_factory.mktemp(name))
     _write(os.path.join(tmp, "clean", "in", "events.jsonl"),
            [json.dumps(ev, sort_keys=True).encode() for h in range(3) for ev in _hour_events(h)])
     # Label checks on, with the default blocking kinds (LABEL_MEAN_SHIFT among them): the temperature
@@ -86,13 +86,19 @@ def drifted(tmp_path_factory, options):
     # The curated schema comes from clean data (as `ctpipe schema infer` on reviewed windows would).
     clean_files = [os.path.join(tmp, "clean", "in", "events.jsonl")]
     infer_and_store_schema(config, options, lambda p: p | ReadEventFiles(clean_files, "jsonl"), "the clean data")
-    lines = []
-    for hour in range(HOURS):
-        events = _hour_events(hour, mean_shift=15.0 if hour >= SHIFT_HOUR else 0.0)
-        lines += [json.dumps(ev, sort_keys=True).encode() for ev in _inject(hour, events)]
-    _write(os.path.join(tmp, "d", "in", "events.jsonl"), lines)
-    run_backfill(config, options, None, None)
+    for block in blocks:
+        lines = []
+        for hour in block:
+            events = _hour_events(hour, mean_shift=15.0 if hour >= SHIFT_HOUR else 0.0)
+            lines += [json.dumps(ev, sort_keys=True).encode() for ev in _inject(hour, events)]
+        _write(os.path.join(tmp, "d", "in", f"events-{block[0]:02d}.jsonl"), lines)
+        run_backfill(config, options, None, None)
     return config
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory, options):
+    return _drifted_store(tmp_path_factory, options, "drifted", [list(range(HOURS))])
 
 
 def _windows(config):
@@ -173,3 +179,15 @@ def test_the_feature_drift_starts_a_label_regime_and_training_data_keeps_coming(
         assert labels[i]["references"]["consistency_auc"]["windows"] == refs
         assert labels[i]["regime"]["start"] == ids[SHIFT_HOUR], (i, labels[i]["regime"])
         assert abs(labels[i]["reference"]["positive_rate"] - rates[i]) < 0.15
+
+
+def test_one_run_and_block_by_block_choose_the_same_label_references(tmp_path_factory, options, drifted):
+    """The references of this run's windows are chosen by the verdicts they will get, so sealing the
+    stream in one run and in four (the shift window last of its run, the regime's first window alone)
+    records the same regimes, references and verdicts."""
+    blocks = [list(range(0, SHIFT_HOUR + 1)), [SHIFT_HOUR + 1], list(range(SHIFT_HOUR + 2, 13)),
+              list(range(13, HOURS))]
+    stepwise = _windows(_drifted_store(tmp_path_factory, options, "stepwise", blocks))
+    for one, step in zip(_windows(drifted), stepwise):
+        assert one.window_id == step.window_id and one.verdict == step.verdict, one.window_id
+        assert one.manifest["quality"]["labels"] == step.manifest["quality"]["labels"], one.window_id
