@@ -163,6 +163,7 @@ class _ValidateWindowDoFn(beam.DoFn):
 
     def setup(self):
         self._validator = WindowValidator(self._spec.validation)
+        self._memo_key, self._memo = None, {}  # this run's earlier windows as label candidates
 
     def _previous(self, wid: str, run_stats: dict):
         in_run = max((i for i in run_stats if i < wid), default=None)
@@ -187,7 +188,7 @@ class _ValidateWindowDoFn(beam.DoFn):
         if labels is None:
             return ()
         key = tuple(sorted(run_side))
-        if getattr(self, "_memo_key", None) != key:
+        if self._memo_key != key:
             self._memo_key, self._memo = key, {}
         run_ids = frozenset(run_side)
         for i in sorted(i for i in run_side if i < wid):
