@@ -3,8 +3,8 @@
 A window is checked against the schema (TFDV anomalies), against the window before it (drift),
 optionally against serving statistics (skew), for its share of dead-lettered records, and for
 its labels (transforms/label_checks.py: positive rate and label-given-features consistency
-against the nearest earlier windows usable for training of the same regime); the result is a Verdict (PASS / WARN /
-QUARANTINED) and the window's data-quality numbers. Which windows it is compared with is the
+against the nearest earlier windows usable for training of the same regime); the result is a
+Verdict (PASS / WARN / QUARANTINED) and the window's data-quality numbers. Which windows it is compared with is the
 sealing composite's choice (transforms/seal.py).
 """
 from __future__ import annotations
