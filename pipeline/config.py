@@ -169,7 +169,7 @@ class WindowConfig(Section):
 _DEFAULT_BLOCKING = ("SCHEMA_NEW_COLUMN", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "UNEXPECTED_DATA_TYPE",
                      "SCHEMA_MISSING_COLUMN", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
                      "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH", "COMPARATOR_L_INFTY_HIGH",
-                     "LABEL_CONSISTENCY_LOW")
+                     "LABEL_MEAN_SHIFT", "LABEL_CONSISTENCY_LOW")
 _DRIFT_RULE = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
                "properties": {"js": {"type": "number", "minimum": 0, "description": "numeric feature"},
                               "linf": {"type": "number", "minimum": 0, "description": "categorical feature"}}}
@@ -178,13 +178,19 @@ _DRIFT_RULE = {"type": "object", "minProperties": 1, "maxProperties": 1, "additi
 @dataclass(frozen=True)
 class LabelChecksConfig(Section):
     """Checks of each window's label against the nearest earlier windows that training may use
-    (transforms/label_checks.py, docs/GATE.md). They report the anomaly kinds
-    ``LABEL_MEAN_SHIFT`` and ``LABEL_CONSISTENCY_LOW``, which quarantine the window when
-    ``blocking_anomalies`` names them and give WARN otherwise. By default only
-    ``LABEL_CONSISTENCY_LOW`` blocks: a genuine feature drift can move the label rate for good, and
-    the references (windows usable for training) stay the windows before it, so a blocking
-    ``LABEL_MEAN_SHIFT`` would quarantine every later window; a full flip is caught by
-    ``gate.screening``."""
+    of the same **regime** (transforms/label_checks.py, docs/GATE.md). They report the anomaly
+    kinds ``LABEL_MEAN_SHIFT`` and ``LABEL_CONSISTENCY_LOW``, which quarantine the window when
+    ``blocking_anomalies`` names them (both do by default) and give WARN otherwise.
+
+    A regime starts at a window in which a feature other than the label drifted (a drift score
+    above its threshold, the one ``validation.drift_*`` sets), since a genuine feature drift may
+    move the label's rate for good. The positive rate is compared only with usable windows of the
+    window's regime; until the regime has one (the drift window itself is normally QUARANTINED by
+    the drift, so at least the window after it), that check is not run and the consistency check
+    uses the usable windows before the regime; the production-collapse screening
+    (``gate.screening``) still sees those windows. A flipped label with no feature drift starts no
+    regime, so it is compared with the windows before it. The manifest's ``quality.labels``
+    records the regime, the windows each check used and why."""
 
     enabled: bool = True
     """Compute each window's label profile (positive rate, consistency AUC) and check it."""
@@ -202,9 +208,9 @@ class LabelChecksConfig(Section):
     keeps it, since the new relation is as learnable as the old one. Its spread between
     stationary windows of 600 rows is about 0.02. null: no consistency check."""
     reference_windows: Annotated[int, Range(ge=1, le=48)] = 3
-    """How many of the nearest earlier windows (not QUARANTINED, or released) form the reference;
-    windows sealed in the same run count too. The first window of a store has none and is not
-    checked (its manifest says so)."""
+    """How many of the nearest earlier windows of the same regime (not QUARANTINED, or released)
+    form the reference; windows sealed in the same run count too, by the verdict they get. The
+    first window of a store has none and is not checked (its manifest says so)."""
     min_rows: Annotated[int, Range(ge=2)] = 100
     """Windows with fewer labelled rows are not checked (their numbers are too noisy)."""
 

@@ -14,6 +14,16 @@ window catch it (docs/GATE.md):
   old one), shuffled labels drive it to 0.5 and a partial flip of a share f scales the signal by
   1 - 2f. It is compared with the median of the reference windows' values.
 
+Which windows are the references follows **regimes** (:func:`choose_references`): a window in
+which a feature other than the label drifted (its drift score against the window before it
+above the threshold, as recorded in ``quality.drift``) starts a new regime. The positive rate is
+compared only with usable windows of the same regime, since a genuine feature drift may move the
+label's rate for good (the synthetic label depends on temperature); the first windows of a regime,
+before any of its windows is usable, get no positive-rate check and are compared for consistency
+with the windows before the regime (consistency does not depend on which relation holds). A
+flipped label with no feature drift starts no regime, so it is always compared with the windows
+before it.
+
 Pure functions over an Arrow RecordBatch in the TFXIO convention (every column a large_list);
 the sealing composite computes the profile per window and the validator decides
 (transforms/validate_windows.py). No TensorFlow.
@@ -22,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import median
-from typing import Optional, Sequence
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -140,11 +150,117 @@ def label_profile(batch: pa.RecordBatch, settings: LabelCheckSettings) -> Option
     return profile
 
 
-def check_labels(profile: Optional[dict], references: Sequence[tuple], settings: LabelCheckSettings) -> dict:
-    """The checks of ``profile`` against ``references`` ((window_id, profile), newest first):
-    {"reference_windows", "reference", "anomalies": [(kind, description)], "skipped": reason|None}."""
-    refs = [(wid, p) for wid, p in references if p][:settings.reference_windows]
-    out = {"reference_windows": [wid for wid, _ in refs], "reference": {}, "anomalies": [], "skipped": None}
+@dataclass(frozen=True)
+class Candidate:
+    """An earlier window as the reference choice sees it."""
+
+    window_id: str
+    profile: Optional[dict]
+    usable: bool
+    """Training may use it (not QUARANTINED, or released)."""
+    drift: tuple = ()
+    """((feature, score, threshold), ...): features other than the label whose drift against the
+    window before it exceeded the threshold; non-empty: this window starts a regime."""
+    against: Optional[str] = None
+    """The window its drift was measured against."""
+    regime: Optional[str] = None
+    """The start of the regime recorded for it (``quality.labels.regime.start``); None: the
+    store's first regime, or not recorded."""
+
+
+def feature_drift(drift_scores: dict, settings: LabelCheckSettings) -> tuple:
+    """The drifted features of ``quality.drift.features`` ({feature: {metric, score, threshold}}):
+    ((feature, score, threshold), ...) sorted, the label itself left out (a flipped label moves the
+    label's own distribution; it must not start a regime)."""
+    out = []
+    for name, s in sorted((drift_scores or {}).items()):
+        if name == settings.label_field or name in settings.exclude:
+            continue
+        if s.get("score") is not None and s.get("threshold") is not None and s["score"] > s["threshold"]:
+            out.append((name, s["score"], s["threshold"]))
+    return tuple(out)
+
+
+def _drift_text(window_id: str, drift: tuple, against: Optional[str]) -> str:
+    features = ", ".join(f"{f} {score:.3f} > {threshold}" for f, score, threshold in drift)
+    return f"feature drift in {window_id} against {against or 'the window before it'}: {features}"
+
+
+def choose_references(window_id: str, own_drift: tuple, own_against: Optional[str], earlier: Iterable[Candidate],
+                      settings: LabelCheckSettings) -> dict:
+    """The reference windows of ``window_id`` for each check, from ``earlier`` (newest first; read
+    lazily, so a caller may pass a generator over the store).
+
+    The window's regime starts at the newest window (itself included) whose features drifted.
+    ``positive_rate`` references: the ``reference_windows`` nearest usable windows of the regime;
+    none while the regime has no usable window. ``consistency_auc`` references: the same, or, when
+    the regime has none yet, the nearest usable windows before it. Returns {"regime": {"start",
+    "why"}, "positive_rate": [(window_id, profile)], "consistency_auc": [...], "why": {check: text}}."""
+    n = settings.reference_windows
+    in_regime, before = [], []
+    start = (window_id, own_drift, own_against) if own_drift else None
+    inherited = None  # the regime recorded by the nearest earlier window, when no drift is met
+    for c in earlier:
+        if start is None:
+            if inherited is None:
+                inherited = (c.window_id, c.regime)
+            if c.usable and c.profile:
+                in_regime.append((c.window_id, c.profile))
+            if c.drift:
+                start = (c.window_id, c.drift, c.against)
+            if len(in_regime) >= n:
+                break
+        else:
+            if in_regime:
+                break
+            if c.usable and c.profile:
+                before.append((c.window_id, c.profile))
+            if len(before) >= n:
+                break
+    if start is not None:
+        regime = {"start": start[0], "why": _drift_text(*start)}
+    elif inherited is None:
+        regime = {"start": None, "why": "the store's first window: no earlier window"}
+    elif inherited[1] is None or (in_regime and inherited[1] > in_regime[-1][0]):
+        # the nearest windows were read and none drifted; a recorded start newer than the oldest
+        # reference would contradict that (a store sealed under other drift thresholds): not trusted
+        regime = {"start": None, "why": f"no feature drift detected (the nearest earlier window, {inherited[0]}, "
+                                        f"records no regime start either)"}
+    else:
+        regime = {"start": inherited[1], "why": f"continues the regime of {inherited[0]} (recorded in its manifest)"}
+    why = {}
+    if in_regime:
+        why["positive_rate"] = why["consistency_auc"] = f"the {len(in_regime)} nearest usable windows of this regime"
+    else:
+        if start is None:
+            why["positive_rate"] = "no earlier usable window"
+        elif start[0] == window_id:
+            why["positive_rate"] = "this window starts a new regime (feature drift): no window of it to compare with"
+        else:
+            why["positive_rate"] = (f"no usable window yet in the regime that started at {start[0]} (feature drift); "
+                                    f"the positive rate is checked once one is")
+        why["consistency_auc"] = (f"the {len(before)} nearest usable windows before the regime started"
+                                  if before else "no earlier usable window")
+    return {"regime": regime, "positive_rate": in_regime, "consistency_auc": in_regime or before, "why": why}
+
+
+def check_labels(profile: Optional[dict], references, settings: LabelCheckSettings) -> dict:
+    """The checks of ``profile`` against ``references``: a :func:`choose_references` result, or a
+    list ((window_id, profile), newest first) used for both checks.
+
+    Returns {"reference_windows" (every window compared with, newest first), "references": {check:
+    {"windows", "why"}}, "regime", "reference" (the medians), "anomalies": [(kind, description)],
+    "skipped": reason|None}."""
+    if not isinstance(references, Mapping):
+        references = {"regime": None, "positive_rate": list(references), "consistency_auc": list(references),
+                      "why": {"positive_rate": "given", "consistency_auc": "given"}}
+    chosen = {check: [(wid, p) for wid, p in references[check] if p][:settings.reference_windows]
+              for check in ("positive_rate", "consistency_auc")}
+    compared = sorted({wid for refs in chosen.values() for wid, _ in refs}, reverse=True)
+    out = {"reference_windows": compared, "regime": references["regime"],
+           "references": {check: {"windows": [wid for wid, _ in refs], "why": references["why"][check]}
+                          for check, refs in chosen.items()},
+           "reference": {}, "anomalies": [], "skipped": None}
     if profile is None:
         out["skipped"] = f"no {settings.label_field!r} column in this window"
         return out
@@ -152,9 +268,10 @@ def check_labels(profile: Optional[dict], references: Sequence[tuple], settings:
         out["skipped"] = (f"{profile['rows']} labelled rows, fewer than validation.labels.min_rows "
                           f"{settings.min_rows}")
         return out
-    if not refs:
+    if not compared:
         out["skipped"] = "no earlier window usable for training to compare with (the first window is not checked)"
         return out
+    refs = chosen["positive_rate"]
     names = ", ".join(wid for wid, _ in refs)
     rates = [p["positive_rate"] for _, p in refs if p.get("positive_rate") is not None]
     if settings.max_mean_shift is not None and rates and profile["positive_rate"] is not None:
@@ -164,8 +281,11 @@ def check_labels(profile: Optional[dict], references: Sequence[tuple], settings:
         if abs(shift) > settings.max_mean_shift:
             out["anomalies"].append((LABEL_MEAN_SHIFT, (
                 f"label {settings.label_field!r} positive rate {profile['positive_rate']:.3f} vs {ref_rate:.3f} "
-                f"(median of {names}): shift {shift:+.3f} exceeds validation.labels.max_mean_shift "
-                f"{settings.max_mean_shift}; with no matching feature drift this is the mark of inverted labels")))
+                f"(median of {names}, same regime): shift {shift:+.3f} exceeds validation.labels.max_mean_shift "
+                f"{settings.max_mean_shift}; with no feature drift since those windows this is the mark of "
+                f"inverted labels")))
+    refs = chosen["consistency_auc"]
+    names = ", ".join(wid for wid, _ in refs)
     aucs = [p["consistency_auc"] for _, p in refs if p.get("consistency_auc") is not None]
     if settings.max_consistency_drop is not None and aucs and profile["consistency_auc"] is not None:
         ref_auc = median(aucs)

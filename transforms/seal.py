@@ -204,6 +204,7 @@ class _ValidateWindowDoFn(beam.DoFn):
 
     def setup(self):
         self._validator = WindowValidator(self._spec.validation)
+        self._memo_key, self._memo = None, {}  # this run's earlier windows as label candidates
 
     def _previous(self, wid: str, run_stats: dict):
         in_run = max((i for i in run_stats if i < wid), default=None)
@@ -214,22 +215,45 @@ class _ValidateWindowDoFn(beam.DoFn):
             return run_stats[in_run], in_run
         return None, None
 
-    def _label_references(self, wid: str, run_profiles: dict) -> tuple:
-        from transforms.validate_windows import merge_label_references, stored_label_references
+    def _label_candidates(self, wid: str, run_side: dict):
+        """Earlier windows as label-reference candidates, newest first: this run's windows (their
+        content wins for the same id) and the sealed ones. A window of this run is usable as a
+        reference exactly when it will be once sealed: its own verdict, computed here in id order
+        with the same validator (so one run over many windows and one run per window choose the
+        same references, and a flipped window of this run is no reference for the clean ones after
+        it). Memoised per run."""
+        from transforms.label_checks import Candidate, feature_drift
+        from transforms.validate_windows import merge_candidates, stored_label_candidates
 
         labels = self._spec.validation.labels
         if labels is None:
             return ()
-        stored = stored_label_references(self._spec.root, wid, labels.reference_windows + len(run_profiles))
-        return tuple(merge_label_references(stored, run_profiles, wid, labels, self._spec.validation.blocking))
+        key = tuple(sorted(run_side))
+        if self._memo_key != key:
+            self._memo_key, self._memo = key, {}
+        run_ids = frozenset(run_side)
+        for i in sorted(i for i in run_side if i < wid):
+            if i in self._memo:
+                continue
+            stats, profile, dead_by_reason, records = run_side[i]
+            previous, previous_id = self._previous(i, {j: v[0] for j, v in run_side.items()})
+            earlier = merge_candidates([self._memo[j] for j in self._memo if j < i],
+                                       stored_label_candidates(self._spec.root, i, labels, run_ids))
+            verdict, quality = self._validator.validate(i, stats, previous, previous_id, dead_by_reason, records,
+                                                        (), profile, earlier)
+            self._memo[i] = Candidate(i, profile, verdict.verdict != "QUARANTINED",
+                                      feature_drift(quality["drift"]["features"], labels), previous_id,
+                                      quality["labels"]["regime"]["start"])
+        return merge_candidates([c for i, c in self._memo.items() if i < wid],
+                                stored_label_candidates(self._spec.root, wid, labels, run_ids))
 
     def process(self, state: WindowState, run_side=None):
-        run_side = run_side or {}  # window_id -> (stats, label profile) of this run's windows
+        run_side = run_side or {}  # window_id -> (stats, label profile, dead by reason, records) of this run
         previous, previous_id = self._previous(state.window_id, {i: v[0] for i, v in run_side.items()})
         verdict, quality = self._validator.validate(
             state.window_id, state.stats, previous, previous_id, state.dead_by_reason,
             len(state.prepared.ids), state.lags_s, state.label_profile,
-            self._label_references(state.window_id, {i: v[1] for i, v in run_side.items()}))
+            self._label_candidates(state.window_id, run_side))
         yield replace(state, verdict=verdict, quality=quality)
 
 
@@ -367,7 +391,7 @@ class SealWindows(beam.PTransform):
         states = prepared.windows
         if spec.compare_within_run:
             run_side = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(
-                lambda st: (st.window_id, (st.stats, st.label_profile))))
+                lambda st: (st.window_id, (st.stats, st.label_profile, st.dead_by_reason, len(st.prepared.ids)))))
             validate = beam.ParDo(_ValidateWindowDoFn(spec), run_side=run_side)
         else:
             validate = beam.ParDo(_ValidateWindowDoFn(spec))

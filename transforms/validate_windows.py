@@ -3,21 +3,21 @@
 A window is checked against the schema (TFDV anomalies), against the window before it (drift),
 optionally against serving statistics (skew), for its share of dead-lettered records, and for
 its labels (transforms/label_checks.py: positive rate and label-given-features consistency
-against the nearest earlier windows usable for training); the result is a Verdict (PASS / WARN /
-QUARANTINED) and the window's data-quality numbers. Which windows it is compared with is the
+against the nearest earlier windows usable for training of the same regime); the result is a
+Verdict (PASS / WARN / QUARANTINED) and the window's data-quality numbers. Which windows it is compared with is the
 sealing composite's choice (transforms/seal.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from core import storage, window_store
 from core.errors import ConfigError
 from core.schema_store import schema_from_text
-from transforms.label_checks import LabelCheckSettings, check_labels
+from transforms.label_checks import Candidate, LabelCheckSettings, check_labels, choose_references, feature_drift
 from transforms.validation import (
     LINF,
     decide,
@@ -78,36 +78,35 @@ def label_check_settings(config) -> Optional[LabelCheckSettings]:
                               lab.max_consistency_drop, lab.reference_windows, lab.min_rows)
 
 
-def stored_label_references(root: str, wid: str, limit: int) -> list:
-    """(window_id, label profile) of up to ``limit`` sealed windows before ``wid``, newest first,
-    that training may use (QUARANTINED ones are no reference unless released) and that have a profile."""
-    out = []
-    for earlier in reversed([i for i in window_store.sealed_ids(root) if i < wid]):
-        if len(out) >= limit:
-            break
+def stored_label_candidates(root: str, wid: str, settings: LabelCheckSettings,
+                            skip: frozenset = frozenset()) -> Iterator[Candidate]:
+    """The sealed windows before ``wid`` (newest version of each, newest window first, ids in
+    ``skip`` left out: this run's content replaces them) as label-reference candidates: their
+    label profile, whether training may use them (QUARANTINED ones only once released), and the
+    feature drift recorded in their manifest. A generator: the store is read only as far as the
+    reference choice needs."""
+    for earlier in reversed([i for i in window_store.sealed_ids(root) if i < wid and i not in skip]):
         window = window_store.latest_sealed(root, earlier)
-        profile = (window.manifest.get("quality") or {}).get("labels", {}).get("profile") if window else None
-        if window is not None and window.usable_for_training and profile:
-            out.append((earlier, profile))
-    return out
+        if window is None:
+            continue
+        quality = window.manifest.get("quality") or {}
+        drift, labels = quality.get("drift") or {}, quality.get("labels") or {}
+        yield Candidate(earlier, labels.get("profile"), window.usable_for_training,
+                        feature_drift(drift.get("features"), settings), drift.get("against"),
+                        (labels.get("regime") or {}).get("start"))
 
 
-def merge_label_references(stored: list, in_run: dict, wid: str, settings: LabelCheckSettings,
-                           blocking: tuple = ()) -> list:
-    """References for ``wid``: this run's earlier windows (their content wins for the same id) and
-    the stored ones, newest first, at most ``settings.reference_windows``.
-
-    A window of this run is a reference only if its own label checks (against the references
-    before it, computed here in id order) raise no kind in ``blocking``: a run that seals a
-    flipped window and then clean ones must not judge the clean ones by the flipped one."""
-    accepted = dict(stored)
-    for i in sorted(i for i in in_run if i < wid and in_run[i]):
-        accepted.pop(i, None)  # this run's content replaces the stored version's
-        refs = [(j, accepted[j]) for j in sorted(accepted, reverse=True) if j < i]
-        found = check_labels(in_run[i], refs, settings)["anomalies"]
-        if not any(kind in blocking for kind, _ in found):
-            accepted[i] = in_run[i]
-    return [(i, accepted[i]) for i in sorted(accepted, reverse=True) if i < wid][:settings.reference_windows]
+def merge_candidates(in_run: Sequence[Candidate], stored: Iterable[Candidate]) -> Iterator[Candidate]:
+    """Two newest-first candidate sequences merged newest first (``stored`` must not hold the ids
+    of ``in_run``); ``stored`` is read lazily."""
+    run = sorted(in_run, key=lambda c: c.window_id, reverse=True)
+    i = 0
+    for c in stored:
+        while i < len(run) and run[i].window_id > c.window_id:
+            yield run[i]
+            i += 1
+        yield c
+    yield from run[i:]
 
 
 def load_serving_stats(config, schema_text: str) -> Optional[statistics_pb2.DatasetFeatureStatisticsList]:
@@ -228,27 +227,32 @@ class WindowValidator:
 
     def validate(self, wid: str, stats, previous, previous_id: Optional[str], dead_by_reason: dict,
                  records: int, lags_s: list = (), label_profile: Optional[dict] = None,
-                 label_references: tuple = ()):
+                 label_candidates: Iterable = ()):
         """(Verdict, quality dict) of window ``wid`` given its statistics, the statistics of the
         window it is compared with (None: no drift check), its dead letters by reason, its
-        record count, and its label profile with the reference windows' ((window_id, profile),
-        newest first)."""
+        record count, and its label profile with the earlier windows as label-reference
+        candidates (transforms.label_checks.Candidate, newest first; read only as far as needed).
+        The label references follow the regime (transforms/label_checks.py, choose_references):
+        this window's own feature drift, or the newest drifted candidate, starts it."""
         s = self.settings
         anomalies = validate_window(stats, self._schema, previous)
         skew = validate_skew(stats, self._skew_schema, self._serving) if self._serving is not None else None
         dead = sum(dead_by_reason.values())
+        drift_scores = distribution_scores(stats, previous, self._thresholds) if previous else {}
         labels = None
         if s.labels is not None:
-            labels = check_labels(label_profile, label_references, s.labels)
+            chosen = choose_references(wid, feature_drift(drift_scores, s.labels), previous_id,
+                                       label_candidates, s.labels)
+            labels = check_labels(label_profile, chosen, s.labels)
         extra = [(s.labels.label_field, kind, text) for kind, text in labels["anomalies"]] if labels else []
         verdict = decide(anomalies, s.blocking, dead, records + dead, s.max_bad_fraction, skew, extra)
         quality = quality_of(stats, records, dead, dead_by_reason, timeliness_of(list(lags_s)))
         if labels is not None:
-            quality["labels"] = {"profile": label_profile, "reference_windows": labels["reference_windows"],
-                                 "reference": labels["reference"], "skipped": labels["skipped"],
-                                 "anomalies": [kind for kind, _ in labels["anomalies"]]}
-        quality["drift"] = {"against": previous_id,
-                            "features": distribution_scores(stats, previous, self._thresholds) if previous else {}}
+            quality["labels"] = {"profile": label_profile, "regime": labels["regime"],
+                                 "reference_windows": labels["reference_windows"],
+                                 "references": labels["references"], "reference": labels["reference"],
+                                 "skipped": labels["skipped"], "anomalies": [kind for kind, _ in labels["anomalies"]]}
+        quality["drift"] = {"against": previous_id, "features": drift_scores}
         if self._serving is not None:
             quality["skew"] = {"features": distribution_scores(stats, self._serving, self._skew_thresholds)}
         return verdict, quality

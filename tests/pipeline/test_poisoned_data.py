@@ -22,8 +22,8 @@ is ``synthetic.drift_stream(change_every=6)``: concept 0 for hours 0-5, concept 
    9     12  (change 2)       1 -> no run
   10     13                   2 -> run on 12, 13: a concept-0 model becomes production
   11     14                   1 -> no run
-  12     15, 16 flipped       15 PASS (+ 16 if its label shift does not give WARN) -> run; the
-                              screening quarantines 16 (stationary stretch), trains on 14, 15
+  12     15, 16 flipped       16 (stationary stretch, its label rate 0.4 -> 0.6, no feature drift)
+                              QUARANTINED by validation (LABEL_MEAN_SHIFT); 15 PASS -> run on 14, 15
 
 Before check 8 the store and registry are copied and the flipped block is trained on the copy
 with the screening off: the issue's reproduction (the old gate's checks all pass; only the
@@ -62,6 +62,10 @@ CHANGE_EVERY = 6
 CHANGES = (6, 12)
 CORRUPT = {4: "partial_flip", 5: "shuffle", 8: "partial_flip", 9: "shuffle", 10: "flip", 11: "flip", 16: "flip"}
 POISONED = sorted(CORRUPT)
+BY_SCREENING = {10, 11}  # flips of the ~50/50 label of concept 1: the rate does not move
+# what validation quarantines at sealing, and for what
+BY_VALIDATION = {4: "LABEL_CONSISTENCY_LOW", 5: "LABEL_CONSISTENCY_LOW", 8: "LABEL_CONSISTENCY_LOW",
+                 9: "LABEL_CONSISTENCY_LOW", 16: "LABEL_MEAN_SHIFT"}
 STATIONARY = range(0, 6)  # concept 0, before change 1 (poisoned hours 4 and 5 inside it)
 # (first hour, hours); None: a second check with nothing new (a scheduler firing twice)
 BLOCKS = [(0, 2), (2, 1), None, (3, 1), (4, 2), (6, 1), (7, 1), (8, 2), (10, 2), (12, 1), (13, 1), (14, 1),
@@ -281,16 +285,19 @@ def test_after_each_change_a_better_model_is_production_within_two_windows(strea
 def test_each_poisoned_window_is_quarantined_and_never_reaches_production(stream, hour):
     window = _window(stream, hour)
     assert window.verdict == "QUARANTINED" and not window.usable_for_training, window.reasons
-    if CORRUPT[hour] == "flip":  # invisible to validation; the gate's screening quarantined it
+    if hour in BY_SCREENING:  # invisible to validation; the gate's screening quarantined it
         assert window.manifest["validation"]["verdict"] != "QUARANTINED"
         marker = storage.read_json(storage.join(window.path, window_store.QUARANTINE))
         assert "collapses" in marker["reasons"][0] and marker["evidence"]["production_auc"] < 0.3
         check = _check_after(stream, hour)
         assert marker["evidence"]["production_version"] == check["before"]["production"]
     else:
-        assert any("LABEL_CONSISTENCY_LOW" in r for r in window.reasons), window.reasons
+        assert window.manifest["validation"]["verdict"] == "QUARANTINED"
+        assert any(BY_VALIDATION[hour] in r for r in window.reasons), window.reasons
         labels = window.manifest["quality"]["labels"]
         assert not set(labels["reference_windows"]) & {wid(h) for h in POISONED}
+        assert labels["regime"]["start"] is None, labels["regime"]  # the features never drift: one regime
+        assert labels["references"]["positive_rate"]["windows"], labels["references"]
     # Nothing was trained on it: no run record, no registry version, and so no production alias move.
     root = stream["config"].storage.root
     for path in glob.glob(os.path.join(root, "runs", "train-*.json")):
@@ -329,6 +336,9 @@ def test_reproduction_the_old_gate_blesses_the_flipped_candidate_the_trusted_bou
 def test_a_released_window_is_trained_on_again(stream):
     from pipeline.windows_ops import release_window
 
-    record = release_window(stream["config"].storage.root, wid(16), "reviewed: test release", "tester")
+    record = release_window(stream["config"].storage.root, wid(11), "reviewed: test release", "tester")
     assert "collapses" in " ".join(record["reasons"])
+    assert _window(stream, 11).usable_for_training
+    record = release_window(stream["config"].storage.root, wid(16), "reviewed: test release", "tester")
+    assert "LABEL_MEAN_SHIFT" in " ".join(record["reasons"])
     assert _window(stream, 16).usable_for_training

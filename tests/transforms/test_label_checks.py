@@ -11,7 +11,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from core import storage
+from core import storage, window_store
 from core.layout import window_dir
 from core.records import Event
 from pipeline import synthetic
@@ -19,13 +19,16 @@ from transforms.arrow import events_to_record_batch
 from transforms.label_checks import (
     LABEL_CONSISTENCY_LOW,
     LABEL_MEAN_SHIFT,
+    Candidate,
     LabelCheckSettings,
     _design,
     check_labels,
+    choose_references,
     consistency_auc,
+    feature_drift,
     label_profile,
 )
-from transforms.validate_windows import merge_label_references, stored_label_references
+from transforms.validate_windows import merge_candidates, stored_label_candidates
 
 TYPES = {"device_id": "BYTES", "firmware": "BYTES", "temperature": "FLOAT", "vibration": "FLOAT",
          "humidity": "FLOAT", "label": "INT", "id": "BYTES", "ts": "BYTES"}
@@ -114,34 +117,126 @@ def test_missing_values_and_sampling_do_not_break_the_probe():
     assert 0.7 < profile["consistency_auc"] < 0.9 and profile["rows"] == 400
 
 
-def _manifest(root, wid, verdict, profile):
-    path = storage.join(window_dir(root, wid, 1), "MANIFEST.json")
-    storage.write_json_atomic(path, {"window_id": wid, "version": 1, "validation": {"verdict": verdict, "reasons": []},
-                                     "quality": {"labels": {"profile": profile}}})
+def _manifest(root, wid, verdict, profile, drift=None, regime=None, version=1):
+    path = storage.join(window_dir(root, wid, version), "MANIFEST.json")
+    storage.write_json_atomic(path, {"window_id": wid, "version": version,
+                                     "validation": {"verdict": verdict, "reasons": []},
+                                     "quality": {"labels": {"profile": profile, "regime": {"start": regime}},
+                                                 "drift": {"against": None, "features": drift or {}}}})
 
 
-def _p(rate):
-    return {"rows": 600, "positive_rate": rate, "consistency_auc": 0.8}
+def _p(rate, auc=0.8):
+    return {"rows": 600, "positive_rate": rate, "consistency_auc": auc}
+
+
+def _w(h):
+    return (DAY + dt.timedelta(hours=h)).strftime("%Y%m%dT%H%MZ")
+
+
+TEMPERATURE_DRIFT = {"temperature": {"metric": "js", "score": 0.4, "threshold": 0.1},
+                     "humidity": {"metric": "js", "score": 0.01, "threshold": 0.1}}
+
+
+def _choose(root, h, own_drift=(), in_run=()):
+    earlier = merge_candidates(list(in_run), stored_label_candidates(root, _w(h), SETTINGS,
+                                                                     frozenset(c.window_id for c in in_run)))
+    return choose_references(_w(h), own_drift, None, earlier, SETTINGS)
 
 
 def test_references_skip_quarantined_windows_and_this_run_wins(tmp_path):
     root = str(tmp_path)
-    _manifest(root, "20261127T0000Z", "PASS", _p(0.4))
-    _manifest(root, "20261127T0100Z", "QUARANTINED", _p(0.9))
-    _manifest(root, "20261127T0200Z", "WARN", _p(0.41))
-    stored = stored_label_references(root, "20261127T0300Z", 3)
-    assert [w for w, _ in stored] == ["20261127T0200Z", "20261127T0000Z"]
-    merged = merge_label_references(stored, {"20261127T0200Z": _p(0.45), "20261127T0400Z": _p(0.1)},
-                                    "20261127T0300Z", SETTINGS, (LABEL_MEAN_SHIFT,))
-    assert merged == [("20261127T0200Z", _p(0.45)), ("20261127T0000Z", _p(0.4))]
+    _manifest(root, _w(0), "PASS", _p(0.4))
+    _manifest(root, _w(1), "QUARANTINED", _p(0.9))
+    _manifest(root, _w(2), "WARN", _p(0.41))
+    chosen = _choose(root, 3)
+    assert [w for w, _ in chosen["positive_rate"]] == [_w(2), _w(0)] == [w for w, _ in chosen["consistency_auc"]]
+    assert chosen["regime"]["start"] is None
+    # this run's windows replace the stored version of the same id; a later one is no reference
+    run = [Candidate(_w(2), _p(0.45), True), Candidate(_w(4), _p(0.1), True)]
+    chosen = _choose(root, 3, in_run=[c for c in run if c.window_id < _w(3)])
+    assert chosen["positive_rate"] == [(_w(2), _p(0.45)), (_w(0), _p(0.4))]
+    # a released window is a reference again
+    storage.write_json_atomic(storage.join(window_dir(root, _w(1), 1), window_store.RELEASE),
+                              {"reason": "reviewed", "by": "test"})
+    assert [w for w, _ in _choose(root, 3)["positive_rate"]] == [_w(2), _w(1), _w(0)]
 
 
-def test_a_flipped_window_of_the_same_run_is_no_reference_for_the_clean_ones_after_it():
-    stored = [("20261127T0200Z", _p(0.4)), ("20261127T0100Z", _p(0.4)), ("20261127T0000Z", _p(0.4))]
-    run = {"20261127T0300Z": _p(0.6), "20261127T0400Z": _p(0.6), "20261127T0500Z": _p(0.4)}
-    refs = merge_label_references(stored, run, "20261127T0500Z", SETTINGS, (LABEL_MEAN_SHIFT,))
-    assert [w for w, _ in refs] == ["20261127T0200Z", "20261127T0100Z", "20261127T0000Z"]
-    assert check_labels(run["20261127T0500Z"], refs, SETTINGS)["anomalies"] == []
-    # when the kind is not blocking (WARN only), the flipped windows stay usable, hence references
-    warn_only = merge_label_references(stored, run, "20261127T0500Z", SETTINGS, ())
-    assert [w for w, _ in warn_only][:2] == ["20261127T0400Z", "20261127T0300Z"]
+def test_a_feature_drift_starts_a_regime_and_the_rate_is_compared_within_it(tmp_path):
+    """+15 temperature moves the label rate 0.4 -> 0.7 for good: the drift window (QUARANTINED by the
+    drift) starts a regime; the window after it gets no rate check (said so, consistency against
+    the windows before); from the next one on the rate is compared with the new regime only."""
+    root = str(tmp_path)
+    for h in range(3):
+        _manifest(root, _w(h), "PASS", _p(0.4))
+    own = feature_drift(TEMPERATURE_DRIFT, SETTINGS)
+    assert own == (("temperature", 0.4, 0.1),)
+    at_drift = _choose(root, 3, own_drift=own)
+    assert at_drift["regime"]["start"] == _w(3) and "temperature 0.400 > 0.1" in at_drift["regime"]["why"]
+    assert at_drift["positive_rate"] == [] and [w for w, _ in at_drift["consistency_auc"]] == [_w(2), _w(1), _w(0)]
+    result = check_labels(_p(0.7), at_drift, SETTINGS)
+    assert result["anomalies"] == [] and "starts a new regime" in result["references"]["positive_rate"]["why"]
+    _manifest(root, _w(3), "QUARANTINED", _p(0.7), TEMPERATURE_DRIFT, regime=_w(3))
+
+    first = _choose(root, 4)
+    assert first["regime"]["start"] == _w(3) and first["positive_rate"] == []
+    result = check_labels(_p(0.71), first, SETTINGS)
+    assert result["anomalies"] == [] and result["skipped"] is None
+    assert result["references"]["consistency_auc"]["windows"] == [_w(2), _w(1), _w(0)]
+    assert "no usable window yet in the regime that started at " + _w(3) in result["references"]["positive_rate"]["why"]
+    # ... but a shuffled label there is still caught by the consistency check
+    assert [k for k, _ in check_labels(_p(0.7, auc=0.5), first, SETTINGS)["anomalies"]] == [LABEL_CONSISTENCY_LOW]
+    _manifest(root, _w(4), "PASS", _p(0.71), regime=_w(3))
+
+    for h in range(5, 9):  # the new regime's windows are compared with the new regime only
+        chosen = _choose(root, h)
+        result = check_labels(_p(0.69), chosen, SETTINGS)
+        assert result["anomalies"] == [], h
+        assert result["reference_windows"] == [_w(i) for i in range(h - 1, 3, -1)][:3]
+        # once 3 windows of the regime are found before its start is reached, the start is the one
+        # the nearest window recorded
+        assert result["regime"]["start"] == _w(3), h
+        assert ("continues the regime of " + _w(h - 1)) in result["regime"]["why"] or h < 7
+        _manifest(root, _w(h), "PASS", _p(0.69), regime=_w(3))
+    # and a flip of the new regime's label (0.7 -> 0.3) is flagged against it
+    flipped = check_labels(_p(0.3), _choose(root, 9), SETTINGS)
+    assert [k for k, _ in flipped["anomalies"]] == [LABEL_MEAN_SHIFT]
+    assert "median of " + ", ".join(_w(i) for i in (8, 7, 6)) in flipped["anomalies"][0][1]
+
+
+def test_a_flip_with_no_feature_drift_is_flagged_every_time(tmp_path):
+    """Flips never start a regime (the label's own drift does not count): every flipped window of a
+    stationary store is compared with the clean windows before it, and the flipped ones, being
+    QUARANTINED, are never references."""
+    root = str(tmp_path)
+    label_drift = {"label": {"metric": "js", "score": 0.9, "threshold": 0.1},
+                   "id": {"metric": "linf", "score": 1.0, "threshold": 0.15}}
+    assert feature_drift(label_drift, SETTINGS) == ()
+    _manifest(root, _w(0), "PASS", _p(0.4))
+    for h in range(1, 12):
+        flip = h % 3 == 0
+        result = check_labels(_p(0.6 if flip else 0.41), _choose(root, h), SETTINGS)
+        assert [k for k, _ in result["anomalies"]] == ([LABEL_MEAN_SHIFT] if flip else []), h
+        assert result["regime"]["start"] is None
+        _manifest(root, _w(h), "QUARANTINED" if flip else "PASS", _p(0.6 if flip else 0.41),
+                  label_drift if flip else None)
+
+
+def test_an_in_run_window_by_its_verdict_and_reading_the_store_lazily(tmp_path):
+    root = str(tmp_path)
+    for h in range(20):
+        _manifest(root, _w(h), "PASS", _p(0.4))
+    earlier = stored_label_candidates(root, _w(20), SETTINGS)
+    read = []
+
+    def counting():
+        for c in earlier:
+            read.append(c.window_id)
+            yield c
+
+    chosen = choose_references(_w(20), (), None, counting(), SETTINGS)
+    assert len(chosen["positive_rate"]) == 3 and read == [_w(19), _w(18), _w(17)]
+    run = [Candidate(_w(21), _p(0.6), False), Candidate(_w(22), _p(0.4), True)]
+    merged = list(merge_candidates(run, stored_label_candidates(root, _w(23), SETTINGS, frozenset())))
+    assert [c.window_id for c in merged[:4]] == [_w(22), _w(21), _w(19), _w(18)]
+    chosen = choose_references(_w(23), (), None, iter(merged), SETTINGS)
+    assert [w for w, _ in chosen["positive_rate"]] == [_w(22), _w(19), _w(18)]
