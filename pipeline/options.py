@@ -124,6 +124,26 @@ def runner_flags(path: str) -> list[str]:
     return flags
 
 
+def explain_runner_error(exc: BaseException, options: PipelineOptions, runner_config: str):
+    """A ConfigError naming the runner config's ``job_endpoint`` when ``exc`` is Beam's portable
+    runner giving up on a job server that never answered (``grpc.FutureTimeoutError`` after
+    ``job_server_timeout`` seconds), else None. The CLI turns it into one line and exit code 2."""
+    grpc = sys.modules.get("grpc")
+    if grpc is None:
+        return None
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from core.errors import find_in_chain
+
+    portable = options.view_as(PortableOptions)
+    if not portable.job_endpoint or find_in_chain(exc, grpc.FutureTimeoutError) is None:
+        return None
+    return ConfigError(f"Beam's job server at {portable.job_endpoint} (job_endpoint of runner config "
+                       f"{runner_config!r}) did not answer within {portable.job_server_timeout} s "
+                       "(job_server_timeout); start it (locally: `bash scripts/services.sh start beam-job-server`, "
+                       "then CTPIPE_BEAM_JOB_ENDPOINT from `bash scripts/services.sh env`) or fix the address")
+
+
 def pipeline_options(runner_config: str, extra_flags: list[str] | None = None,
                      object_store_flags: list[str] | None = None) -> PipelineOptions:
     """PipelineOptions from the runner config plus ``object_store_flags`` (the config's S3
