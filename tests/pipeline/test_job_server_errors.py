@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import grpc
+import pytest
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -41,6 +42,7 @@ def test_a_job_server_timeout_names_the_endpoint_and_the_runner_config():
     assert explain_runner_error(grpc.FutureTimeoutError(), PipelineOptions([]), "x.yaml") is None
 
 
+@pytest.mark.slow  # the CLI in a subprocess: Beam's imports and the 3 s wait (~15 s)
 def test_backfill_against_a_job_server_that_is_not_there(tmp_path, make_events):
     events, _ = make_events(hours=1, rows_per_hour=20)
     with open(os.path.join(REPO, "runner_configs", "flink-local.yaml"), encoding="utf-8") as fh:
