@@ -3,6 +3,9 @@
 A runner config is a YAML mapping of Beam option names to values (``runner: DirectRunner``,
 ``flink_master: host:8081``...). ``${VAR}`` references are expanded from the environment so
 project ids and endpoints never have to be committed; a missing variable is an error naming it.
+Relative paths resolve from any working directory (a scheduler's temporary one): the runner config
+itself (``resolve_runner_config``) and the options that name local files (``setup_file: ./setup.py``,
+``_resolve_path_option``), which are rendered as absolute paths.
 """
 from __future__ import annotations
 
@@ -39,6 +42,31 @@ def resolve_runner_config(path: str) -> str:
     raise ConfigError(f"runner config {path!r} does not exist (looked in the current directory {os.getcwd()}, "
                       f"{_HERE} and {installed_runner_configs_parent()}); pass --runner-config FILE "
                       "(see runner_configs/direct.yaml)")
+
+
+# Beam options whose values are local files or folders that must exist when the job is submitted
+# (a URL, e.g. a job-server jar on Maven Central, is left as it is; sdk_location also takes the
+# keywords below). Beam reads them relative to the current directory, which a scheduler's task does
+# not choose, so they are resolved here and passed on as absolute paths.
+_PATH_KEYS = ("setup_file", "requirements_file", "extra_packages", "sdk_location", "flink_job_server_jar",
+              "flink_conf_dir")
+_PATH_KEYWORDS = {"sdk_location": ("default", "container")}
+
+
+def _resolve_path_option(path: str, key: str, value):
+    """``value`` of option ``key`` (from runner config ``path``) as an absolute path: relative to the
+    current directory when it is there, else to the ctpipe source tree (``./setup.py`` of an
+    editable install); a relative one found in neither is a ConfigError naming the option."""
+    if (key not in _PATH_KEYS or not isinstance(value, str) or not value or os.path.isabs(value)
+            or "://" in value or value in _PATH_KEYWORDS.get(key, ())):
+        return value
+    for parent in (os.getcwd(), _HERE):
+        candidate = os.path.join(parent, value)
+        if os.path.exists(candidate):
+            return os.path.normpath(os.path.abspath(candidate))
+    raise ConfigError(f"runner config {path!r} sets {key}: {value}, which does not exist relative to the current "
+                      f"directory {os.getcwd()} or to the ctpipe sources {_HERE}; give an absolute path (the ctpipe "
+                      "image keeps its sources in /app: /app/setup.py)")
 
 
 def _expand(value, key: str):
@@ -85,7 +113,7 @@ def runner_flags(path: str) -> list[str]:
         _check_key(path, str(key))
         values = value if isinstance(value, list) else [value]
         for item in values:
-            item = _expand(item, key)
+            item = _resolve_path_option(path, str(key), _expand(item, key))
             if item is None:
                 continue
             if isinstance(item, bool):
@@ -94,6 +122,26 @@ def runner_flags(path: str) -> list[str]:
                 continue
             flags.append(f"--{key}={item}")
     return flags
+
+
+def explain_runner_error(exc: BaseException, options: PipelineOptions, runner_config: str):
+    """A ConfigError naming the runner config's ``job_endpoint`` when ``exc`` is Beam's portable
+    runner giving up on a job server that never answered (``grpc.FutureTimeoutError`` after
+    ``job_server_timeout`` seconds), else None. The CLI turns it into one line and exit code 2."""
+    grpc = sys.modules.get("grpc")
+    if grpc is None:
+        return None
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from core.errors import find_in_chain
+
+    portable = options.view_as(PortableOptions)
+    if not portable.job_endpoint or find_in_chain(exc, grpc.FutureTimeoutError) is None:
+        return None
+    return ConfigError(f"Beam's job server at {portable.job_endpoint} (job_endpoint of runner config "
+                       f"{runner_config!r}) did not answer within {portable.job_server_timeout} s "
+                       "(job_server_timeout); start it (locally: `bash scripts/services.sh start beam-job-server`, "
+                       "then CTPIPE_BEAM_JOB_ENDPOINT from `bash scripts/services.sh env`) or fix the address")
 
 
 def pipeline_options(runner_config: str, extra_flags: list[str] | None = None,

@@ -11,8 +11,11 @@ consumer group's offsets are committed when a checkpoint completes; a TaskManage
 is replaced by Flink restoring the last checkpoint.
 
 What the command checks before it submits (one clear error each): a streaming runner config (not
-DirectRunner, whose fallback never advances an unbounded watermark), source.kafka, a schema and a
-published transform on the storage root (the unbounded graph applies one and never analyzes).
+DirectRunner, whose fallback never advances an unbounded watermark), source.kafka and that its broker
+answers from here with those settings (address, TLS, SASL login, the topic: exit 3 naming the
+setting, as `ctpipe stream` checks them, instead of a Java stack trace from the job server minutes
+into the submission), a schema and a published transform on the storage root (the unbounded graph
+applies one and never analyzes).
 
 Limits, by design of a long-running job: it does not hold the storage root's lease (it would
 lock every other writer out for the job's lifetime), so run backfills of the windows it is
@@ -46,6 +49,17 @@ def check_streaming_options(options) -> None:
                           "the job in streaming mode with checkpoints); see runner_configs/flink-streaming.yaml")
 
 
+def check_kafka(config) -> None:
+    """ConfigError without source.kafka; KafkaSourceError (exit 3, one line naming the setting) when
+    its broker cannot be reached, refuses the TLS handshake or the SASL login, or lacks the topic."""
+    if config.source.kafka is None:
+        raise ConfigError("ctpipe stream --unbounded reads source.kafka: add a source.kafka section to the config")
+    from transforms.kafka.client import client_kwargs
+    from transforms.kafka.source import end_offsets
+
+    end_offsets(client_kwargs(config.source.kafka), config.source.kafka.topic)
+
+
 def build(pipeline, config):
     """The unbounded graph for ``config`` on ``pipeline``: (window summaries, dead-letter paths).
 
@@ -75,6 +89,7 @@ def run_unbounded(config, options, on_submitted: Optional[Callable[[str], None]]
     import apache_beam as beam
 
     check_streaming_options(options)
+    check_kafka(config)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
     result = pipeline.run()

@@ -22,21 +22,27 @@ JVM_OPTS = ["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.a
             f"-Dlog4j2.configurationFile={LOG_CONFIG}"]
 
 
-def compile_producer(out_dir: Path, classpath: str) -> Path:
-    """Compile CtpipeTestProducer into ``out_dir`` (once per source version); returns the class dir."""
+def compile_java(source: Path, out_dir: Path, classpath: str) -> Path:
+    """Compile the tests/java class ``source`` into ``out_dir`` (once per source version and
+    classpath); returns the class dir."""
     if shutil.which("javac") is None:
         raise RuntimeError("javac not found; install openjdk-17-jdk-headless (make system-deps)")
-    digest = hashlib.sha256(SOURCE.read_bytes() + classpath.encode()).hexdigest()[:16]
-    classes = Path(out_dir) / f"classes-{digest}"
-    if (classes / "CtpipeTestProducer.class").is_file():
+    digest = hashlib.sha256(source.read_bytes() + classpath.encode()).hexdigest()[:16]
+    classes = Path(out_dir) / f"classes-{source.stem}-{digest}"
+    if (classes / f"{source.stem}.class").is_file():
         return classes
     staging = Path(f"{classes}.tmp-{os.getpid()}")
-    done = subprocess.run(["javac", "-cp", classpath, "-d", str(staging), str(SOURCE)], capture_output=True,
+    done = subprocess.run(["javac", "-cp", classpath, "-d", str(staging), str(source)], capture_output=True,
                           text=True, timeout=300)
     if done.returncode != 0:
-        raise RuntimeError(f"javac {SOURCE} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"javac {source} failed:\n{done.stderr[-3000:]}")
     staging.replace(classes)
     return classes
+
+
+def compile_producer(out_dir: Path, classpath: str) -> Path:
+    """Compile CtpipeTestProducer into ``out_dir``; returns the class dir."""
+    return compile_java(SOURCE, out_dir, classpath)
 
 
 class JavaProducer:

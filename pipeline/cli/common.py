@@ -107,6 +107,15 @@ class Context:
                                              object_store_flags=object_store_flags(self.config))
         return self._options
 
+    def explain_runner_error(self, exc: BaseException):
+        """A CtpipeError for what ``exc`` says about the runner the options name (a job server that
+        never answered), or None; None too when no options were built."""
+        if self._options is None:
+            return None
+        from pipeline.options import explain_runner_error
+
+        return explain_runner_error(exc, self._options, self.args.runner_config or self.config.runner_config)
+
     def register_object_stores(self, *uris: tuple[str, str | None]) -> None:
         """When any of ``uris``, (what, uri) pairs (default: every store the config names: storage root, input files,
         registry, serving data) is on an object store: set up Beam FileSystems with the config's

@@ -49,6 +49,7 @@ def main(argv=None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     _quiet_logs(args.debug)
+    ctx = None
     try:
         with process_temp_dir():  # this process's temp files (and TF's, Beam's) go when it ends
             ctx = Context(args)
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # one clear line, documented exit code
-        cause = find_in_chain(exc, CtpipeError)
+        cause = find_in_chain(exc, CtpipeError) or (ctx.explain_runner_error(exc) if ctx is not None else None)
         if args.debug or cause is None:
             import traceback
 

@@ -7,8 +7,10 @@ Maven against the local repository the first fetch filled.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -133,6 +135,47 @@ def test_a_sha256_mismatch_fails_with_one_line_naming_the_artifact(fetched, tmp_
     assert f"sha256 mismatch for kafka artifact {coord}: lock {lock} says {wrong}, the downloaded jar has {sha}" \
         in mismatch[0]
     assert list((engines / "kafka").iterdir()) == []  # nothing unverified was placed
+
+
+def _maven_repo() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get("CTPIPE_MAVEN_REPO") or os.path.join(cache, "ctpipe", "m2-repository"))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """A copy of ``src`` made of hard links (copies where linking fails), cheap for Maven's repository."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link, symlinks=True)
+
+
+def test_a_tampered_jar_in_mavens_repository_is_refused_naming_the_file_to_delete(fetched, tmp_path):
+    """The cached jar is gone and the one Maven's local repository holds was altered (a corrupt
+    download, a tampered mirror): the real Maven copies it, the script refuses it in one line that
+    names the artifact, both hashes and the file to delete, and places nothing."""
+    section, coord, sha = next(e for e in lock_entries() if e[1].startswith("org.slf4j:slf4j-api:"))
+    group, artifact, version = coord.split(":")[:3]
+    repo = tmp_path / "m2"
+    _link_tree(_maven_repo(), repo)
+    jar = repo / Path(*group.split(".")) / artifact / version / f"{artifact}-{version}.jar"
+    tampered = jar.read_bytes() + b"tampered"
+    jar.unlink()  # a new file, not a write through the hard link into the real repository
+    jar.write_bytes(tampered)
+    lock = tmp_path / "engines.lock"
+    lock.write_text(f"{section} {coord} {sha}\n")
+    engines = tmp_path / "engines"
+    done = run("kafka", CTPIPE_ENGINES_DIR=str(engines), CTPIPE_ENGINES_LOCK=str(lock), CTPIPE_MAVEN_REPO=str(repo))
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.rstrip().splitlines()[-1]
+    got = hashlib.sha256(tampered).hexdigest()
+    assert last == (f"fetch_engines.sh: sha256 mismatch for kafka artifact {coord}: lock {lock} says {sha}, the "
+                    f"downloaded jar has {got} (a tampered or changed artifact; if the lock is the stale side, "
+                    f"regenerate it with 'make engines-lock', else delete {jar} and fetch again)")
+    assert list((engines / "kafka").iterdir()) == []  # nothing unverified was placed
+    assert hashlib.sha256((_maven_repo() / jar.relative_to(repo)).read_bytes()).hexdigest() == sha  # untouched
 
 
 def test_the_lock_is_what_engines_in_resolves_to(fetched, tmp_path):

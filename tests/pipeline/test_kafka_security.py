@@ -6,7 +6,7 @@ password lives in a 0600 file; configs name an environment variable or that file
 
 - the password from an environment variable (the CLI) and from a file (in process) reads the topic;
 - a wrong password and a wrong CA each fail with exit code 3 and one stderr line naming the setting
-  to fix, and write nothing under the storage root's windows/;
+  to fix, and write nothing under the storage root (no window, part, dead letter, checkpoint, lease);
 - hostname checking stays on: a host name the certificate does not hold fails the handshake;
 - the broker's secrets stay out of its .env file, its configuration and its logs.
 """
@@ -22,7 +22,6 @@ import sys
 import pytest
 import yaml
 
-from core import layout
 from pipeline.config import load_config
 from tests._stream_check import sealed_ids, sensor_message, write_config
 from transforms.kafka.client import client_kwargs
@@ -81,9 +80,9 @@ def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-def windows_written(root: str) -> list[str]:
-    windows = layout.windows_dir(root)
-    return [os.path.join(base, f) for base, _dirs, files in os.walk(windows) for f in files]
+def files_written(root: str) -> list[str]:
+    """Every file under the storage root (relative paths)."""
+    return sorted(os.path.relpath(os.path.join(base, f), root) for base, _dirs, files in os.walk(root) for f in files)
 
 
 def test_stream_over_sasl_ssl_with_the_password_from_an_environment_variable(kafka_broker, kafka_topic, sasl_topic,
@@ -128,7 +127,7 @@ def test_a_wrong_password_fails_with_one_line_naming_the_setting(kafka_broker, k
     assert f"login of user '{kafka_broker.user}'" in lines[0]
     assert f"source.kafka.sasl_password_env (environment variable {PASSWORD_ENV})" in lines[0]
     assert wrong not in proc.stderr + proc.stdout and kafka_broker.password not in proc.stderr + proc.stdout
-    assert windows_written(root) == []
+    assert files_written(root) == []  # no window, part, dead letter, checkpoint or lease file
 
 
 def test_a_wrong_ca_fails_the_tls_handshake_with_one_line_naming_the_setting(kafka_broker, kafka_topic, sasl_topic,
@@ -145,7 +144,47 @@ def test_a_wrong_ca_fails_the_tls_handshake_with_one_line_naming_the_setting(kaf
     assert lines[0].startswith(f"ctpipe: error: TLS handshake with Kafka at {kafka_broker.sasl_ssl_bootstrap} failed: "
                                "certificate verify failed")
     assert f"source.kafka.ssl_cafile ({other_ca}) must hold the CA" in lines[0]
-    assert windows_written(root) == []
+    assert files_written(root) == []  # no window, part, dead letter, checkpoint or lease file
+
+
+def run_unbounded_cli(config_path: str, **env: str) -> subprocess.CompletedProcess:
+    """``ctpipe stream --unbounded`` with the local streaming runner config pointed at a port where
+    nothing listens: anything that got as far as submitting would fail differently."""
+    nothing = {"CTPIPE_FLINK_MASTER": "127.0.0.1:9", "CTPIPE_BEAM_JOB_ENDPOINT": "127.0.0.1:9"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--unbounded", "--config", config_path,
+                           "--runner-config", "runner_configs/flink-local-streaming.yaml"], cwd=REPO,
+                          env={**os.environ, **nothing, **env}, capture_output=True, text=True, timeout=600)
+
+
+def test_the_unbounded_command_checks_the_login_and_the_ca_before_it_submits(kafka_broker, kafka_topic, sasl_topic,
+                                                                               tmp_path):
+    """`ctpipe stream --unbounded` reports a wrong password or CA as `ctpipe stream` does (one line,
+    exit 3, nothing written) before it builds or submits the job; with the right ones it gets as far
+    as the root's missing schema (exit 4)."""
+    other_ca = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-keyout", str(tmp_path / "other-ca.key"), "-out", str(other_ca),
+                    "-subj", "/CN=another throw-away CA"], check=True, capture_output=True, timeout=60)
+    creds = {USER_ENV: kafka_broker.user, PASSWORD_ENV: kafka_broker.password}
+    path, root = sasl_config(tmp_path, kafka_broker, kafka_topic, expansion_service="127.0.0.1:9")
+    wrong = run_unbounded_cli(path, **{**creds, PASSWORD_ENV: "not-the-password"})
+    assert wrong.returncode == 3, wrong.stderr[-3000:]
+    (line,) = stderr_lines(wrong)
+    assert f"login of user '{kafka_broker.user}'" in line and "source.kafka.sasl_password_env" in line
+    assert files_written(root) == []
+
+    (tmp_path / "ca").mkdir()
+    path_ca, root_ca = sasl_config(tmp_path / "ca", kafka_broker, kafka_topic, expansion_service="127.0.0.1:9",
+                                   ssl_cafile=str(other_ca))
+    bad_ca = run_unbounded_cli(path_ca, **creds)
+    assert bad_ca.returncode == 3, bad_ca.stderr[-3000:]
+    (line,) = stderr_lines(bad_ca)
+    assert "certificate verify failed" in line and f"source.kafka.ssl_cafile ({other_ca})" in line
+    assert files_written(root_ca) == []
+
+    right = run_unbounded_cli(path, **creds)
+    assert right.returncode == 4, right.stderr[-3000:]
+    assert "has no schema yet" in right.stderr and kafka_broker.password not in right.stderr + right.stdout
 
 
 def test_hostname_checking_stays_on(kafka_broker, kafka_topic, sasl_topic, tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 Airflow runs each BashOperator in a fresh temporary directory; Kubernetes pods may run in any
 directory. ``--runner-config runner_configs/direct.yaml`` must still find the file: in the source
 tree of an editable install, or among the runner configs an installed ctpipe carries
-(setup.py data_files -> <prefix>/share/ctpipe/runner_configs/).
+(setup.py data_files -> <prefix>/share/ctpipe/runner_configs/). The options inside a runner
+config that name local files (``setup_file: ./setup.py`` in dataflow.yaml) resolve the same way
+and reach Beam as absolute paths, or fail naming the option.
 """
 import shutil
 import subprocess
@@ -43,6 +45,48 @@ def test_missing_runner_config_names_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"runner_configs/nope\.yaml.*current directory") as err:
         options.resolve_runner_config("runner_configs/nope.yaml")
     assert str(tmp_path / "prefix") in str(err.value)
+
+
+def test_a_relative_setup_file_resolves_from_a_task_directory(tmp_path, monkeypatch):
+    """dataflow.yaml's ``setup_file: ./setup.py`` from Airflow's temporary task directory: Beam would
+    look for <task dir>/setup.py and refuse the job; ctpipe passes the source tree's, absolute."""
+    for name in ("CTPIPE_GCP_PROJECT", "CTPIPE_GCP_REGION", "CTPIPE_GCS_BUCKET", "CTPIPE_DATAFLOW_SA",
+                 "CTPIPE_WORKER_IMAGE", "CTPIPE_DATAFLOW_SUBNET"):
+        monkeypatch.setenv(name, "x")
+    task_dir = tmp_path / "airflow-task"
+    task_dir.mkdir()
+    monkeypatch.chdir(task_dir)
+    flags = options.runner_flags("runner_configs/dataflow.yaml")
+    (setup_flag,) = [f for f in flags if f.startswith("--setup_file=")]
+    assert setup_flag == f"--setup_file={ROOT / 'setup.py'}"
+    # The file Beam's stager checks for exists at that path, whatever the working directory.
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+    assert Path(PipelineOptions(flags).view_as(SetupOptions).setup_file).is_file()
+    # A setup.py in the working directory wins, as Beam itself would read it.
+    (task_dir / "setup.py").write_text("# the task's own\n")
+    assert f"--setup_file={task_dir / 'setup.py'}" in options.runner_flags("runner_configs/dataflow.yaml")
+
+
+def test_path_options_that_are_absolute_urls_or_keywords_are_left_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "runner.yaml"
+    config.write_text("runner: PortableRunner\nsetup_file: /app/setup.py\nsdk_location: container\n"
+                      "flink_job_server_jar: https://repo.example/beam-job-server.jar\n"
+                      "extra_packages: [runner.yaml]\n")
+    assert options.runner_flags(str(config)) == [
+        "--runner=PortableRunner", "--setup_file=/app/setup.py", "--sdk_location=container",
+        "--flink_job_server_jar=https://repo.example/beam-job-server.jar", f"--extra_packages={config}"]
+
+
+def test_a_missing_relative_path_option_names_the_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(options, "_HERE", str(tmp_path / "no-source-tree"))  # a non-editable install
+    config = tmp_path / "runner.yaml"
+    config.write_text("runner: DataflowRunner\nsetup_file: ./setup.py\n")
+    with pytest.raises(ConfigError, match=r"sets setup_file: \./setup\.py, which does not exist relative to the "
+                                          r"current directory .*give an absolute path") as err:
+        options.runner_flags(str(config))
+    assert str(config) in str(err.value)
 
 
 @pytest.mark.slow  # builds a wheel with pip (about 10 s)

@@ -43,6 +43,19 @@ def test_password_from_a_file_is_a_directory_provider_reference(monkeypatch, tmp
     assert not any("file-s3cr3t" in v for v in out.values())
 
 
+def test_relative_ca_and_password_paths_reach_the_java_side_absolute(monkeypatch, tmp_path):
+    """The job server and the TaskManagers open these files from working directories of their own."""
+    monkeypatch.setenv("K_USER", "alice")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "password").write_text("s3cr3t")
+    (tmp_path / "secrets" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    out = java_consumer_config(_cfg(sasl_password_file="secrets/password", ssl_cafile="secrets/ca.pem"))
+    assert out["ssl.truststore.type"] == "PEM"
+    assert out["ssl.truststore.location"] == str(tmp_path / "secrets" / "ca.pem")
+    assert f"${{dir:{tmp_path / 'secrets'}:password}}" in out["sasl.jaas.config"]
+
+
 def test_a_password_file_ending_in_a_newline_is_refused(monkeypatch, tmp_path):
     """Kafka's DirectoryConfigProvider hands over the file's bytes as they are: a trailing newline
     would become part of the password (kafka-python's reader strips it, the Java one does not)."""

@@ -251,8 +251,10 @@ def java_consumer_config(kafka_cfg) -> dict:
            "max.partition.fetch.bytes": str(kwargs["max_partition_fetch_bytes"]),
            "isolation.level": kwargs["isolation_level"]}
     if "ssl_cafile" in kwargs:
+        # Absolute: the JVMs that open the file (job server, TaskManagers) have working directories
+        # of their own; a relative path would name a file there, or none.
         out["ssl.truststore.type"] = "PEM"
-        out["ssl.truststore.location"] = kwargs["ssl_cafile"]
+        out["ssl.truststore.location"] = os.path.abspath(kwargs["ssl_cafile"])
     if kwargs.get("ssl_check_hostname") is False:
         out["ssl.endpoint.identification.algorithm"] = ""
     if "sasl_mechanism" in kwargs:

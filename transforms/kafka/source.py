@@ -563,8 +563,19 @@ class ReadKafkaUnbounded(beam.PTransform):
                               "source.kafka.expansion_service to its host:port (locally: `bash scripts/services.sh "
                               "start beam-expansion`, then CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT from "
                               "`bash scripts/services.sh env`)")
-        return (pbegin
-                | "ReadFromKafka" >> _read_from_kafka(java_consumer_config(self._cfg), self._cfg.topic,
-                                                      self._expansion_service)
+        import grpc
+
+        try:
+            read = pbegin | "ReadFromKafka" >> _read_from_kafka(java_consumer_config(self._cfg), self._cfg.topic,
+                                                                self._expansion_service)
+        except grpc.RpcError as exc:  # the expansion request is the first call to the Java side
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            raise KafkaSourceError(
+                f"cannot reach the Java expansion service for the Kafka read at {self._expansion_service} "
+                f"(source.kafka.expansion_service; gRPC {exc.code().name}: {exc.details()}); start it (locally: "
+                "`bash scripts/services.sh start beam-expansion`, then CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT from "
+                "`bash scripts/services.sh env`) or fix the address") from None
+        return (read
                 | "ToSourceRecord" >> beam.Map(lambda r: SourceRecord(
                     source_uri(r.topic, r.partition), str(r.offset), r.value, None, ingest_time(r.timestamp))))
