@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.records import Event
 from transforms.decode import BYTES, FLOAT, INT
@@ -23,16 +25,37 @@ def _as_list(value, kind):
     return values
 
 
+_SCALAR_TYPES = {INT: {int, type(None)}, FLOAT: {float, type(None)}, BYTES: {str, bytes, type(None)}}
+"""Python types of a column ``_scalar_column`` builds in C (bool, int in a FLOAT column, lists and
+anything else take the per-value path, which handles them)."""
+
+
+def _scalar_column(values: list, kind: str):
+    """The large_list column of ``values`` (one scalar or None per row) built by Arrow from the flat
+    values, or None when a value is not a plain scalar of the column's type. Equal to the per-value
+    path's column: a one-value list per present value, a null list per absent one."""
+    if not set(map(type, values)) <= _SCALAR_TYPES[kind]:
+        return None
+    flat = pa.array(values, type=_ARROW_TYPES[kind].value_type)
+    valid = flat.is_valid()
+    offsets = np.concatenate(([0], np.cumsum(valid.to_numpy(zero_copy_only=False), dtype=np.int64)))
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), flat.drop_null(), mask=pc.invert(valid))
+
+
 def events_to_record_batch(events: Sequence[Event], feature_types: dict[str, str],
                            extra_columns: dict[str, list] | None = None) -> pa.RecordBatch:
     """One RecordBatch of ``events``; columns are the typed features (sorted by name), absent
     values are null lists. ``extra_columns`` (name -> one bytes value per event) are appended."""
     names = sorted(feature_types)
     arrays = []
+    features = [e.features for e in events]
     for name in names:
         kind = feature_types[name]
-        column = [(_as_list(e.features[name], kind) if name in e.features else None) for e in events]
-        arrays.append(pa.array(column, type=_ARROW_TYPES[kind]))
+        values = [f.get(name) for f in features]
+        column = _scalar_column(values, kind)
+        if column is None:
+            column = pa.array([None if v is None else _as_list(v, kind) for v in values], type=_ARROW_TYPES[kind])
+        arrays.append(column)
     for name, values in (extra_columns or {}).items():
         names.append(name)
         arrays.append(pa.array([[v] for v in values], type=_ARROW_TYPES[BYTES]))
