@@ -1,6 +1,6 @@
 """Assembly of the backfill graph (bounded: files -> sealed windows) and its schema bootstrap.
 
-    ReadEventFiles -> Decode -> CheckRecords -> AssignWindow (the run's range)
+    ReadEventFiles -> DecodeAndCheck (decode, record checks) -> AssignWindow (the run's range)
         -> SealWindows (transforms/seal.py: group, prepare, validate, analyze + apply the
            transform, write; the composite every graph uses)
         -> WriteRunOutputs (window summaries, back to the driver through the storage root)
@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode
-from transforms.record_checks import CheckRecords
+from transforms.record_checks import DecodeAndCheck
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
 from transforms.seal import SealWindows, key_by_window
 from transforms.sources import ReadEventFiles, match_files
@@ -142,10 +142,8 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
         check_transform_scratch(config, options)
         pipeline = beam.Pipeline(options=options)
         records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
-        events, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema))
-        events, check_dead = events | "RecordChecks" >> CheckRecords(schema)
+        events, dead = records | "DecodeAndCheck" >> DecodeAndCheck(decode_spec(config, schema), schema)
         keyed, _outside = events | "AssignWindow" >> AssignWindow(config.window.size_s, start_ms, end_ms)
-        dead = (decode_dead, check_dead) | "DeadLetters" >> beam.Flatten()
         sealed = seal_keyed(keyed, dead, spec)
         _ = ((dead, sealed.duplicates) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLetters(root, run_id))

@@ -1,7 +1,7 @@
 """One DoFn for every stage that either passes a value on or turns it into a DeadLetter."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 
@@ -11,28 +11,38 @@ DEADLETTER = "deadletter"
 
 
 class RouteDoFn(beam.DoFn):
-    """Applies ``func(element, arg)``: DeadLetters go to the ``deadletter`` output and are counted
-    per reason (Beam counter ``deadletter:<reason>``); anything else goes to the main output."""
+    """Applies ``func(element, arg)``, or each ``(func, arg)`` of ``steps`` in turn: DeadLetters go
+    to the ``deadletter`` output and are counted per reason (Beam counter ``deadletter:<reason>``);
+    anything else goes to the next step, and after the last to the main output. Several steps in
+    one DoFn cost one runner hop per element instead of one per step (the runner's per-element
+    work was a fifth of a backfill); what leaves, and the counters, are the same."""
 
-    def __init__(self, func: Callable, arg):
-        self._func = func
-        self._arg = arg
+    def __init__(self, func: Optional[Callable] = None, arg=None, steps: Sequence[tuple] = ()):
+        self._steps = tuple(steps) if steps else ((func, arg),)
         self._counters = {}
 
     def process(self, element):
-        result = self._func(element, self._arg)
-        if isinstance(result, DeadLetter):
-            counter = self._counters.get(result.reason)
-            if counter is None:
-                counter = self._counters[result.reason] = beam.metrics.Metrics.counter(
-                    "ctpipe", f"deadletter:{result.reason}")
-            counter.inc()
-            yield beam.pvalue.TaggedOutput(DEADLETTER, result)
-        else:
-            yield result
+        result = element
+        for func, arg in self._steps:
+            result = func(result, arg)
+            if isinstance(result, DeadLetter):
+                counter = self._counters.get(result.reason)
+                if counter is None:
+                    counter = self._counters[result.reason] = beam.metrics.Metrics.counter(
+                        "ctpipe", f"deadletter:{result.reason}")
+                counter.inc()
+                yield beam.pvalue.TaggedOutput(DEADLETTER, result)
+                return
+        yield result
 
 
 def route(pcoll, label: str, func: Callable, arg):
     """(main, deadletter) PCollections of ``func`` applied to ``pcoll``."""
     out = pcoll | label >> beam.ParDo(RouteDoFn(func, arg)).with_outputs(DEADLETTER, main="main")
+    return out.main, out[DEADLETTER]
+
+
+def route_steps(pcoll, label: str, steps: Sequence[tuple]):
+    """(main, deadletter) PCollections of the ``(func, arg)`` steps applied in turn, in one DoFn."""
+    out = pcoll | label >> beam.ParDo(RouteDoFn(steps=steps)).with_outputs(DEADLETTER, main="main")
     return out.main, out[DEADLETTER]
