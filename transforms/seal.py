@@ -84,8 +84,10 @@ class WindowState:
     lags_s: list
     dead_by_source: dict = field(default_factory=dict)
     """{source: {reason: n}}, written to the manifest (transforms/versions.py)."""
-    events: tuple = ()
-    """The window's records in row order (their provenance is written beside the examples)."""
+    provenance: bytes = b""
+    """The records' identity and origin in row order, as written beside the examples
+    (transforms.versions.provenance_bytes): the features themselves are in ``prepared``, so a
+    WindowState carries no record objects across stage boundaries."""
     label_profile: Optional[dict] = None
     """transforms.label_checks.label_profile of the window (None: label checks off)."""
     timing: Optional[str] = None
@@ -95,17 +97,6 @@ class WindowState:
     quality: dict = field(default_factory=dict)
     fingerprint: Optional[str] = None
     transformed: tuple = ()
-
-    def __getstate__(self):
-        # A WindowState crosses a stage boundary whole (validation reads the run's statistics as
-        # a side input); its events travel packed (core.records.pack_records), not as NamedTuples.
-        state = dict(self.__dict__)
-        state["events"] = pack_records(self.events)
-        return state
-
-    def __setstate__(self, state):
-        state["events"] = tuple(unpack_records([state["events"]])[0])
-        self.__dict__.update(state)
 
 
 class WindowStateCoder(beam.coders.Coder):
@@ -125,7 +116,7 @@ class WindowStateCoder(beam.coders.Coder):
 
     def estimate_size(self, value):
         prepared = value.prepared
-        size = prepared.batch.nbytes + sum(map(len, prepared.raw_examples))
+        size = prepared.batch.nbytes + sum(map(len, prepared.raw_examples))  # + a few hundred bytes of rest
         return size + sum(map(len, value.transformed)) if value.transformed else size
 
 
@@ -163,6 +154,7 @@ class _PrepareWindowDoFn(beam.DoFn):
             load_previous,
             merge_dead_counts,
             merge_records,
+            provenance_bytes,
             unique_dead_letters,
         )
 
@@ -195,7 +187,7 @@ class _PrepareWindowDoFn(beam.DoFn):
 
             profile = label_profile(prepared.batch, labels)
         yield WindowState(wid, prepared, window_statistics(prepared.batch, wid), dead_by_reason(by_source),
-                          lags, by_source, tuple(kept), label_profile=profile, timing=timing)
+                          lags, by_source, provenance_bytes(kept), label_profile=profile, timing=timing)
 
 
 class _ValidateWindowDoFn(beam.DoFn):
@@ -301,7 +293,7 @@ class _WriteWindowDoFn(beam.DoFn):
             raw_examples=tuple(state.prepared.raw_examples), transformed_examples=state.transformed,
             stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
-            dead_letters_by_source=state.dead_by_source, events=state.events,
+            dead_letters_by_source=state.dead_by_source, provenance=state.provenance,
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
         wid, version, written = write_window(s.root, content, fence=s.fence)
         if written:

@@ -79,6 +79,9 @@ class WindowContent:
     """{source: {reason: n}} (transforms/versions.py)."""
     events: tuple = ()
     """The records in row order; their provenance is written beside the examples."""
+    provenance: Optional[bytes] = None
+    """That provenance already encoded (transforms.versions.provenance_bytes of the records in
+    row order), instead of ``events``."""
 
 
 def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, int, bool]:
@@ -105,7 +108,9 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
              len(content.transformed_examples)),
             ("stats", STATS_FILE, content.stats.SerializeToString(deterministic=True), None),
             ("anomalies", ANOMALIES_FILE, text_format.MessageToString(content.anomalies).encode(), None),
-            ("provenance", PROVENANCE_FILE, provenance_bytes(content.events), len(content.events))):
+            ("provenance", PROVENANCE_FILE, *((provenance_bytes(content.events), len(content.events))
+                                              if content.provenance is None
+                                              else (content.provenance, len(content.raw_examples))))):
         storage.write_bytes_atomic(storage.join(target, name), data)
         files.append({"path": name, "kind": kind, "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), "records": records})
