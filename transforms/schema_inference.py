@@ -82,17 +82,38 @@ class StatisticsOfEvents(beam.PTransform):
         self._path = output_path
 
     def expand(self, events):
-        # The batches are read twice (types first, then Arrow with the majority types), so they
-        # are materialized between the two: packed, not as lists of NamedTuples (core.records).
-        batches = (events
-                   | "Batch" >> beam.BatchElements(min_batch_size=500, max_batch_size=10000)
-                   | "Pack" >> beam.Map(pack_records))
-        counts = (batches
-                  | "CountTypes" >> beam.Map(lambda b: count_types(unpack_records([b])[0]))
+        # The records are read twice (types first, then Arrow with the majority types), so they
+        # are materialized between the two: packed (core.records), with their type counts beside.
+        packed = events | "PackAndCount" >> beam.ParDo(_PackAndCountDoFn(10_000))
+        counts = (packed
+                  | "Counts" >> beam.Map(lambda pc: pc[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
-        return (batches
-                | "ToArrow" >> beam.Map(lambda b, c: events_to_record_batch(_conforming(unpack_records([b])[0], c),
-                                                                            majority_types(c)),
-                                        beam.pvalue.AsSingleton(counts))
+        return (packed
+                | "ToArrow" >> beam.Map(lambda pc, c: events_to_record_batch(
+                    _conforming(unpack_records([pc[0]])[0], c), majority_types(c)), beam.pvalue.AsSingleton(counts))
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))
+
+
+class _PackAndCountDoFn(beam.DoFn):
+    """Events (in the global window) -> (pack_records bytes, count_types) per up to ``size`` events
+    of a bundle: no PCollection holds lists of records (Beam would pickle them to sample sizes)."""
+
+    def __init__(self, size: int):
+        self._size = size
+
+    def start_bundle(self):
+        self._buffer = []
+
+    def process(self, event):
+        self._buffer.append(event)
+        if len(self._buffer) >= self._size:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._buffer:
+            yield beam.transforms.window.GlobalWindows.windowed_value(self._flush())
+
+    def _flush(self):
+        batch, self._buffer = self._buffer, []
+        return pack_records(batch), count_types(batch)
