@@ -138,7 +138,8 @@ class EventTimeConfig(Section):
 @dataclass(frozen=True)
 class WindowConfig(Section):
     size: Duration = "1h"
-    """Length of a fixed event-time window: whole seconds, at least one, dividing one day evenly."""
+    """Length of a fixed event-time window: whole minutes, at least one, dividing one day evenly
+    (window ids name a window's start to the minute)."""
     allowed_lateness: WholeSeconds = "15m"
     """How long after a window's end its data may still arrive before the window is sealed
     (whole seconds)."""
@@ -150,10 +151,14 @@ class WindowConfig(Section):
     def __post_init__(self):
         super().__post_init__()
         ms = duration_ms(self.size)
-        if ms < 1000:
-            raise Invalid("size", f"{self.size!r} is shorter than one second; use e.g. '1m', '15m', '1h'")
-        if ms % 1000:
-            raise Invalid("size", f"{self.size!r} is not a whole number of seconds; use e.g. '1s', '15m', '1h'")
+        # Window ids name a window's start to the minute (core.layout: 20261127T0100Z), so two
+        # windows of one minute would share an id: sizes are whole minutes.
+        if ms < 60_000:
+            raise Invalid("size", f"{self.size!r} is shorter than one minute, and window ids name the minute "
+                          "(20261127T0100Z); use e.g. '1m', '15m', '1h'")
+        if ms % 60_000:
+            raise Invalid("size", f"{self.size!r} is not a whole number of minutes, and window ids name the minute "
+                          "(20261127T0100Z); use e.g. '1m', '15m', '1h'")
         if 86_400_000 % ms:
             raise Invalid("size", f"{self.size!r} does not divide one day evenly; use e.g. '5m', '15m', '1h', '6h'")
 

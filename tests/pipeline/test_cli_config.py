@@ -101,7 +101,7 @@ def test_bad_config_file_is_exit_code_2_naming_the_key(capsys, tmp_path):
     path = tmp_path / "ctpipe.yaml"
     path.write_text("window: {size: 500ms}\n")
     code, _, err = run(capsys, "config", "show", "--config", str(path))
-    assert code == 2 and "window.size: '500ms' is shorter than one second" in err
+    assert code == 2 and "window.size: '500ms' is shorter than one minute" in err
 
 
 @pytest.mark.parametrize("argv", [["config", "--help"], ["config", "schema", "--help"], ["config", "show", "--help"]])

@@ -63,9 +63,10 @@ def test_parse_duration():
 
 
 @pytest.mark.parametrize("data, fragment", [
-    ({"window": {"size": "500ms"}}, "window.size: '500ms' is shorter than one second"),
-    ({"window": {"size": "0s"}}, "window.size: '0s' is shorter than one second"),
-    ({"window": {"size": "1500ms"}}, "window.size: '1500ms' is not a whole number of seconds"),
+    ({"window": {"size": "500ms"}}, "window.size: '500ms' is shorter than one minute"),
+    ({"window": {"size": "0s"}}, "window.size: '0s' is shorter than one minute"),
+    ({"window": {"size": "30s"}}, "window.size: '30s' is shorter than one minute, and window ids name the minute"),
+    ({"window": {"size": "90s"}}, "window.size: '90s' is not a whole number of minutes"),
     ({"window": {"allowed_lateness": "250ms"}}, "window.allowed_lateness: '250ms' is not a whole number of seconds"),
     ({"source": {"kafka": {"max_records_per_split": 0}}}, "source.kafka.max_records_per_split: 0 must be at least 1"),
     ({"source": {"kafka": {"max_message_bytes": -5}}}, "source.kafka.max_message_bytes: -5 must be at least 1"),
@@ -83,9 +84,9 @@ def test_rejections_name_the_key_and_the_fix(data, fragment):
     assert fragment in str(err.value)
 
 
-def test_whole_second_windows_are_accepted():
-    assert config_from_dict({"window": {"size": "1000ms", "allowed_lateness": "0s"}}).window.size_s == 1
-    assert config_from_dict({"window": {"size": "90s"}}).window.size_s == 90
+def test_whole_minute_windows_are_accepted():
+    assert config_from_dict({"window": {"size": "60000ms", "allowed_lateness": "0s"}}).window.size_s == 60
+    assert config_from_dict({"window": {"size": "120s"}}).window.size_s == 120
 
 
 def test_replace_checks_the_new_values():
