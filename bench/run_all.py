@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="per pipeline (backfill) and per part (stream, latency, train)")
     parser.add_argument("--stream-n", type=int, default=100_000, help="bench_stream.py --n")
-    parser.add_argument("--latency-seconds", type=float, default=150.0, help="bench_latency.py sealed --seconds")
+    parser.add_argument("--latency-seconds", type=float, default=200.0, help="bench_latency.py sealed --seconds")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--results-dir", default=os.path.join(REPO, "bench", "results"))
