@@ -16,7 +16,8 @@ with its reason in the table, not a crash of this harness:
 
 Writes bench/results/<UTC date and time>.json and replaces the table between the markers
 ``<!-- bench-all:begin -->`` and ``<!-- bench-all:end -->`` in docs/BENCHMARKS.md (added at the end
-if absent), with the exact command, the date, the machine and its load average.
+if absent), with the exact command, the date, the machine and its load average. ``--render FILE``
+rewrites that block from an earlier results file without running anything.
 """
 from __future__ import annotations
 
@@ -92,6 +93,16 @@ def _fmt(value, digits=0) -> str:
     return str(value)
 
 
+def _cycles(seconds: list) -> str:
+    if not seconds:
+        return "no cycle reported"
+    rest = sorted(seconds[1:])
+    text = f"{len(seconds)} cycles: the first {seconds[0]} s"
+    if rest:
+        text += f", the others median {rest[len(rest) // 2]} s, max {rest[-1]} s"
+    return text
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [BEGIN, "", "## The whole table (`bench/run_all.py`)", "", "```", doc["command"], "```", "",
@@ -154,7 +165,7 @@ def markdown(doc: dict) -> str:
                     f"`ctpipe stream --interval {r['interval_s']}`, {r['rate_per_s']:g} events/s for "
                     f"{r['seconds_produced']:g} s; bound lateness + interval + longest steady cycle = "
                     f"{r['bound_lateness_interval_cycle_s']} s: {'within' if r['within_bound'] else '**not within**'}; "
-                    f"cycles {r['cycle_seconds']} s |")
+                    f"{_cycles(r['cycle_seconds'])} |")
         if "train" in doc["parts"]:
             tr = doc["train"]
             if tr["status"] != "ok":
@@ -200,8 +211,17 @@ def main() -> None:
     parser.add_argument("--doc", default=os.path.join(REPO, "docs", "BENCHMARKS.md"),
                         help="markdown file whose bench-all block is replaced ('' to leave it)")
     parser.add_argument("--note", default="", help="a sentence printed above the tables")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="only rewrite the markdown of an earlier run from its bench/results file")
     args = parser.parse_args()
 
+    if args.render:
+        with open(args.render, encoding="utf-8") as handle:
+            block = markdown(json.load(handle))
+        if args.doc:
+            write_doc(args.doc, block)
+        print(block)
+        return
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
