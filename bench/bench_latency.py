@@ -165,7 +165,8 @@ def sealed_latency(args) -> dict:
     from_end = [w["from_window_end_s"] for w in windows]
     return {"window": args.window, "allowed_lateness": args.lateness, "interval_s": args.interval,
             "rate_per_s": args.rate, "seconds_produced": args.seconds, "cycles": len(cycles),
-            "cycle_seconds": cycle_seconds, "windows_sealed": len(windows), "windows": windows,
+            "cycle_seconds": cycle_seconds, "first_cycles_phases_s": [c.get("seconds") for c in cycles[:3]],
+            "windows_sealed": len(windows), "windows": windows,
             "from_window_end_s_median": round(statistics.median(from_end), 2) if from_end else None,
             "from_window_end_s_max": max(from_end) if from_end else None,
             "from_last_event_s_max": max((w["from_last_event_s"] for w in windows), default=None),
