@@ -263,7 +263,8 @@ def main() -> None:
     doc["load_after"] = [round(x, 2) for x in os.getloadavg()]
     os.makedirs(args.results_dir, exist_ok=True)
     results_file = os.path.join(args.results_dir, started.strftime("%Y-%m-%dT%H%MZ") + ".json")
-    doc["results_file"] = os.path.relpath(results_file, REPO)
+    inside = os.path.abspath(results_file).startswith(REPO + os.sep)
+    doc["results_file"] = os.path.relpath(results_file, REPO) if inside else os.path.abspath(results_file)
     with open(results_file, "w", encoding="utf-8") as handle:
         json.dump(doc, handle, indent=2, sort_keys=True)
     block = markdown(doc)
