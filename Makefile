@@ -18,7 +18,7 @@ AIRFLOW_VENV := .airflow-venv
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv demo test test-fast test-kube kube lock system-deps engines engines-lock airflow airflow-lock services-up flink-up kube-up \
-	services-down bench bench-flink bench-flink-stream clean
+	services-down bench bench-all bench-flink bench-flink-stream clean
 
 # The virtual environment, installed from the fully pinned lock (never resolves).
 $(VENV)/.installed: requirements.lock setup.py
@@ -118,6 +118,14 @@ services-down:
 
 bench: venv
 	$(PY) bench/bench_backfill.py --rows 200000
+
+# The whole table (docs/BENCHMARKS.md, between the bench-all markers): backfill at 200k/1M/5M rows vs
+# the peers with peak RSS, the Kafka stream vs raw consumption, event -> sealed and sealed -> pushed
+# latencies; raw figures in bench/results/. Tens of minutes at these sizes: override with e.g.
+# make bench-all BENCH_ALL_ARGS="--sizes 20000,100000 --stream-n 20000"
+BENCH_ALL_ARGS ?=
+bench-all: venv engines
+	$(PY) bench/run_all.py $(BENCH_ALL_ARGS)
 
 # Backfill on the local Flink cluster vs DirectRunner, same input (starts and stops its own cluster).
 bench-flink: venv engines

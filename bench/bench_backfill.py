@@ -1,15 +1,29 @@
-"""Backfill throughput: ctpipe's backfill graph vs the TFX-style baseline, same input, same run.
+"""Backfill throughput and peak memory: ctpipe's backfill graph vs two tf.Transform peers, same input.
 
-Baseline (shared/DESIGN.md): ReadFromText -> json.loads -> TFT AnalyzeAndTransformDataset on
-instance dicts -> ExampleProtoCoder -> WriteToTFRecord on DirectRunner (what TFX's Transform
-component does for one span), plus TFDV GenerateStatistics (StatisticsGen) over the same rows.
-ctpipe does more on the same rows: decode with dead-letter routing, per-window grouping and
-de-duplication, per-window statistics and validation, raw and transformed TFRecords per window,
-manifests.
+Each pipeline runs in its own fresh interpreter (``--pipeline NAME`` below) on the same JSONL files,
+so its peak RSS (``os.wait4``'s rusage ``ru_maxrss`` of that child alone) is its own:
 
-    .venv/bin/python bench/bench_backfill.py --rows 200000
+- ``ctpipe``: ``run_backfill`` on DirectRunner (first run: schema inference, decode with dead-letter
+  routing, record checks, per-window grouping and de-duplication, statistics, validation,
+  tf.Transform, raw and transformed TFRecords per window, manifests).
+- ``tfx_dicts``: the TFX-style peer of shared/DESIGN.md: ReadFromText -> json.loads -> TFT
+  AnalyzeAndTransformDataset on instance dicts -> ExampleProtoCoder -> WriteToTFRecord.
+- ``tfx_dicts_stats``: the same plus the baseline's TFDV GenerateStatistics over a ToList of every
+  row (what this bench measured first; TFX's StatisticsGen does not gather every row in one list).
+- ``recordbatch``: the same tf.Transform work on Arrow RecordBatches in the TFXIO convention:
+  ReadFromText -> json.loads -> BatchElements -> RecordBatch (every column a large_list) ->
+  AnalyzeAndTransformDataset with a TensorAdapterConfig, output_record_batches=True ->
+  tfx_bsl RecordBatchToExamples -> WriteToTFRecord.
 
-Prints one JSON object (rows/s of each and the ratio).
+The peers use one schema for both, inferred once by TFDV (infer_schema, infer_feature_shape=True:
+what TFX's SchemaGen does) from the first 20,000 lines and written next to the input, so they do not
+depend on ctpipe's run. A pipeline that exits non-zero, is killed (out of memory) or runs past
+``--max-seconds`` is reported with its reason instead of stopping the others.
+
+    .venv/bin/python bench/bench_backfill.py --rows 200000 [--max-seconds 3600] [--pipelines ctpipe,...]
+
+Prints one JSON object (per pipeline: seconds, rows/s, peak RSS MB, status; the ratios of ctpipe's
+rows/s to each peer's that succeeded in the same run).
 """
 from __future__ import annotations
 
@@ -17,27 +31,55 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import pipeline  # noqa: E402,F401
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+PIPELINES = ("ctpipe", "tfx_dicts", "tfx_dicts_stats", "recordbatch")
+SCHEMA_SAMPLE_LINES = 20_000
 
 
-def run_baseline(events_glob: str, schema, out_dir: str, options) -> float:
+# -- the pipelines (each runs in its own interpreter through --pipeline) ---------------------------
+
+def _peer_schema(work: str):
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = schema_pb2.Schema()
+    with open(os.path.join(work, "peer_schema.pb"), "rb") as handle:
+        schema.ParseFromString(handle.read())
+    return schema
+
+
+def run_ctpipe(work: str, options) -> dict:
+    from pipeline.backfill import run_backfill
+    from pipeline.config import config_from_dict
+
+    config = config_from_dict({"storage": {"root": os.path.join(work, "ctpipe-store")},
+                               "source": {"files": {"uri": os.path.join(work, "events", "*.jsonl")}}})
+    start = time.perf_counter()
+    result = run_backfill(config, options, None, None)
+    return {"seconds": time.perf_counter() - start, "windows": len(result.record["windows"])}
+
+
+def run_tfx_dicts(work: str, options, with_stats: bool) -> dict:
     import apache_beam as beam
-    import tensorflow_data_validation as tfdv
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform import coders as tft_coders
     from tensorflow_transform.tf_metadata import dataset_metadata
 
     from examples.sensors import preprocessing_fn
 
+    schema = _peer_schema(work)
+    events_glob = os.path.join(work, "events", "*.jsonl")
+    out_dir = os.path.join(work, "tfx_dicts_stats" if with_stats else "tfx_dicts")
     raw_metadata = dataset_metadata.DatasetMetadata(schema)
     names = [f.name for f in schema.feature]
 
@@ -54,13 +96,16 @@ def run_baseline(events_glob: str, schema, out_dir: str, options) -> float:
             coder = tft_coders.ExampleProtoCoder(transformed_metadata.schema)
             _ = (transformed | "Encode" >> beam.Map(coder.encode)
                  | "Write" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data"), file_name_suffix=".gz"))
-            _ = (p | "ReadForStats" >> beam.io.ReadFromText(events_glob)
-                 | "ToDataFrameRows" >> beam.Map(lambda line: _to_arrow(json.loads(line), names))
-                 | "BatchStats" >> beam.combiners.ToList()
-                 | "ToBatch" >> beam.FlatMap(_concat_batches)
-                 | "Stats" >> tfdv.GenerateStatistics()
-                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(os.path.join(out_dir, "stats.pb")))
-    return time.perf_counter() - start
+            if with_stats:
+                import tensorflow_data_validation as tfdv
+
+                _ = (p | "ReadForStats" >> beam.io.ReadFromText(events_glob)
+                     | "ToDataFrameRows" >> beam.Map(lambda line: _to_arrow(json.loads(line), names))
+                     | "BatchStats" >> beam.combiners.ToList()
+                     | "ToBatch" >> beam.FlatMap(_concat_batches)
+                     | "Stats" >> tfdv.GenerateStatistics()
+                     | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(os.path.join(out_dir, "stats.pb")))
+    return {"seconds": time.perf_counter() - start}
 
 
 def _to_arrow(event, names):
@@ -80,46 +125,211 @@ def _concat_batches(rows, size=10_000):
         yield pa.RecordBatch.from_arrays(arrays, fields)
 
 
+def _arrow_schema(schema):
+    import pyarrow as pa
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    types = {schema_pb2.INT: pa.large_list(pa.int64()), schema_pb2.FLOAT: pa.large_list(pa.float32()),
+             schema_pb2.BYTES: pa.large_list(pa.large_binary())}
+    return pa.schema([pa.field(f.name, types[f.type]) for f in schema.feature])
+
+
+def _to_record_batch(events, arrow_schema):
+    import pyarrow as pa
+
+    columns = []
+    for field in arrow_schema:
+        binary = pa.types.is_large_binary(field.type.value_type)
+        values = []
+        for event in events:
+            value = event.get(field.name)
+            if value is None:
+                values.append(None)
+            else:
+                values.append([value.encode() if binary and isinstance(value, str) else value])
+        columns.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=arrow_schema)
+
+
+def run_recordbatch(work: str, options) -> dict:
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.coders import example_coder
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    from examples.sensors import preprocessing_fn
+
+    schema = _peer_schema(work)
+    arrow_schema = _arrow_schema(schema)
+    adapter_config = tensor_adapter.TensorAdapterConfig(
+        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
+    out_dir = os.path.join(work, "recordbatch")
+
+    start = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        with tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
+            batches = (p | "Read" >> beam.io.ReadFromText(os.path.join(work, "events", "*.jsonl"))
+                       | "Parse" >> beam.Map(json.loads)
+                       | "Batch" >> beam.BatchElements(min_batch_size=1000, max_batch_size=10_000)
+                       | "ToRecordBatch" >> beam.Map(_to_record_batch, arrow_schema))
+            (transformed, _metadata), _fn = (batches, adapter_config) | tft_beam.AnalyzeAndTransformDataset(
+                preprocessing_fn, output_record_batches=True)
+            _ = (transformed
+                 | "ToExamples" >> beam.FlatMap(lambda pair: example_coder.RecordBatchToExamples(pair[0]))
+                 | "Write" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data"), file_name_suffix=".gz"))
+    return {"seconds": time.perf_counter() - start}
+
+
+def run_one(name: str, work: str) -> None:
+    """Run one pipeline in this process; print its JSON (with this process's own peak RSS)."""
+    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    from pipeline.options import pipeline_options
+
+    options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
+    if name == "ctpipe":
+        out = run_ctpipe(work, options)
+    elif name == "recordbatch":
+        out = run_recordbatch(work, options)
+    else:
+        out = run_tfx_dicts(work, options, with_stats=name == "tfx_dicts_stats")
+    out["self_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print("BENCH_RESULT " + json.dumps(out), flush=True)
+
+
+# -- the driver -------------------------------------------------------------------------------------
+
+def prepare(work: str, rows: int, hours: int) -> int:
+    """Write the synthetic events and the peers' schema under ``work``; return the valid row count."""
+    from pipeline import synthetic
+
+    per_hour = max(1, rows // hours)
+    stats = synthetic.write_jsonl(os.path.join(work, "events"),
+                                  synthetic.generate(dt.datetime(2026, 11, 27), hours, per_hour,
+                                                     malformed_per_hour=0, out_of_range_per_hour=0),
+                                  rows_per_hour=per_hour)
+    return stats.valid
+
+
+def write_peer_schema(work: str) -> None:
+    """TFDV's inferred schema (SchemaGen-style) from the first SCHEMA_SAMPLE_LINES lines."""
+    import glob
+
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+
+    events = []
+    for path in sorted(glob.glob(os.path.join(work, "events", "*.jsonl"))):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                events.append(json.loads(line))
+                if len(events) >= SCHEMA_SAMPLE_LINES:
+                    break
+        if len(events) >= SCHEMA_SAMPLE_LINES:
+            break
+    stats = tfdv.generate_statistics_from_dataframe(pd.DataFrame(events))
+    schema = tfdv.infer_schema(stats, infer_feature_shape=True)
+    with open(os.path.join(work, "peer_schema.pb"), "wb") as handle:
+        handle.write(schema.SerializeToString())
+
+
+def run_child(argv: list, max_seconds: float, log_path: str) -> dict:
+    """Run ``argv`` in a fresh process group; its own rusage via os.wait4 (peak RSS of that child alone).
+
+    Returns status ok / failed (exit code, log tail) / timeout (killed after max_seconds) /
+    killed (a signal from outside: the kernel's OOM killer sends SIGKILL)."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(max_seconds, kill)
+        started = time.perf_counter()
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    out = {"wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+           "exit_code": proc.returncode}
+    result = [line for line in text.splitlines() if line.startswith("BENCH_RESULT ")]
+    if timed_out.is_set():
+        out.update(status="timeout", reason=f"killed after --max-seconds {max_seconds:g}")
+    elif proc.returncode == 0 and result:
+        out.update(status="ok", **json.loads(result[-1][len("BENCH_RESULT "):]))
+    elif proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        out.update(status="killed", reason=f"{name} (SIGKILL from outside: most likely the kernel's "
+                                           f"out-of-memory killer; peak RSS {out['peak_rss_mb']} MB)"
+                   if name == "SIGKILL" else name)
+    else:
+        tail = [line for line in text.splitlines() if line.strip()][-3:]
+        out.update(status="failed", reason=f"exit {proc.returncode}: " + " | ".join(tail)[-600:])
+    out["log"] = log_path
+    return out
+
+
+def bench(rows: int, hours: int, workdir: str, pipelines: list, max_seconds: float) -> dict:
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    python = sys.executable
+    prep = run_child([python, os.path.abspath(__file__), "--prepare", "--rows", str(rows), "--hours", str(hours),
+                      "--workdir", workdir], max_seconds, os.path.join(workdir, "prepare.log"))
+    out = {"rows_requested": rows, "hours": hours, "workdir": workdir, "prepare": prep, "pipelines": {}}
+    if prep["status"] != "ok":
+        out["error"] = f"preparing the input failed: {prep.get('reason')}"
+        return out
+    out["rows"] = prep["rows"]
+    for name in pipelines:
+        res = run_child([python, os.path.abspath(__file__), "--pipeline", name, "--workdir", workdir],
+                        max_seconds, os.path.join(workdir, f"{name}.log"))
+        if res["status"] == "ok":
+            res["rows_per_s"] = round(out["rows"] / res["seconds"])
+            res["seconds"] = round(res["seconds"], 2)
+        out["pipelines"][name] = res
+    ok = {n: r for n, r in out["pipelines"].items() if r["status"] == "ok"}
+    if "ctpipe" in ok:
+        out["ratios_ctpipe_over"] = {n: round(ok["ctpipe"]["rows_per_s"] / r["rows_per_s"], 3)
+                                     for n, r in ok.items() if n != "ctpipe"}
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--pipelines", default=",".join(PIPELINES),
+                        help=f"comma-separated subset of {', '.join(PIPELINES)}")
+    parser.add_argument("--max-seconds", type=float, default=3600.0,
+                        help="kill a pipeline that runs longer than this (reported as timeout)")
+    parser.add_argument("--pipeline", choices=PIPELINES, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from core import schema_store
-    from pipeline import synthetic
-    from pipeline.backfill import run_backfill
-    from pipeline.config import config_from_dict
-    from pipeline.options import pipeline_options
-
-    work = args.workdir or tempfile.mkdtemp(prefix="ctpipe-bench-")
-    shutil.rmtree(work, ignore_errors=True)
-    per_hour = args.rows // args.hours
-    stats = synthetic.write_jsonl(os.path.join(work, "events"),
-                                  synthetic.generate(dt.datetime(2026, 11, 27), args.hours, per_hour,
-                                                     malformed_per_hour=0, out_of_range_per_hour=0),
-                                  rows_per_hour=per_hour)
-    events_glob = os.path.join(work, "events", "*.jsonl")
-    options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
-    config = config_from_dict({"storage": {"root": os.path.join(work, "store")},
-                               "source": {"files": {"uri": events_glob}}})
-
-    start = time.perf_counter()
-    result = run_backfill(config, options, None, None)
-    ctpipe_s = time.perf_counter() - start
-    schema, _text, _v = schema_store.load(config.storage.root)
-
-    baseline_s = run_baseline(events_glob, schema, os.path.join(work, "baseline"), options)
-    rows = stats.valid
-    out = {
-        "rows": rows, "windows": len(result.record["windows"]),
-        "ctpipe_backfill_seconds": round(ctpipe_s, 2), "ctpipe_rows_per_s": round(rows / ctpipe_s),
-        "tfx_baseline_seconds": round(baseline_s, 2), "tfx_baseline_rows_per_s": round(rows / baseline_s),
-        "ratio_ctpipe_over_baseline": round(baseline_s / ctpipe_s, 3),
-        "note": "ctpipe time includes schema inference on the first run (one extra read + statistics pass)",
-    }
-    print(json.dumps(out, indent=2))
+    if args.prepare:
+        rows = prepare(args.workdir, args.rows, args.hours)
+        write_peer_schema(args.workdir)
+        print("BENCH_RESULT " + json.dumps({"rows": rows, "seconds": 0.0}), flush=True)
+        return
+    if args.pipeline:
+        run_one(args.pipeline, args.workdir)
+        return
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    unknown = sorted(set(pipelines) - set(PIPELINES))
+    if unknown:
+        raise SystemExit(f"bench_backfill: unknown --pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+    workdir = args.workdir or tempfile.mkdtemp(prefix="ctpipe-bench-")
+    print(json.dumps(bench(args.rows, args.hours, workdir, pipelines, args.max_seconds), indent=2))
 
 
 if __name__ == "__main__":
