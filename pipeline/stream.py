@@ -6,8 +6,8 @@ One cycle (DESIGN.md, "Checkpoint protocol"):
    execute that plan again, unchanged. Otherwise fix this cycle's end offsets now and plan, per
    partition, [checkpointed offset, end offset) split into ranges; save the plan in the
    checkpoint (atomically) before anything else is written.
-2. Ingest graph: ReadKafkaRanges (kafka-python, assign + seek, no group rebalances) -> Decode ->
-   CheckRecords -> WritePendingParts: one part file per (window, offset range) and one dead-letter file per
+2. Ingest graph: ReadKafkaRanges (kafka-python, assign + seek, no group rebalances) -> DecodeAndCheck
+   (decode, record checks) -> WritePendingParts: one part file per (window, offset range) and one dead-letter file per
    range, deterministic names, temp + rename (transforms/pending.py).
 3. Watermark = min over partitions that have data of the newest event time seen, minus
    window.allowed_lateness (never moves back). Windows whose end is at or before it, and that
@@ -73,7 +73,6 @@ from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
 from pipeline.specs import decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
-from transforms.decode import Decode
 from transforms.kafka.source import (
     KafkaSourceError,
     OffsetRange,
@@ -95,7 +94,7 @@ from transforms.pending import (
     window_end_ms,
     window_parts,
 )
-from transforms.record_checks import CheckRecords
+from transforms.record_checks import DecodeAndCheck
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
 from transforms.seal import key_by_window
 
@@ -278,11 +277,10 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema,
                | "Ranges" >> beam.Create(list(plan.ranges))
                | "ReadKafka" >> ReadKafkaRanges(kwargs)
                | "ToSourceRecord" >> beam.Map(to_source_record))
-    decoded, decode_dead = records | "Decode" >> Decode(decode_spec(config, schema, plan.planned_at_ms))
     # Record checks run here, not only at sealing: their dead letters then get the range's
     # deterministic file name, so resealing a window later (late data) cannot count them again.
-    events, check_dead = decoded | "RecordChecks" >> CheckRecords(schema)
-    dead = (decode_dead, check_dead) | "AllDeadLetters" >> beam.Flatten()
+    events, dead = records | "DecodeAndCheck" >> DecodeAndCheck(decode_spec(config, schema, plan.planned_at_ms),
+                                                                schema)
     parts, dead_files, newest = (events, dead) | "WriteParts" >> WritePendingParts(settings, plan.ranges)
     _ = parts | "PartOutputs" >> WriteRunOutputs(root, run_id, "ingest-parts", lambda d: d["name"])
     _ = dead_files | "DeadOutputs" >> WriteRunOutputs(root, run_id, "ingest-dead", lambda d: d["name"])
