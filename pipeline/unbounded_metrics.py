@@ -170,17 +170,25 @@ class JobObserver:
 
 
 class Exporter:
-    """Serves ``metrics.port`` and runs a JobObserver's polls on a daemon thread while attached."""
+    """Serves ``metrics.port`` and runs a JobObserver's polls on a daemon thread while attached
+    (neither when metrics.port is 0 and no metrics.pushgateway is set: nobody would read them)."""
 
     def __init__(self, config, observer: Optional[JobObserver] = None, interval_s: float = POLL_INTERVAL_S):
         self.config = config
-        self.observer = observer or JobObserver(config)
+        self.observer = observer or (JobObserver(config) if self.enabled else None)
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the series go anywhere (metrics.port or metrics.pushgateway set); else nothing runs."""
+        return bool(self.config.metrics.port or self.config.metrics.pushgateway)
+
     def start(self) -> "Exporter":
         """Serve /metrics and take the baseline; call before the job is submitted."""
+        if not self.enabled:
+            return self
         port, bind = self.config.metrics.port, self.config.metrics.bind
         try:
             metrics.serve(port, bind)
@@ -199,6 +207,8 @@ class Exporter:
 
     def stop(self) -> None:
         """Stop polling, refresh once more and push to metrics.pushgateway (when set)."""
+        if not self.enabled:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(60.0, 4 * self.interval_s))

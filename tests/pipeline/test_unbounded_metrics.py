@@ -232,3 +232,17 @@ def test_sealed_windows_and_dead_letters_since_the_start(kafka_broker, kafka_top
     assert _value("ctpipe_watermark_timestamp_seconds", source=source_id(topic)) == window_id_start_ms(
         "20300101T0000Z") / 1000 + 3600
     assert len(warnings) == 2 and "readable again" in warnings[1], warnings
+
+
+def test_without_a_port_or_a_pushgateway_nothing_is_observed(tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = _config(tmp_path / "store", {"bootstrap_servers": f"127.0.0.1:{closed}", "topic": "ev"})
+    exporter = Exporter(config)
+    assert not exporter.enabled and exporter.observer is None
+    exporter.start()
+    exporter.stop()
+    assert capsys.readouterr().err == ""  # no poll ran: it would have warned about the broker
+    assert Exporter(_config(tmp_path / "store", {"bootstrap_servers": f"127.0.0.1:{closed}", "topic": "ev"},
+                            metrics={"pushgateway": "127.0.0.1:9"})).enabled
