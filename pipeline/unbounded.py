@@ -106,9 +106,18 @@ def run_unbounded(config, options, on_submitted: Optional[Callable[[str], None]]
         exporter.stop()
 
 
+def job_id_of(result) -> str:
+    """The runner's id of a submitted job: ``job_id()`` where the result has it (Dataflow), else the
+    portable runner's (Flink through Beam's job server), which its PipelineResult keeps unexposed."""
+    job_id = getattr(result, "job_id", None)
+    if callable(job_id):
+        return str(job_id() or "")
+    return str(getattr(result, "_job_id", "") or "")
+
+
 def _attached(pipeline, on_submitted) -> str:
     result = pipeline.run()
-    job_id = getattr(result, "job_id", lambda: "")()
+    job_id = job_id_of(result)
     if on_submitted is not None:
         on_submitted(job_id)
 

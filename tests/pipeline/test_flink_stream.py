@@ -282,6 +282,7 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
     try:
         jid = _wait("the unbounded job to run on Flink", lambda: _running_job(flink), 240)
         beam_job_id = _submitted_job_id(job.stdout)
+        assert beam_job_id.startswith("BeamApp-"), beam_job_id  # the job server's invocation id
         # The read runs natively in Flink: KafkaIO's UnboundedSource is a Flink source vertex.
         names = [v["name"] for v in _rest(flink, f"/jobs/{jid}")["vertices"]]
         assert any("Read(KafkaUnboundedSource)" in n and n.startswith("Source:") for n in names), names
@@ -289,6 +290,10 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
         end_a = _end_offsets(kafka_broker.bootstrap, kafka_topic)
         _wait("batch A's offsets committed by a completed checkpoint",
               lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_a, 300)
+        # Batch A's three windows sealed (v1) before the kill, so that batch B's records are late
+        # for them (otherwise a restore before the seal puts A and B in the same v1).
+        _wait("batch A's three windows sealed",
+              lambda: len(set(root.glob("windows/*/v1/MANIFEST.json")) - manifests_before) == 3, 300, 0.5)
 
         # SIGKILL the TaskManager that runs the Kafka source.
         source = next(v for v in _rest(flink, f"/jobs/{jid}")["vertices"] if "KafkaUnboundedSource" in v["name"])
