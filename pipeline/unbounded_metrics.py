@@ -26,9 +26,10 @@ under the same names and labels as ``ctpipe stream --interval`` (pipeline/metric
   <root>/deadletter/unbounded/ since the start (one per record, named by its position, so a
   replay after a restore rewrites a file instead of adding one).
 
-Beam's own job metrics are not read: a portable job service (Beam's Flink job server) answers
-GetJobMetrics with an empty result until the job ends (JobInvocation keeps the runner's metrics only
-once its attached run returns, which a streaming job does when it ends), and Python's portable
+Beam's own job metrics are not read: while the job runs, Beam's Flink job server answers
+GetJobMetrics without any of ctpipe's counters (its JobInvocation takes the runner's metrics only
+once the attached run returns, which a streaming job's does when the job ends;
+tests/pipeline/test_flink_stream.py asks during its run and finds none), and Python's portable
 PipelineResult caches its first metrics() answer, so neither updates while the job runs.
 
 Everything the observer does is an export: an error (broker down, storage root unreachable, a
