@@ -121,7 +121,12 @@ def deadletter_range_path(root: str, sid: str, date: str, range_key: str) -> str
 def deadletter_record_path(root: str, source: str, position: str, reason: str) -> str:
     """One dead letter of the unbounded graph, named by its source position (a replay rewrites it)."""
     safe = source.replace("://", "-").replace("/", "-")
-    return storage.join(root, "deadletter", "unbounded", f"{safe}-{position}-{reason}.json")
+    return storage.join(deadletter_unbounded_dir(root), f"{safe}-{position}-{reason}.json")
+
+
+def deadletter_unbounded_dir(root: str) -> str:
+    """Where the unbounded graph writes its dead letters (one ``*.json`` file each)."""
+    return storage.join(root, "deadletter", "unbounded")
 
 
 # --------------------------------------------------------------------------- schema, transforms, runs, locks

@@ -17,6 +17,11 @@ setting, as `ctpipe stream` checks them, instead of a Java stack trace from the 
 into the submission), a schema and a published transform on the storage root (the unbounded graph
 applies one and never analyzes).
 
+While attached, the command is the job's Prometheus exporter (pipeline/unbounded_metrics.py):
+it serves ``metrics.port`` with the series ``ctpipe stream --interval`` exports, observed from
+outside the job (the consumer group's committed offsets in Kafka, the manifests and dead letters
+on the storage root), and pushes them to ``metrics.pushgateway`` when the job ends.
+
 Limits, by design of a long-running job: it does not hold the storage root's lease (it would
 lock every other writer out for the job's lifetime), so run backfills of the windows it is
 sealing elsewhere or after it; and Ctrl-C / SIGTERM cancels the job (LOOPBACK workers live in
@@ -88,12 +93,31 @@ def run_unbounded(config, options, on_submitted: Optional[Callable[[str], None]]
     """
     import apache_beam as beam
 
+    from pipeline.unbounded_metrics import Exporter
+
     check_streaming_options(options)
     check_kafka(config)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
+    exporter = Exporter(config).start()  # before the job exists: its baseline is what was there before
+    try:
+        return _attached(pipeline, on_submitted)
+    finally:
+        exporter.stop()
+
+
+def job_id_of(result) -> str:
+    """The runner's id of a submitted job: ``job_id()`` where the result has it (Dataflow), else the
+    portable runner's (Flink through Beam's job server), which its PipelineResult keeps unexposed."""
+    job_id = getattr(result, "job_id", None)
+    if callable(job_id):
+        return str(job_id() or "")
+    return str(getattr(result, "_job_id", "") or "")
+
+
+def _attached(pipeline, on_submitted) -> str:
     result = pipeline.run()
-    job_id = getattr(result, "job_id", lambda: "")()
+    job_id = job_id_of(result)
     if on_submitted is not None:
         on_submitted(job_id)
 

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                            "runner_configs/flink-local-streaming.yaml) and stay attached until the job ends: "
                            "Kafka read inside the runner (source.kafka.expansion_service), event-time windows with "
                            "window.allowed_lateness, late records as new window versions, offsets committed on "
-                           "checkpoints; Ctrl-C or SIGTERM cancels the job")
+                           "checkpoints; serves metrics.port while attached; Ctrl-C or SIGTERM cancels the job")
     p.add_argument("--seal-at-end", action="store_true",
                    help="with --until-idle or --cycles: after the last cycle, seal the windows still open as they "
                         "are and move the watermark past them; later records for them follow window.late_data "

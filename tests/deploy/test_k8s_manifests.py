@@ -393,6 +393,16 @@ def test_unbounded_stream_job():
     for f in (kafka["sasl_password_file"], kafka["ssl_cafile"]):
         assert any(f.startswith(m + "/") for m in mounts), f
     assert kafka["sasl_username_env"] in env
+    # The attached driver's /metrics: served on metrics.port, which the stream's ServiceMonitor
+    # scrapes through this job's Service.
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"]
+    assert port == cfg["metrics"]["port"]
+    assert job["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    svc = find("Service", "ctpipe-stream-unbounded-metrics")
+    assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    sm = find("ServiceMonitor", "ctpipe-stream")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
 
 
 def _expansion_flags_of_services_sh() -> set:

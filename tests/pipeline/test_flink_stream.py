@@ -6,7 +6,11 @@ backfill of the same events seals, and the dead letters are exactly the bad mess
 window whose end + allowed lateness is half a minute away gets one record, and records for it
 sent once Flink's watermark passed that are too late: with ``window.late_data: side_output`` each
 is in <root>/late/ exactly once, by id, read back with gzip + json, and in no sealed window
-(transforms/panes.py: nothing is dropped for being late).
+(transforms/panes.py: nothing is dropped for being late). While attached, the driver serves
+metrics.port (pipeline/unbounded_metrics.py): one scrape of its /metrics, polled until it settles,
+shows zero consumer lag, the records the group committed, the windows sealed since the job started
+(by verdict, counted from the manifests) and the dead letters; Beam's job service is asked for the
+job's metrics once while it runs (they stay empty until the job ends: docs say so).
 
 The cluster is this module's own (a TaskManager is killed); everything is observed from outside
 ctpipe: Flink's REST API (job state, checkpoints, restores), the consumer group's committed offsets
@@ -37,7 +41,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core import window_store
-from core.layout import window_id
+from core.layout import window_id, window_id_start_ms
 from tests import _procs
 from tests._stream_check import sealed_ids
 from transforms.panes import close_time_ms
@@ -84,12 +88,59 @@ def _event(i: int, ts_s: float) -> bytes:
                        "label": i % 2}).encode()
 
 
-def _write_config(path: Path, root: Path, data_glob: str, kafka: dict) -> str:
+def _write_config(path: Path, root: Path, data_glob: str, kafka: dict, metrics_port: int = 0) -> str:
     path.write_text(json.dumps({
         "storage": {"root": str(root)}, "source": {"files": {"uri": data_glob}, "kafka": kafka},
         "window": {"size": f"{WINDOW_S}s", "allowed_lateness": "15m", "late_data": "side_output"},
-        "registry": {"uri": str(root) + "-registry", "model_name": "sensors"}}))
+        "registry": {"uri": str(root) + "-registry", "model_name": "sensors"},
+        "metrics": {"port": metrics_port, "bind": "127.0.0.1"}}))
     return str(path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _scrape(port: int) -> dict:
+    """(name, sorted label items) -> value of every ctpipe_* sample on the driver's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name.startswith("ctpipe_")}
+
+
+def _submitted_job_id(stdout) -> str:
+    """The job id of the driver's ``{"job_id": ..., "state": "SUBMITTED"}`` line (--json)."""
+    for line in stdout:
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and answer.get("state") == "SUBMITTED":
+            return answer["job_id"]
+    pytest.fail("the driver ended without reporting its submitted job")
+
+
+def _job_service_counters(endpoint: str, job_id: str):
+    """How many ctpipe counters Beam's job service reports for the running job (GetJobMetrics);
+    the error's text when it refuses the call."""
+    import grpc
+    from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            answer = beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobMetrics(
+                beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id), timeout=30)
+    except grpc.RpcError as exc:
+        return f"GetJobMetrics failed: {exc.code()}: {exc.details()}"
+    infos = list(answer.metrics.attempted) + list(answer.metrics.committed)
+    return sum(1 for info in infos if info.labels.get("NAMESPACE") == "ctpipe")
 
 
 def _ctpipe(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -208,13 +259,15 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
              "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username_env": "T_KAFKA_USER",
              "sasl_password_file": kafka_broker.password_file, "ssl_cafile": kafka_broker.ca_file,
              "expansion_service": flink.env["CTPIPE_BEAM_KAFKA_EXPANSION_ENDPOINT"]}
-    config = _write_config(tmp_path / "stream.yaml", root, str(seed_dir / "*.jsonl"), kafka)
+    metrics_port = _free_port()
+    config = _write_config(tmp_path / "stream.yaml", root, str(seed_dir / "*.jsonl"), kafka, metrics_port)
     env = {**os.environ, "PYTHONPATH": str(REPO), "T_KAFKA_USER": kafka_broker.user,
            "CTPIPE_FLINK_MASTER": flink.env["CTPIPE_FLINK_MASTER"],
            "CTPIPE_BEAM_JOB_ENDPOINT": flink.env["CTPIPE_BEAM_JOB_ENDPOINT"]}
     done = _ctpipe("backfill", "--config", config, "--runner-config", str(DIRECT), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     seeded = set(_window_ids(str(root)))
+    manifests_before = set(root.glob("windows/*/v*/MANIFEST.json"))
 
     producer = Producer(kafka_broker.bootstrap, kafka_topic)
     for i in range(60):                                          # batch A: 20 events in each of 3 windows
@@ -228,6 +281,8 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "job.err", "w"), text=True)
     try:
         jid = _wait("the unbounded job to run on Flink", lambda: _running_job(flink), 240)
+        beam_job_id = _submitted_job_id(job.stdout)
+        assert beam_job_id.startswith("BeamApp-"), beam_job_id  # the job server's invocation id
         # The read runs natively in Flink: KafkaIO's UnboundedSource is a Flink source vertex.
         names = [v["name"] for v in _rest(flink, f"/jobs/{jid}")["vertices"]]
         assert any("Read(KafkaUnboundedSource)" in n and n.startswith("Source:") for n in names), names
@@ -235,6 +290,10 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
         end_a = _end_offsets(kafka_broker.bootstrap, kafka_topic)
         _wait("batch A's offsets committed by a completed checkpoint",
               lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_a, 300)
+        # Batch A's three windows sealed (v1) before the kill, so that batch B's records are late
+        # for them (otherwise a restore before the seal puts A and B in the same v1).
+        _wait("batch A's three windows sealed",
+              lambda: len(set(root.glob("windows/*/v1/MANIFEST.json")) - manifests_before) == 3, 300, 0.5)
 
         # SIGKILL the TaskManager that runs the Kafka source.
         source = next(v for v in _rest(flink, f"/jobs/{jid}")["vertices"] if "KafkaUnboundedSource" in v["name"])
@@ -312,6 +371,29 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
         _wait("the opener's and the too-late records' offsets committed",
               lambda: _committed(kafka_broker.bootstrap, kafka_topic) == end_c, 300)
 
+        # The driver's /metrics: settled once its poll saw the last commit and the last manifest.
+        def settled():
+            new = [json.loads(p.read_text()) for p in root.glob("windows/*/v*/MANIFEST.json")
+                   if p not in manifests_before]
+            want = {("ctpipe_windows_sealed_total", (("verdict", v),)): float(
+                sum(1 for m in new if m["validation"]["verdict"] == v)) for v in ("PASS", "WARN", "QUARANTINED")}
+            want.update({("ctpipe_kafka_consumer_lag", (("partition", str(p)), ("topic", kafka_topic))): 0.0
+                         for p in end_c})
+            want[("ctpipe_records_in_total", (("source", "kafka"), ("stage", "stream")))] = float(sum(end_c.values()))
+            for reason in set(producer.bad.values()):
+                want[("ctpipe_dead_letters_total", (("reason", reason), ("stage", "stream")))] = float(
+                    sum(1 for r in producer.bad.values() if r == reason))
+            got = _scrape(metrics_port)
+            return got if all(got.get(k) == v for k, v in want.items()) else None
+        scraped = _wait("the driver's /metrics to show the drained job", settled, 60, 1.0)
+        last_success = scraped[("ctpipe_last_success_timestamp_seconds", (("job", "stream"),))]
+        assert killed_at < last_success <= time.time()
+        newest_end = max(window_id_start_ms(p.parent.parent.name) / 1000 + WINDOW_S
+                         for p in root.glob("windows/*/v*/MANIFEST.json") if p not in manifests_before)
+        assert scraped[("ctpipe_watermark_timestamp_seconds", (("source", f"kafka-{kafka_topic}"),))] == newest_end
+        beam_counters_while_running = _job_service_counters(flink.env["CTPIPE_BEAM_JOB_ENDPOINT"], beam_job_id)
+        print(f"ctpipe counters in GetJobMetrics while the job runs: {beam_counters_while_running}")
+
         # No secret in what Flink holds of the job.
         password = kafka_broker.password
         for path in (f"/jobs/{jid}/plan", f"/jobs/{jid}/config"):
@@ -370,6 +452,9 @@ def test_unbounded_job_on_flink_survives_a_taskmanager_kill(flink, kafka_broker,
     backfill_reasons = sorted(json.loads(line)["reason"] for path in (other / "deadletter").rglob("*.jsonl")
                               for line in path.read_text().splitlines() if line.strip())
     assert backfill_reasons == sorted(producer.bad.values())
+    # Beam's job service had none of ctpipe's counters while the job ran (pipeline/unbounded_metrics.py
+    # says why the exporter does not read them).
+    assert beam_counters_while_running == 0
 
 
 def test_the_pipeline_proto_holds_no_kafka_password(flink, kafka_broker, kafka_topic, tmp_path, monkeypatch):

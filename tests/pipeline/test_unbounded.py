@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from core.errors import ConfigError
 from pipeline.cli.main import main
 from pipeline.config import KafkaSourceConfig
-from pipeline.unbounded import check_streaming_options
+from pipeline.unbounded import check_streaming_options, job_id_of
 from transforms.kafka.source import KafkaSourceError, ReadKafkaUnbounded
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,3 +90,17 @@ def test_the_command_exits_2_on_the_direct_runner(tmp_path, capsys):
                                   "source": {"kafka": {"bootstrap_servers": "127.0.0.1:9", "topic": "ev"}}}))
     assert main(["stream", "--unbounded", "--config", str(config), "--runner-config", "runner_configs/direct.yaml"]) == 2
     assert "needs a streaming runner" in capsys.readouterr().err
+
+
+def test_the_job_id_of_portable_and_dataflow_results():
+    from apache_beam.runners.portability.portable_runner import PipelineResult
+
+    portable = PipelineResult(None, "BeamApp-x_1", None, None)
+    assert job_id_of(portable) == "BeamApp-x_1"
+
+    class Dataflow:
+        def job_id(self):
+            return "2026-12-02_01_00_00-123"
+
+    assert job_id_of(Dataflow()) == "2026-12-02_01_00_00-123"
+    assert job_id_of(object()) == ""

@@ -479,6 +479,51 @@ def commit_group_offsets(client_kwargs: Mapping[str, Any], group_id: str, topic:
         consumer.close(autocommit=False)
 
 
+@dataclass(frozen=True)
+class GroupOffsets:
+    """One look at a consumer group's position on a topic, per partition: ``committed`` (None where
+    the group has committed nothing), ``end`` (as ``end_offsets``: the last stable offset under
+    read_committed) and ``beginning`` (the earliest offset still on the broker)."""
+
+    committed: dict
+    end: dict
+    beginning: dict
+
+    def lag(self) -> dict:
+        """Per partition, the records between the committed offset and the end (never negative);
+        a partition without a commit counts from its beginning (``auto.offset.reset: earliest``,
+        where the unbounded read starts without one)."""
+        out = {}
+        for partition, end in self.end.items():
+            start = self.committed.get(partition)
+            if start is None:
+                start = self.beginning.get(partition, 0)
+            out[partition] = max(0, end - start)
+        return out
+
+
+def group_offsets(client_kwargs: Mapping[str, Any], group_id: str, topic: str,
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> GroupOffsets:
+    """The committed offsets of ``group_id`` and the topic's end and beginning offsets, read with one
+    client that never joins the group (no JoinGroup, no rebalance of the group's real members)."""
+    consumer = _connect(KafkaConsumer, client_kwargs, timeout_s, group_id=group_id, enable_auto_commit=False,
+                        auto_offset_reset="none", allow_auto_create_topics=False,
+                        isolation_level=_isolation(client_kwargs))
+    try:
+        tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, client_kwargs)]
+        end = _list_offsets(consumer, tps, "end", client_kwargs, timeout_s)
+        beginning = _list_offsets(consumer, tps, "beginning", client_kwargs, timeout_s)
+        committed = {tp.partition: consumer.committed(tp, timeout_ms=int(timeout_s * 1000)) for tp in tps}
+        return GroupOffsets(committed, {tp.partition: end[tp] for tp in tps},
+                            {tp.partition: beginning[tp] for tp in tps})
+    except kafka_errors.KafkaError as exc:
+        raise KafkaSourceError(f"offsets of consumer group {group_id!r} on Kafka topic {topic!r} at "
+                               f"{_bootstrap(client_kwargs)} failed: {_detail(exc) or type(exc).__name__}; check "
+                               "that the broker is up") from exc
+    finally:
+        consumer.close(autocommit=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Records as the rest of the graph sees them
 
