@@ -76,3 +76,51 @@ def test_backfill_on_flink_seals_the_same_bytes_as_direct_runner(flink_cluster, 
     # Independently of ctpipe's readers: the sealed raw records are the generator's valid events, once each.
     ids = read_ids_with_schema(flink_root)
     assert sorted(ids) == sorted(gen.valid_ids) and len(set(ids)) == len(ids)
+
+
+@pytest.fixture
+def worker_pool(tmp_path):
+    """A Beam worker pool (the EXTERNAL environment deploy/k8s runs beside each TaskManager) as its
+    own process group; its SDK workers run ctpipe's DoFns from this checkout."""
+    from tests._procs import Service, free_port, venv_bin
+
+    port = free_port()
+    pool = Service("beam-worker-pool", [venv_bin("python"), "-m", "apache_beam.runners.worker.worker_pool_main",
+                                        f"--service_port={port}"], port, tmp_path / "worker-pool.log",
+                   env={"PYTHONPATH": REPO, "PATH": f"{os.path.dirname(venv_bin('python'))}{os.pathsep}"
+                                                    f"{os.environ['PATH']}"})
+    pool.start()
+    yield pool
+    try:
+        os.killpg(pool.proc.pid, 9)  # the pool and the SDK workers it started
+    except ProcessLookupError:
+        pass
+    pool.proc.wait(timeout=30)
+
+
+def test_an_external_worker_pool_seals_the_same_bytes(flink_cluster, worker_pool, make_events, tmp_path,
+                                                      monkeypatch, capsys):
+    """The Python DoFns run in a separate Beam worker pool (environment_type EXTERNAL), not in the
+    submitting process: the windows are still DirectRunner's, byte for byte."""
+    events, gen = make_events(hours=2, rows_per_hour=60)
+    for name, value in flink_cluster.runner_env.items():
+        monkeypatch.setenv(name, value)
+    pool_runner = tmp_path / "runner-flink-pool.yaml"
+    with open(FLINK_LOCAL, encoding="utf-8") as handle:
+        text = handle.read()
+    assert "environment_type: LOOPBACK" in text
+    external = f"environment_type: EXTERNAL\nenvironment_config: 127.0.0.1:{worker_pool.port}"
+    pool_runner.write_text(text.replace("environment_type: LOOPBACK", external))
+    direct_cfg, pool_cfg = _config(tmp_path, "direct", events), _config(tmp_path, "pool", events)
+    assert main(["backfill", "--config", direct_cfg, "--runner-config", DIRECT, "--json"]) == 0
+    capsys.readouterr()
+    jobs_before = _beam_jobs(flink_cluster)
+    assert main(["backfill", "--config", pool_cfg, "--runner-config", str(pool_runner), "--json"]) == 0
+    new_jobs = {jid: state for jid, state in _beam_jobs(flink_cluster).items() if jid not in jobs_before}
+    assert len(new_jobs) == 2 and set(new_jobs.values()) == {"FINISHED"}, new_jobs
+    # The pool, not this process, ran the Python side: it logs every SDK worker it starts.
+    assert worker_pool.log_path.read_text(errors="replace").count("Starting worker") >= 1
+    direct_root, pool_root = str(tmp_path / "direct"), str(tmp_path / "pool")
+    assert tree_digest(pool_root) == tree_digest(direct_root) and len(tree_digest(direct_root)) == 12
+    assert _dead_letters(pool_root) == _dead_letters(direct_root)
+    assert sorted(read_ids_with_schema(pool_root)) == sorted(gen.valid_ids)
