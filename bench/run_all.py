@@ -103,6 +103,13 @@ def _cycles(seconds: list) -> str:
     return text
 
 
+def _part_row(part: dict, name: str, ok_row) -> str:
+    """One table row of a bench part: ``ok_row(result)``, or the part's status and reason."""
+    if part["status"] != "ok":
+        return f"| {name} | **{part['status']}** | {part['reason']} |"
+    return ok_row(part["result"])
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [BEGIN, "", "## The whole table (`bench/run_all.py`)", "", "```", doc["command"], "```", "",
@@ -153,31 +160,21 @@ def markdown(doc: dict) -> str:
     if "latency" in doc["parts"] or "train" in doc["parts"]:
         lines += ["### Latencies", "", "| latency | figure | detail |", "| --- | --- | --- |"]
         if "latency" in doc["parts"]:
-            lat = doc["latency"]
-            if lat["status"] != "ok":
-                lines.append(f"| event → sealed window | **{lat['status']}** | {lat['reason']} |")
-            else:
-                r = lat["result"]
-                lines.append(
-                    f"| event → sealed window (from the window's end; = its last event, event time = wall clock) | "
-                    f"median {r['from_window_end_s_median']} s, max {r['from_window_end_s_max']} s over "
-                    f"{r['windows_sealed']} windows | window {r['window']}, allowed_lateness {r['allowed_lateness']}, "
-                    f"`ctpipe stream --interval {r['interval_s']}`, {r['rate_per_s']:g} events/s for "
-                    f"{r['seconds_produced']:g} s; bound lateness + interval + longest steady cycle = "
-                    f"{r['bound_lateness_interval_cycle_s']} s: {'within' if r['within_bound'] else '**not within**'}; "
-                    f"{_cycles(r['cycle_seconds'])} |")
+            lines.append(_part_row(doc["latency"], "event → sealed window", lambda r: (
+                f"| event → sealed window (from the window's end; = its last event, event time = wall clock) | "
+                f"median {r['from_window_end_s_median']} s, max {r['from_window_end_s_max']} s over "
+                f"{r['windows_sealed']} windows | window {r['window']}, allowed_lateness {r['allowed_lateness']}, "
+                f"`ctpipe stream --interval {r['interval_s']}`, {r['rate_per_s']:g} events/s for "
+                f"{r['seconds_produced']:g} s; bound lateness + interval + longest steady cycle = "
+                f"{r['bound_lateness_interval_cycle_s']} s: {'within' if r['within_bound'] else '**not within**'}; "
+                f"{_cycles(r['cycle_seconds'])} |")))
         if "train" in doc["parts"]:
-            tr = doc["train"]
-            if tr["status"] != "ok":
-                lines.append(f"| sealed window → model pushed | **{tr['status']}** | {tr['reason']} |")
-            else:
-                r = tr["result"]
-                lines.append(
-                    f"| sealed window → model pushed (newest MANIFEST.json mtime → registry COMMITTED.json created_at) | "
-                    f"{r['sealed_to_pushed_s']} s | backfill of {r['rows']:,} rows ({r['windows']} windows) then at once "
-                    f"`ctpipe train --force`: gap {r['gap_backfill_end_to_train_start_s']} s, train process "
-                    f"{r['train_process_seconds']} s (fit {r['training_seconds']} s, {r['epochs']} epochs), "
-                    f"version {r['version']}, blessed {r['blessed']} |")
+            lines.append(_part_row(doc["train"], "sealed window → model pushed", lambda r: (
+                f"| sealed window → model pushed (newest MANIFEST.json mtime → registry COMMITTED.json created_at) | "
+                f"{r['sealed_to_pushed_s']} s | backfill of {r['rows']:,} rows ({r['windows']} windows) then at once "
+                f"`ctpipe train --force`: gap {r['gap_backfill_end_to_train_start_s']} s, train process "
+                f"{r['train_process_seconds']} s (fit {r['training_seconds']} s, {r['epochs']} epochs), "
+                f"version {r['version']}, blessed {r['blessed']} |")))
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
