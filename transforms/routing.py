@@ -1,7 +1,7 @@
 """One DoFn for every stage that either passes a value on or turns it into a DeadLetter."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import apache_beam as beam
 
@@ -11,14 +11,14 @@ DEADLETTER = "deadletter"
 
 
 class RouteDoFn(beam.DoFn):
-    """Applies ``func(element, arg)``, or each ``(func, arg)`` of ``steps`` in turn: DeadLetters go
+    """Applies each ``(func, arg)`` of ``steps`` in turn (``func(element, arg)``): DeadLetters go
     to the ``deadletter`` output and are counted per reason (Beam counter ``deadletter:<reason>``);
     anything else goes to the next step, and after the last to the main output. Several steps in
     one DoFn cost one runner hop per element instead of one per step (the runner's per-element
     work was a fifth of a backfill); what leaves, and the counters, are the same."""
 
-    def __init__(self, func: Optional[Callable] = None, arg=None, steps: Sequence[tuple] = ()):
-        self._steps = tuple(steps) if steps else ((func, arg),)
+    def __init__(self, steps: Sequence[tuple]):
+        self._steps = tuple(steps)
         self._counters = {}
 
     def process(self, element):
@@ -38,8 +38,7 @@ class RouteDoFn(beam.DoFn):
 
 def route(pcoll, label: str, func: Callable, arg):
     """(main, deadletter) PCollections of ``func`` applied to ``pcoll``."""
-    out = pcoll | label >> beam.ParDo(RouteDoFn(func, arg)).with_outputs(DEADLETTER, main="main")
-    return out.main, out[DEADLETTER]
+    return route_steps(pcoll, label, ((func, arg),))
 
 
 def route_steps(pcoll, label: str, steps: Sequence[tuple]):

@@ -116,8 +116,8 @@ class WindowStateCoder(beam.coders.Coder):
 
     def estimate_size(self, value):
         prepared = value.prepared
-        size = prepared.batch.nbytes + sum(map(len, prepared.raw_examples))  # + a few hundred bytes of rest
-        return size + sum(map(len, value.transformed)) if value.transformed else size
+        # (the rest of a WindowState is a few hundred bytes)
+        return prepared.batch.nbytes + sum(map(len, prepared.raw_examples)) + sum(map(len, value.transformed))
 
 
 beam.coders.registry.register_coder(WindowState, WindowStateCoder)
@@ -308,10 +308,10 @@ class _WriteWindowDoFn(beam.DoFn):
 
 class _BatchByWindowDoFn(beam.DoFn):
     """(window_id, item) -> (window_id, chunk): up to ``max_items`` items of one window per
-    element, packed by ``core.records.pack_records``, so the shuffle before sealing encodes one byte string per
-    chunk instead of every record on its own (per-element coding was a fifth of a backfill's
-    time). Buffers are per Beam window as well as per window id, and emitted in the window they
-    came from."""
+    element, packed by ``core.records.pack_records``, so the shuffle before sealing encodes one
+    byte string per chunk instead of every record on its own (per-element coding was a fifth of a
+    backfill's time). Buffers are per Beam window as well as per window id, and emitted in the
+    window they came from."""
 
     def __init__(self, max_items: int):
         self._max = max_items
@@ -340,9 +340,10 @@ class _BatchByWindowDoFn(beam.DoFn):
 class GroupByWindow(beam.PTransform):
     """(window_id, Event | DeadLetter) -> (window_id, [packed chunks]): one group per window
     id (per Beam window and firing), moved through the shuffle in packed chunks of up to
-    ``max_items`` records. PrepareWindow unpacks them (``core.records.unpack_records``) where it uses them, so no
-    PCollection holds a whole window's records as Python objects: Beam samples the encoded size of
-    a PCollection's elements, and for a list of records that is a pickle of each."""
+    ``max_items`` records. PrepareWindow unpacks them (``core.records.unpack_records``) where it
+    uses them, so no PCollection holds a whole window's records as Python objects: Beam samples
+    the encoded size of a PCollection's elements, and for a list of records that is a pickle of
+    each."""
 
     def __init__(self, max_items: int = 4096):
         super().__init__()

@@ -101,6 +101,10 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
     what = f"window {content.window_id} v{version}"
     if fence is not None:
         fence.check_publish(what)
+    if content.provenance is None:
+        provenance, provenance_records = provenance_bytes(content.events), len(content.events)
+    else:
+        provenance, provenance_records = content.provenance, len(content.raw_examples)
     files = []
     for kind, name, data, records in (
             ("raw", RAW_FILE, tfrecord_gz_bytes(content.raw_examples), len(content.raw_examples)),
@@ -108,9 +112,7 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
              len(content.transformed_examples)),
             ("stats", STATS_FILE, content.stats.SerializeToString(deterministic=True), None),
             ("anomalies", ANOMALIES_FILE, text_format.MessageToString(content.anomalies).encode(), None),
-            ("provenance", PROVENANCE_FILE, *((provenance_bytes(content.events), len(content.events))
-                                              if content.provenance is None
-                                              else (content.provenance, len(content.raw_examples))))):
+            ("provenance", PROVENANCE_FILE, provenance, provenance_records)):
         storage.write_bytes_atomic(storage.join(target, name), data)
         files.append({"path": name, "kind": kind, "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), "records": records})
