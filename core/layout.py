@@ -22,6 +22,7 @@ Window id: the window's UTC start as ``YYYYMMDDTHHMMZ`` (``20261127T0100Z``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 from core import storage
@@ -51,9 +52,11 @@ def window_start_ms(event_time_ms: int, size_s: int) -> int:
     return event_time_ms - event_time_ms % size_ms
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def window_id(start_ms: int) -> str:
     """Window id: its UTC start, e.g. ``20261127T0100Z`` (the year always has 4 digits: decoding
-    keeps event times within 1970..9999)."""
+    keeps event times within 1970..9999). Cached: every event asks for the id of its window, and
+    a run has few windows."""
     start = dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.timezone.utc)
     return f"{start.year:04d}" + start.strftime(WINDOW_ID_FORMAT[2:])
 

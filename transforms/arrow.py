@@ -46,12 +46,22 @@ def events_to_record_batch(events: Sequence[Event], feature_types: dict[str, str
                            extra_columns: dict[str, list] | None = None) -> pa.RecordBatch:
     """One RecordBatch of ``events``; columns are the typed features (sorted by name), absent
     values are null lists. ``extra_columns`` (name -> one bytes value per event) are appended."""
+    features = [e.features for e in events]
+    columns = {name: [f.get(name) for f in features] for name in feature_types}
+    return columns_to_record_batch(columns, feature_types, len(features), extra_columns)
+
+
+def columns_to_record_batch(columns: dict[str, list], feature_types: dict[str, str], rows: int,
+                            extra_columns: dict[str, list] | None = None) -> pa.RecordBatch:
+    """The RecordBatch ``events_to_record_batch`` builds, from the features as columns (name ->
+    one value or None per row); a typed feature missing from ``columns`` is absent in every row."""
     names = sorted(feature_types)
     arrays = []
-    features = [e.features for e in events]
     for name in names:
         kind = feature_types[name]
-        values = [f.get(name) for f in features]
+        values = columns.get(name)
+        if values is None:
+            values = [None] * rows
         column = _scalar_column(values, kind)
         if column is None:
             column = pa.array([None if v is None else _as_list(v, kind) for v in values], type=_ARROW_TYPES[kind])

@@ -9,13 +9,13 @@ dead-letters them: type_mismatch, shape_mismatch).
 """
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
 
-from core.records import pack_records, unpack_records
-from transforms.arrow import events_to_record_batch
+from transforms.arrow import columns_to_record_batch
 from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
 from transforms.validation import stats_options
 
@@ -25,14 +25,38 @@ LIST, SCALAR = "list", "scalar"
 
 def count_types(events) -> dict[str, Counter]:
     """feature -> Counter of its values' types (INT, FLOAT, BYTES) and forms (list, scalar)."""
+    return count_column_types(feature_columns([e.features for e in events]))
+
+
+def feature_columns(features: list) -> dict[str, list]:
+    """Feature dicts (one per event) as columns: name -> one value per event, None where absent."""
+    names = set().union(*features) if features else set()
+    return {name: [f.get(name) for f in features] for name in sorted(names)}
+
+
+_SCALAR_KINDS = {bool: INT, int: INT, float: FLOAT, str: BYTES}
+
+
+def count_column_types(columns: dict[str, list]) -> dict[str, Counter]:
+    """``count_types`` of events given as columns: per column, the values' Python types are
+    counted in C, and only values of other types (lists) are typed one by one."""
     counts: dict[str, Counter] = {}
-    for event in events:
-        for name, value in event.features.items():
-            kind = infer_type(value)
+    for name, values in columns.items():
+        counter = Counter()
+        for kind_of_value, n in Counter(map(type, values)).items():
+            kind = _SCALAR_KINDS.get(kind_of_value)
             if kind is not None:
-                counter = counts.setdefault(name, Counter())
-                counter[kind] += 1
-                counter[LIST if isinstance(value, list) else SCALAR] += 1
+                counter[kind] += n
+                counter[SCALAR] += n
+            elif kind_of_value is not type(None):
+                for value in values:
+                    if type(value) is kind_of_value:
+                        kind = infer_type(value)
+                        if kind is not None:
+                            counter[kind] += 1
+                            counter[LIST if isinstance(value, list) else SCALAR] += 1
+        if counter:
+            counts[name] = counter
     return counts
 
 
@@ -60,18 +84,44 @@ def scalar_features(counts: dict[str, Counter]) -> frozenset:
     return frozenset(name for name, counter in counts.items() if counter[SCALAR] > counter[LIST])
 
 
-def _conforming(events, counts):
+_PLAIN = {INT: int, FLOAT: float, BYTES: str}
+"""The Python type a decoded value of each kind has, which coercion to that kind keeps as it is."""
+
+
+def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
+    """``events_to_record_batch(_conforming(events, counts), majority_types(counts))`` of events
+    given as columns (``feature_columns``), without the events: a column whose values all have
+    their majority type's plain Python type is taken as it is (decoding made them that type and
+    checked their range), the others are coerced value by value, and a row with a value that
+    does not conform is left out."""
     types, scalars = majority_types(counts), scalar_features(counts)
-    kept = []
-    for event in events:
-        if any(isinstance(v, list) and len(v) != 1 for n, v in event.features.items() if n in scalars):
+    rows = len(next(iter(columns.values()))) if columns else 0
+    dropped = set()
+    coerced = {}
+    for name, values in columns.items():
+        kind = types.get(name)
+        if kind is None:
             continue
-        try:
-            features = {n: coerce_value(n, v, types[n]) for n, v in event.features.items() if n in types}
-        except ValueError:
+        if set(map(type, values)) <= {_PLAIN[kind], type(None)}:
+            coerced[name] = values
             continue
-        kept.append(event._replace(features=features))
-    return kept
+        out = []
+        for row, value in enumerate(values):
+            if value is not None:
+                if isinstance(value, list) and name in scalars and len(value) != 1:
+                    dropped.add(row)
+                else:
+                    try:
+                        value = coerce_value(name, value, kind)
+                    except ValueError:
+                        dropped.add(row)
+            out.append(value)
+        coerced[name] = out
+    if dropped:
+        keep = [row for row in range(rows) if row not in dropped]
+        coerced = {name: [values[row] for row in keep] for name, values in coerced.items()}
+        rows = len(keep)
+    return columns_to_record_batch(coerced, types, rows)
 
 
 class StatisticsOfEvents(beam.PTransform):
@@ -82,22 +132,23 @@ class StatisticsOfEvents(beam.PTransform):
         self._path = output_path
 
     def expand(self, events):
-        # The records are read twice (types first, then Arrow with the majority types), so they
-        # are materialized between the two: packed (core.records), with their type counts beside.
-        packed = events | "PackAndCount" >> beam.ParDo(_PackAndCountDoFn(10_000))
-        counts = (packed
-                  | "Counts" >> beam.Map(lambda pc: pc[1])
+        # The features are read twice (types first, then Arrow with the majority types), so they
+        # are materialized between the two: as pickled columns, with their type counts beside.
+        chunks = events | "ColumnsAndCount" >> beam.ParDo(_ColumnsAndCountDoFn(10_000))
+        counts = (chunks
+                  | "Counts" >> beam.Map(lambda chunk: chunk[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
-        return (packed
-                | "ToArrow" >> beam.Map(lambda pc, c: events_to_record_batch(
-                    _conforming(unpack_records([pc[0]])[0], c), majority_types(c)), beam.pvalue.AsSingleton(counts))
+        return (chunks
+                | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(pickle.loads(chunk[0]), c),
+                                        beam.pvalue.AsSingleton(counts))
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))
 
 
-class _PackAndCountDoFn(beam.DoFn):
-    """Events (in the global window) -> (pack_records bytes, count_types) per up to ``size`` events
-    of a bundle: no PCollection holds lists of records (Beam would pickle them to sample sizes)."""
+class _ColumnsAndCountDoFn(beam.DoFn):
+    """Events (in the global window) -> (pickled ``feature_columns``, ``count_column_types``) per
+    up to ``size`` events of a bundle: no PCollection holds lists of records (Beam would pickle
+    them to sample sizes), and nothing but the features is kept."""
 
     def __init__(self, size: int):
         self._size = size
@@ -106,7 +157,7 @@ class _PackAndCountDoFn(beam.DoFn):
         self._buffer = []
 
     def process(self, event):
-        self._buffer.append(event)
+        self._buffer.append(event.features)
         if len(self._buffer) >= self._size:
             yield self._flush()
 
@@ -115,5 +166,6 @@ class _PackAndCountDoFn(beam.DoFn):
             yield beam.transforms.window.GlobalWindows.windowed_value(self._flush())
 
     def _flush(self):
-        batch, self._buffer = self._buffer, []
-        return pack_records(batch), count_types(batch)
+        columns = feature_columns(self._buffer)
+        self._buffer = []
+        return pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), count_column_types(columns)

@@ -53,3 +53,19 @@ def test_window_ids_of_the_accepted_event_time_range_have_four_digit_years():
         wid = window_id(window_start_ms(ms, 3600))
         assert len(wid) == 14 and window_id_start_ms(wid) == window_start_ms(ms, 3600)
     assert window_id(window_start_ms(253_402_300_799_999, 3600)) == "99991231T2300Z"
+
+
+def test_split_duplicates_orders_like_a_sort_by_id_source_and_position():
+    import random
+
+    from transforms.windowing import _position_key
+
+    rng = random.Random(7)
+    events = [Event(rng.choice("abcdefgh") * rng.randint(1, 2), T0 + i, {"x": float(i)}, rng.choice(["f1", "f0", "s3"]),
+                    rng.choice([str(rng.randint(0, 120)), "p-" + str(rng.randint(0, 9))]))
+              for i in range(400)]
+    kept, dupes = split_duplicates(events)
+    ordered = sorted(events, key=lambda e: (e.id, e.source, _position_key(e.position)))
+    firsts = [e for n, e in enumerate(ordered) if n == 0 or ordered[n - 1].id != e.id]
+    assert kept == firsts and len(kept) < len(events)
+    assert [(d.source, d.position) for d in dupes] == [(e.source, e.position) for e in ordered if e not in firsts]

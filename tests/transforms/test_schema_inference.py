@@ -1,0 +1,85 @@
+"""The first schema's statistics pass (transforms/schema_inference.py) works on columns; these
+tests hold it to the rules written per event: a value's type and form counted one by one, and an
+event left out of the statistics when any of its values does not fit the majority type or form."""
+from collections import Counter
+
+from core.records import Event
+from transforms.arrow import events_to_record_batch
+from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
+from transforms.schema_inference import (
+    LIST,
+    SCALAR,
+    conforming_batch,
+    count_types,
+    feature_columns,
+    majority_types,
+    scalar_features,
+)
+
+
+def _count_one_by_one(events):
+    counts = {}
+    for event in events:
+        for name, value in event.features.items():
+            kind = infer_type(value)
+            if kind is not None:
+                counts.setdefault(name, Counter())[kind] += 1
+                counts[name][LIST if isinstance(value, list) else SCALAR] += 1
+    return counts
+
+
+def _conforming_one_by_one(events, counts):
+    types, scalars = majority_types(counts), scalar_features(counts)
+    kept = []
+    for event in events:
+        if any(isinstance(v, list) and len(v) != 1 for n, v in event.features.items() if n in scalars):
+            continue
+        try:
+            kept.append(event._replace(features={n: coerce_value(n, v, types[n]) for n, v in event.features.items()
+                                                 if n in types}))
+        except ValueError:
+            continue
+    return kept
+
+
+def _events():
+    rows = []
+    for i in range(60):
+        features = {"temperature": 50.5 + i, "count": i, "name": f"n{i % 4}", "tags": ["a", "b"][: i % 3]}
+        if i % 7 == 0:
+            features["temperature"] = 51          # an INT in a FLOAT feature: coerced
+        if i % 11 == 0:
+            features["count"] = "hot"             # text in an INT feature: the event is left out
+        if i % 13 == 0:
+            features["count"] = "12"              # integer text: an INT
+        if i % 17 == 0:
+            features["temperature"] = [1.0, 2.0]  # a list in a scalar feature: left out
+        if i % 19 == 0:
+            features["temperature"] = [3.5]       # a one-value list: kept
+        if i % 5 == 0:
+            del features["name"]                  # absent
+        if i % 23 == 0:
+            features["rare"] = True               # only in some events
+        features = {k: v for k, v in features.items() if v != []}
+        rows.append(Event(f"id-{i}", 1_000 + i, features, "f", str(i)))
+    return rows
+
+
+def test_type_counts_from_columns_are_the_counts_value_by_value():
+    events = _events()
+    assert count_types(events) == _count_one_by_one(events)
+    assert count_types([]) == {}
+
+
+def test_the_conforming_batch_from_columns_is_the_batch_of_the_conforming_events():
+    events = _events()
+    counts = _count_one_by_one(events)
+    assert majority_types(counts) == {"count": INT, "name": BYTES, "rare": INT, "tags": BYTES, "temperature": FLOAT}
+    expected = events_to_record_batch(_conforming_one_by_one(events, counts), majority_types(counts))
+    for chunk in (events, events[:1], events[11:12], []):
+        want = events_to_record_batch(_conforming_one_by_one(chunk, counts), majority_types(counts))
+        got = conforming_batch(feature_columns([e.features for e in chunk]), counts)
+        assert got.equals(want) and got.schema.equals(want.schema)
+    got = conforming_batch(feature_columns([e.features for e in events]), counts)
+    assert got.num_rows == expected.num_rows < len(events)
+    assert got.column("temperature").type.value_type.bit_width == 32 and got.equals(expected)
