@@ -22,7 +22,7 @@ from core import layout, schema_store, storage
 from core.errors import ConfigError, InputError
 from core.transform_store import current_transform
 from core.version import code_version
-from pipeline import metrics, quality
+from pipeline import collector, metrics, quality
 from pipeline.config import Config
 from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
@@ -127,7 +127,7 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
     paths = [p for p, _size in files]
     fmt = config.source.files.format
     limit = decode_spec(config).max_value_bytes  # a longer line is an oversize dead letter
-    with metrics.timed("backfill"):
+    with metrics.timed("backfill"), collector.tuned():
         if schema_store.load(root) is None:
             sample = config.source.files.schema_sample_records
             per_file = None if sample is None else max(1, -(-sample // len(paths)))

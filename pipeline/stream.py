@@ -67,7 +67,7 @@ from core.errors import ConfigError, CtpipeError, InputError, StorageError, find
 from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
-from pipeline import metrics, quality
+from pipeline import collector, metrics, quality
 from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
@@ -287,8 +287,9 @@ def run_ingest(config, plan: CyclePlan, sid: str, kwargs, options, schema,
     _ = (newest
          | "NewestDicts" >> beam.MapTuple(lambda p, t: {"partition": p, "newest_ms": t})
          | "NewestOutputs" >> WriteRunOutputs(root, run_id, "ingest-newest", lambda d: f"p{d['partition']:05d}"))
-    result = pipeline.run()
-    result.wait_until_finish()
+    with collector.tuned():
+        result = pipeline.run()
+        result.wait_until_finish()
     counters = metrics.record_beam_counters(result, "stream", "kafka")
     return {"parts": read_run_outputs(root, run_id, "ingest-parts"),
             "dead": sum(d["dead_letters"] for d in read_run_outputs(root, run_id, "ingest-dead")),
@@ -321,8 +322,9 @@ def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, s
     sealed = seal_keyed(keyed, counted, spec)
     _ = sealed.duplicates | "WriteDuplicates" >> WriteDeadLetters(root, run_id)
     _ = sealed.windows | "WindowSummaries" >> WriteRunOutputs(root, run_id, WINDOWS_OUTPUT, lambda w: w["window_id"])
-    result = pipeline.run()
-    result.wait_until_finish()
+    with collector.tuned():
+        result = pipeline.run()
+        result.wait_until_finish()
     metrics.record_beam_counters(result, "stream_seal", "pending")
     storage.delete_tree(layout.run_scratch_dir(root, run_id))
     storage.delete_tree(transform_scratch(config, run_id))  # elsewhere when the root is on S3
