@@ -1,7 +1,7 @@
 """Assembly of the backfill graph (bounded: files -> sealed windows) and its schema bootstrap.
 
-    ReadEventFiles -> DecodeAndCheck (decode, record checks) -> AssignWindow (the run's range)
-        -> SealWindows (transforms/seal.py: group, prepare, validate, analyze + apply the
+    IngestFiles (transforms/ingest.py, one DoFn per file: read, decode, record checks, the run's
+        range, chunks by window) -> SealWindows (transforms/seal.py: group, prepare, validate, analyze + apply the
            transform, write; the composite every graph uses)
         -> WriteRunOutputs (window summaries, back to the driver through the storage root)
     dead letters of every stage -> WriteDeadLetters (and counted toward their window)
@@ -26,12 +26,12 @@ from pipeline import collector, metrics, quality
 from pipeline.config import Config
 from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
-from transforms.decode import Decode
-from transforms.record_checks import DecodeAndCheck
+from transforms.decode import Decode, decode_record
+from transforms.ingest import FeatureColumns, IngestFiles, WindowChunks
+from transforms.record_checks import check_event, record_rules
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
-from transforms.seal import SealWindows, key_by_window
-from transforms.sources import ReadEventFiles, match_files
-from transforms.windowing import AssignWindow
+from transforms.seal import ChunkByWindow, SealWindows, key_by_window
+from transforms.sources import match_files
 
 WINDOWS_OUTPUT = "windows"
 
@@ -46,15 +46,16 @@ def new_run_id(kind: str) -> str:
     return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{uuid.uuid4().hex[:6]}"
 
 
-def infer_and_store_schema(config: Config, options, read_records: Callable, described_as: str,
+def infer_and_store_schema(config: Config, options, read_columns: Callable, described_as: str,
                            run_id: Optional[str] = None, fence=None) -> int:
-    """First run on an empty store: infer the schema from the statistics of the records that
-    ``read_records(pipeline)`` yields (SourceRecords), store it as schema v1, return its version.
+    """First run on an empty store: infer the schema from the statistics of the events that
+    ``read_columns(pipeline, decode_spec)`` yields as feature columns (``columns_of_records``, or
+    ``transforms.ingest.IngestFiles`` with ``FeatureColumns``), store it as schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
     through the run's scratch space under the storage root."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    from transforms.schema_inference import StatisticsOfEvents
+    from transforms.schema_inference import StatisticsOfColumns
     from transforms.validation import infer_schema
 
     own_scratch = run_id is None
@@ -62,8 +63,8 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
     scratch = layout.run_scratch_dir(config.storage.root, run_id)
     stats_path = storage.join(scratch, "schema-stats.pb")
     with beam.Pipeline(options=options) as p:
-        events, _dead = read_records(p) | "Decode" >> Decode(decode_spec(config))
-        _ = events | "Stats" >> StatisticsOfEvents(stats_path)
+        columns = read_columns(p, decode_spec(config))
+        _ = columns | "Stats" >> StatisticsOfColumns(stats_path)
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     stats.ParseFromString(storage.read_bytes(stats_path))
     if not stats.datasets or stats.datasets[0].num_examples == 0:
@@ -74,6 +75,16 @@ def infer_and_store_schema(config: Config, options, read_records: Callable, desc
     if own_scratch:
         storage.delete_tree(scratch)
     return version
+
+
+def columns_of_records(records, spec):
+    """SourceRecords -> the feature-column chunks of the ones that decode (what
+    ``infer_and_store_schema`` reads; a reader of files uses ``IngestFiles`` with
+    ``FeatureColumns`` instead, one DoFn per file)."""
+    from transforms.schema_inference import FeatureColumnsOf
+
+    events, _dead = records | "Decode" >> Decode(spec)
+    return events | "Columns" >> FeatureColumnsOf()
 
 
 def seal_keyed(keyed_events, dead_to_count, spec, label: str = "Seal"):
@@ -132,7 +143,9 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
             sample = config.source.files.schema_sample_records
             per_file = None if sample is None else max(1, -(-sample // len(paths)))
             infer_and_store_schema(config, options,
-                                   lambda p: p | "Read" >> ReadEventFiles(paths, fmt, limit, per_file=per_file),
+                                   lambda p, spec: (p | "Read" >> IngestFiles(
+                                       paths, fmt, limit, ((decode_record, spec),), FeatureColumns(),
+                                       per_file=per_file))[0],
                                    repr(config.source.files.uri), run_id, fence=lock)
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
@@ -141,10 +154,14 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
                          fence=lock.fence())
         check_transform_scratch(config, options)
         pipeline = beam.Pipeline(options=options)
-        records = pipeline | "ReadFiles" >> ReadEventFiles(paths, fmt, limit)
-        events, dead = records | "DecodeAndCheck" >> DecodeAndCheck(decode_spec(config, schema), schema)
-        keyed, _outside = events | "AssignWindow" >> AssignWindow(config.window.size_s, start_ms, end_ms)
-        sealed = seal_keyed(keyed, dead, spec)
+        size = config.window.size_s
+        steps = ((decode_record, decode_spec(config, schema)), (check_event, record_rules(schema)))
+        chunks, dead = pipeline | "Ingest" >> IngestFiles(paths, fmt, limit, steps,
+                                                          WindowChunks(size, start_ms, end_ms))
+        dead_chunks = (dead
+                       | "KeyDead" >> beam.FlatMap(key_by_window, size)
+                       | "ChunkDead" >> ChunkByWindow())
+        sealed = (chunks, dead_chunks) | "Seal" >> SealWindows(spec, chunked=True)
         _ = ((dead, sealed.duplicates) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLetters(root, run_id))
         _ = sealed.windows | "WindowSummaries" >> WriteRunOutputs(root, run_id, WINDOWS_OUTPUT,

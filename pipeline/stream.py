@@ -68,7 +68,7 @@ from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import collector, metrics, quality
-from pipeline.backfill import WINDOWS_OUTPUT, infer_and_store_schema, seal_keyed
+from pipeline.backfill import WINDOWS_OUTPUT, columns_of_records, infer_and_store_schema, seal_keyed
 from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
 from pipeline.specs import decode_spec, seal_spec, transform_scratch
@@ -257,8 +257,8 @@ def infer_schema_from_ranges(config, plan: "CyclePlan", kwargs, options, fence=N
     ranges = schema_sample(plan.ranges)
     return infer_and_store_schema(
         config, options,
-        lambda p: (p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
-                   | "ToSource" >> beam.Map(to_source_record)),
+        lambda p, spec: columns_of_records(p | "Ranges" >> beam.Create(list(ranges)) | "Read" >> ReadKafkaRanges(kwargs)
+                                           | "ToSource" >> beam.Map(to_source_record), spec),
         f"the first {sum(len(r) for r in ranges)} records of Kafka topic {config.source.kafka.topic!r}",
         fence=fence)
 

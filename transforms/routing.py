@@ -10,18 +10,16 @@ from core.records import DeadLetter
 DEADLETTER = "deadletter"
 
 
-class RouteDoFn(beam.DoFn):
-    """Applies each ``(func, arg)`` of ``steps`` in turn (``func(element, arg)``): DeadLetters go
-    to the ``deadletter`` output and are counted per reason (Beam counter ``deadletter:<reason>``);
-    anything else goes to the next step, and after the last to the main output. Several steps in
-    one DoFn cost one runner hop per element instead of one per step (the runner's per-element
-    work was a fifth of a backfill); what leaves, and the counters, are the same."""
+class Steps:
+    """Applies each ``(func, arg)`` of ``steps`` in turn (``func(element, arg)``) until one gives
+    a DeadLetter, which is counted per reason (Beam counter ``deadletter:<reason>``)."""
 
     def __init__(self, steps: Sequence[tuple]):
         self._steps = tuple(steps)
         self._counters = {}
 
-    def process(self, element):
+    def __call__(self, element):
+        """The last step's result, or the first DeadLetter (counted)."""
         result = element
         for func, arg in self._steps:
             result = func(result, arg)
@@ -31,9 +29,28 @@ class RouteDoFn(beam.DoFn):
                     counter = self._counters[result.reason] = beam.metrics.Metrics.counter(
                         "ctpipe", f"deadletter:{result.reason}")
                 counter.inc()
-                yield beam.pvalue.TaggedOutput(DEADLETTER, result)
-                return
-        yield result
+                return result
+        return result
+
+
+class RouteDoFn(beam.DoFn):
+    """``Steps`` as a DoFn: DeadLetters go to the ``deadletter`` output, anything else to the main
+    output. Several steps in one DoFn cost one runner hop per element instead of one per step (the
+    runner's per-element work was a fifth of a backfill); what leaves, and the counters, are the
+    same."""
+
+    def __init__(self, steps: Sequence[tuple]):
+        self._steps = tuple(steps)
+
+    def setup(self):
+        self._run = Steps(self._steps)
+
+    def process(self, element):
+        result = self._run(element)
+        if isinstance(result, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEADLETTER, result)
+        else:
+            yield result
 
 
 def route(pcoll, label: str, func: Callable, arg):

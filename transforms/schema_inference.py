@@ -124,17 +124,18 @@ def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
     return columns_to_record_batch(coerced, types, rows)
 
 
-class StatisticsOfEvents(beam.PTransform):
-    """Events -> TFDV statistics of all of them, written as a binary DatasetFeatureStatisticsList."""
+class StatisticsOfColumns(beam.PTransform):
+    """Chunks of events as (pickled ``feature_columns``, ``count_column_types``) -> TFDV statistics
+    of all of them, written as a binary DatasetFeatureStatisticsList. The chunks come from
+    ``FeatureColumnsOf`` or ``transforms.ingest.FeatureColumns``."""
 
     def __init__(self, output_path: str):
         super().__init__()
         self._path = output_path
 
-    def expand(self, events):
-        # The features are read twice (types first, then Arrow with the majority types), so they
-        # are materialized between the two: as pickled columns, with their type counts beside.
-        chunks = events | "ColumnsAndCount" >> beam.ParDo(_ColumnsAndCountDoFn(10_000))
+    def expand(self, chunks):
+        # The features are read twice (types first, then Arrow with the majority types): the
+        # chunks are materialized between the two, with their type counts beside.
         counts = (chunks
                   | "Counts" >> beam.Map(lambda chunk: chunk[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
@@ -145,27 +146,32 @@ class StatisticsOfEvents(beam.PTransform):
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))
 
 
-class _ColumnsAndCountDoFn(beam.DoFn):
-    """Events (in the global window) -> (pickled ``feature_columns``, ``count_column_types``) per
-    up to ``size`` events of a bundle: no PCollection holds lists of records (Beam would pickle
-    them to sample sizes), and nothing but the features is kept."""
+class FeatureColumnsOf(beam.PTransform):
+    """Events (in the global window) -> the chunks ``StatisticsOfColumns`` reads, per up to
+    ``size`` events of a bundle: no PCollection holds lists of records (Beam would pickle them to
+    sample sizes), and nothing but the features is kept."""
 
+    def __init__(self, size: int = 10_000):
+        super().__init__()
+        self._size = size
+
+    def expand(self, events):
+        return events | "ColumnsAndCount" >> beam.ParDo(_ColumnsDoFn(self._size))
+
+
+class _ColumnsDoFn(beam.DoFn):
     def __init__(self, size: int):
         self._size = size
 
     def start_bundle(self):
-        self._buffer = []
+        from transforms.ingest import FeatureColumns
+
+        self._collector = FeatureColumns(self._size)
+        self._collector.setup()
 
     def process(self, event):
-        self._buffer.append(event.features)
-        if len(self._buffer) >= self._size:
-            yield self._flush()
+        yield from self._collector.add(event)
 
     def finish_bundle(self):
-        if self._buffer:
-            yield beam.transforms.window.GlobalWindows.windowed_value(self._flush())
-
-    def _flush(self):
-        columns = feature_columns(self._buffer)
-        self._buffer = []
-        return pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), count_column_types(columns)
+        for chunk in self._collector.flush():
+            yield beam.transforms.window.GlobalWindows.windowed_value(chunk)

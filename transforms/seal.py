@@ -337,23 +337,36 @@ class _BatchByWindowDoFn(beam.DoFn):
             yield WindowedValue((wid, pack_records(*buffer)), window.max_timestamp(), [window])
 
 
-class GroupByWindow(beam.PTransform):
-    """(window_id, Event | DeadLetter) -> (window_id, [packed chunks]): one group per window
-    id (per Beam window and firing), moved through the shuffle in packed chunks of up to
-    ``max_items`` records. PrepareWindow unpacks them (``core.records.unpack_records``) where it
-    uses them, so no PCollection holds a whole window's records as Python objects: Beam samples
-    the encoded size of a PCollection's elements, and for a list of records that is a pickle of
-    each."""
+class ChunkByWindow(beam.PTransform):
+    """(window_id, Event | DeadLetter) -> (window_id, packed chunk) of up to ``max_items`` items of
+    one window (``core.records.pack_records``), what ``GroupByWindow`` groups."""
 
     def __init__(self, max_items: int = 4096):
         super().__init__()
         self._max = max_items
 
     def expand(self, keyed):
+        return keyed | "Chunk" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+
+
+class GroupByWindow(beam.PTransform):
+    """(window_id, Event | DeadLetter) -> (window_id, [packed chunks]): one group per window
+    id (per Beam window and firing), moved through the shuffle in packed chunks of up to
+    ``max_items`` records. PrepareWindow unpacks them (``core.records.unpack_records``) where it
+    uses them, so no PCollection holds a whole window's records as Python objects: Beam samples
+    the encoded size of a PCollection's elements, and for a list of records that is a pickle of
+    each. ``chunked``: the input is chunks already (``ChunkByWindow``, ``transforms.ingest``)."""
+
+    def __init__(self, max_items: int = 4096, chunked: bool = False):
+        super().__init__()
+        self._max = max_items
+        self._chunked = chunked
+
+    def expand(self, keyed):
         if isinstance(keyed, beam.PCollection):
-            chunks = keyed | "Chunk" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+            chunks = keyed if self._chunked else keyed | ChunkByWindow(self._max)
         else:  # several inputs: chunk each where it is produced, then flatten the (few) chunks
-            chunks = ([pcoll | f"Chunk{i}" >> beam.ParDo(_BatchByWindowDoFn(self._max))
+            chunks = ([pcoll if self._chunked else pcoll | f"Chunk{i}" >> ChunkByWindow(self._max)
                        for i, pcoll in enumerate(keyed)]
                       | "FlattenChunks" >> beam.Flatten())
         return chunks | "Group" >> beam.GroupByKey()
@@ -367,16 +380,18 @@ class SealWindows(beam.PTransform):
     (on the FnApiRunner a Flatten of two stages' outputs is materialized record by record).
 
     ``grouped``: the input is already one element per window firing, (window_id, items, timing)
-    (the unbounded graph's panes, transforms/panes.py), so there is no GroupByWindow step."""
+    (the unbounded graph's panes, transforms/panes.py), so there is no GroupByWindow step.
+    ``chunked``: the inputs are (window_id, packed chunk) already (``ChunkByWindow``)."""
 
-    def __init__(self, spec: SealSpec, grouped: bool = False):
+    def __init__(self, spec: SealSpec, grouped: bool = False, chunked: bool = False):
         super().__init__()
         self._spec = spec
         self._grouped = grouped
+        self._chunked = chunked
 
     def expand(self, keyed):
         spec = self._spec
-        groups = keyed if self._grouped else keyed | "GroupByWindow" >> GroupByWindow()
+        groups = keyed if self._grouped else keyed | "GroupByWindow" >> GroupByWindow(chunked=self._chunked)
         prepared = (groups
                     | "PrepareWindow" >> beam.ParDo(_PrepareWindowDoFn(spec, packed=not self._grouped))
                     .with_output_types(WindowState).with_outputs(

@@ -207,6 +207,28 @@ def read_parquet(path: str, max_bytes: int = DEFAULT_MAX_RECORD_BYTES):
 _READERS = {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}
 
 
+def read_file(path: str, fmt: str, max_bytes: int, per_file: Optional[int] = None):
+    """The SourceRecords of one file (only the first ``per_file``, when given). A file that cannot
+    be read at all raises InputError: retrying cannot help, and skipping it would silently lose
+    its records, so the run fails and nothing is sealed."""
+    try:
+        records = _READERS[fmt](path, max_bytes)
+        yield from records if per_file is None else itertools.islice(records, per_file)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise InputError(f"input file {path} is unreadable or corrupt ({type(exc).__name__}: {exc}); "
+                         "fix or remove it and rerun") from exc
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in _READERS:
+        raise InputError(f"unknown file format {fmt!r}; use jsonl, csv or parquet")
+
+
+def spread_files(pbegin, files: list):
+    """The file paths as a PCollection, spread over the runner's workers."""
+    return pbegin | "ListFiles" >> beam.Create(list(files)) | "SpreadFiles" >> beam.Reshuffle()
+
+
 class _ReadFileDoFn(beam.DoFn):
     def __init__(self, fmt: str, max_bytes: int, per_file: Optional[int] = None):
         self._fmt = fmt
@@ -215,16 +237,9 @@ class _ReadFileDoFn(beam.DoFn):
         self._records = beam.metrics.Metrics.counter("ctpipe", "records_in")
 
     def process(self, path: str):
-        try:
-            records = _READERS[self._fmt](path, self._max_bytes)
-            for record in records if self._per_file is None else itertools.islice(records, self._per_file):
-                self._records.inc()
-                yield record
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            # A file we cannot read at all fails the run (nothing is sealed): retrying cannot help
-            # and skipping it would silently lose its records.
-            raise InputError(f"input file {path} is unreadable or corrupt ({type(exc).__name__}: {exc}); "
-                             "fix or remove it and rerun") from exc
+        for record in read_file(path, self._fmt, self._max_bytes, self._per_file):
+            self._records.inc()
+            yield record
 
 
 class ReadEventFiles(beam.PTransform):
@@ -234,15 +249,12 @@ class ReadEventFiles(beam.PTransform):
     def __init__(self, files: list[str], fmt: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  per_file: Optional[int] = None):
         super().__init__()
-        if fmt not in _READERS:
-            raise InputError(f"unknown file format {fmt!r}; use jsonl, csv or parquet")
+        check_format(fmt)
         self._files = list(files)
         self._fmt = fmt
         self._max_bytes = max_record_bytes
         self._per_file = per_file
 
     def expand(self, pbegin):
-        return (pbegin
-                | "ListFiles" >> beam.Create(self._files)
-                | "SpreadFiles" >> beam.Reshuffle()
+        return (spread_files(pbegin, self._files)
                 | "ReadLines" >> beam.ParDo(_ReadFileDoFn(self._fmt, self._max_bytes, self._per_file)))

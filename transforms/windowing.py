@@ -1,10 +1,8 @@
-"""Fixed event-time windows: ids, assignment, and per-window grouping with de-duplication."""
+"""Fixed event-time windows: an event's window id, and de-duplication within a window."""
 from __future__ import annotations
 
 import operator
-from typing import Iterable, Optional
-
-import apache_beam as beam
+from typing import Iterable
 
 from core.layout import window_id, window_start_ms
 from core.records import DeadLetter, Event
@@ -57,35 +55,3 @@ _ID = operator.itemgetter(0)
 
 def _position_key(position: str):
     return (0, int(position), "") if position.isdigit() else (1, 0, position)
-
-
-class _AssignDoFn(beam.DoFn):
-    def __init__(self, size_s: int, start_ms: Optional[int], end_ms: Optional[int]):
-        self._size_s = size_s
-        self._start_ms = start_ms
-        self._end_ms = end_ms
-        self._outside = beam.metrics.Metrics.counter("ctpipe", "outside_range")
-
-    def process(self, event: Event):
-        if (self._start_ms is not None and event.event_time_ms < self._start_ms) or (
-                self._end_ms is not None and event.event_time_ms >= self._end_ms):
-            self._outside.inc()
-            yield beam.pvalue.TaggedOutput("outside", event)
-            return
-        yield window_of(event, self._size_s), event
-
-
-class AssignWindow(beam.PTransform):
-    """Events -> (window_id, Event) for events in [start_ms, end_ms); others to output ``outside``.
-
-    Returns (keyed, outside). Events outside the requested range are not dead letters (they are
-    valid, just not part of this run): they are counted and left to the run that covers them.
-    """
-
-    def __init__(self, size_s: int, start_ms: Optional[int] = None, end_ms: Optional[int] = None):
-        super().__init__()
-        self._fn = _AssignDoFn(size_s, start_ms, end_ms)
-
-    def expand(self, events):
-        out = events | "Assign" >> beam.ParDo(self._fn).with_outputs("outside", main="keyed")
-        return out.keyed, out.outside

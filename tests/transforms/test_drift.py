@@ -10,7 +10,7 @@ import pytest
 
 from core import window_store
 from pipeline import synthetic
-from pipeline.backfill import infer_and_store_schema, run_backfill
+from pipeline.backfill import columns_of_records, infer_and_store_schema, run_backfill
 from pipeline.config import config_from_dict
 from pipeline.options import pipeline_options
 
@@ -85,7 +85,8 @@ def _drifted_store(tmp_path_factory, options, name, blocks):
     assert "LABEL_MEAN_SHIFT" in config.validation.blocking_anomalies
     # The curated schema comes from clean data (as `ctpipe schema infer` on reviewed windows would).
     clean_files = [os.path.join(tmp, "clean", "in", "events.jsonl")]
-    infer_and_store_schema(config, options, lambda p: p | ReadEventFiles(clean_files, "jsonl"), "the clean data")
+    infer_and_store_schema(config, options, lambda p, spec: columns_of_records(p | ReadEventFiles(clean_files, "jsonl"), spec),
+                           "the clean data")
     for block in blocks:
         lines = []
         for hour in block:

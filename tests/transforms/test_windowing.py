@@ -1,10 +1,6 @@
-import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-
 from core.layout import window_id, window_id_start_ms, window_start_ms
 from core.records import Event
-from transforms.windowing import AssignWindow, split_duplicates
+from transforms.windowing import split_duplicates
 
 H = 3_600_000
 T0 = 1795737600000  # 2026-11-27T00:00Z
@@ -28,17 +24,6 @@ def test_split_duplicates_keeps_first_position_and_sorts():
     assert kept[1].position == "3"
     assert [(d.reason, d.position) for d in dupes] == [("duplicate_id", "9")]
     assert dupes[0].event_time_ms == T0
-
-
-def test_assign_window_keeps_the_range_and_sends_the_rest_to_outside():
-    events = [ev("1", T0 + 10), ev("2", T0 + H + 10), ev("2", T0 + H + 10, pos="7"), ev("3", T0 + 3 * H),
-              ev("0", T0 - 1)]
-    with TestPipeline() as p:
-        keyed, outside = p | beam.Create(events) | AssignWindow(3600, T0, T0 + 2 * H)
-        assert_that(keyed | beam.MapTuple(lambda w, e: (w, e.id, e.position)),
-                    equal_to([("20261127T0000Z", "1", "1"), ("20261127T0100Z", "2", "1"),
-                              ("20261127T0100Z", "2", "7")]), label="keyed")
-        assert_that(outside | beam.Map(lambda e: e.id), equal_to(["3", "0"]), label="outside")
 
 
 def test_a_very_long_duplicate_id_gives_a_short_detail():

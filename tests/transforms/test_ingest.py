@@ -1,0 +1,74 @@
+"""IngestFiles (transforms/ingest.py): one DoFn per file leaves the same events, dead letters and
+counters as reading, decoding, checking and assigning windows record by record, in chunks of one
+window each, cut per file."""
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from core.layout import window_id, window_start_ms
+from core.records import DeadLetter, unpack_records
+from tests.transforms.test_decode_and_check import LINES, SCHEMA, SPEC
+from transforms.decode import decode_record
+from transforms.ingest import IngestFiles, WindowChunks
+from transforms.record_checks import check_event, record_rules
+from transforms.sources import read_file
+
+T0 = 1795737600000  # 2026-11-27T00:00Z
+STEPS = ((decode_record, SPEC), (check_event, record_rules(SCHEMA)))
+
+
+def _files(tmp_path):
+    """LINES in one file, and a second file with events of three windows (one before the range)."""
+    first = tmp_path / "a.jsonl"
+    first.write_bytes(b"\n".join(LINES) + b"\n")
+    second = tmp_path / "b.jsonl"
+    second.write_bytes(b"\n".join(
+        b'{"id": "w%d", "ts": "2026-11-27T0%d:0%d:00Z", "humidity": 1.0}' % (i, i % 3, i % 10) for i in range(12))
+        + b"\n\n" + b'{"id": "late", "ts": "2026-11-26T23:59:00Z"}\n')
+    return [str(first), str(second)]
+
+
+def _one_by_one(paths, start_ms, size_s):
+    """(sorted (window, id, source, position) of the events in range, sorted dead letters,
+    counters) computed record by record."""
+    events, dead, counters = [], [], {"records_in": 0, "outside_range": 0}
+    for path in paths:
+        for record in read_file(path, "jsonl", 10_000):
+            counters["records_in"] += 1
+            result = record
+            for func, arg in STEPS:
+                result = func(result, arg)
+                if isinstance(result, DeadLetter):
+                    break
+            if isinstance(result, DeadLetter):
+                dead.append((result.reason, result.source, result.position))
+                key = f"deadletter:{result.reason}"
+                counters[key] = counters.get(key, 0) + 1
+            elif result.event_time_ms < start_ms:
+                counters["outside_range"] += 1
+            else:
+                events.append((window_id(window_start_ms(result.event_time_ms, size_s)), result.id, result.source,
+                               result.position))
+    return sorted(events), sorted(dead), counters
+
+
+def test_one_dofn_per_file_equals_record_by_record_and_chunks_hold_one_window_of_one_file(tmp_path):
+    paths = _files(tmp_path)
+    want_events, want_dead, want_counters = _one_by_one(paths, T0, 3600)
+    assert want_counters["outside_range"] == 1 and len({w for w, *_ in want_events}) == 3
+
+    def unpack(chunk):
+        wid, payload = chunk
+        events, dead = unpack_records([payload])
+        assert not dead and 0 < len(events) <= 3 and len({e.source for e in events}) == 1
+        return [(wid, e.id, e.source, e.position) for e in events]
+
+    with TestPipeline(runner="DirectRunner") as p:
+        chunks, dead = p | IngestFiles(paths, "jsonl", 10_000, STEPS, WindowChunks(3600, T0, None, max_items=3))
+        assert_that(chunks | beam.FlatMap(unpack), equal_to(want_events), label="Events")
+        assert_that(dead | beam.Map(lambda d: (d.reason, d.source, d.position)), equal_to(want_dead), label="Dead")
+    counters = {}
+    for c in p.result.metrics().query(MetricsFilter().with_namespace("ctpipe"))["counters"]:
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+    assert counters == want_counters
