@@ -87,11 +87,13 @@ def columns_of_records(records, spec):
     return events | "Columns" >> FeatureColumnsOf()
 
 
-def seal_keyed(keyed_events, dead_to_count, spec, label: str = "Seal"):
-    """Events keyed by window plus the dead letters that count toward their windows -> SealOutputs."""
-    size = spec.window_size_s
-    keyed_dead = dead_to_count | f"{label}KeyDead" >> beam.FlatMap(key_by_window, size)
-    return (keyed_events, keyed_dead) | label >> SealWindows(spec)
+def seal_chunks(chunks, dead_to_count, spec, label: str = "Seal"):
+    """(window_id, packed chunk) of events plus the dead letters that count toward their windows
+    -> SealOutputs."""
+    dead_chunks = (dead_to_count
+                   | f"{label}KeyDead" >> beam.FlatMap(key_by_window, spec.window_size_s)
+                   | f"{label}ChunkDead" >> ChunkByWindow())
+    return (chunks, dead_chunks) | label >> SealWindows(spec, chunked=True)
 
 
 def write_run_record(root: str, run_id: str, record: dict) -> None:
@@ -154,14 +156,10 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
                          fence=lock.fence())
         check_transform_scratch(config, options)
         pipeline = beam.Pipeline(options=options)
-        size = config.window.size_s
         steps = ((decode_record, decode_spec(config, schema)), (check_event, record_rules(schema)))
         chunks, dead = pipeline | "Ingest" >> IngestFiles(paths, fmt, limit, steps,
-                                                          WindowChunks(size, start_ms, end_ms))
-        dead_chunks = (dead
-                       | "KeyDead" >> beam.FlatMap(key_by_window, size)
-                       | "ChunkDead" >> ChunkByWindow())
-        sealed = (chunks, dead_chunks) | "Seal" >> SealWindows(spec, chunked=True)
+                                                          WindowChunks(config.window.size_s, start_ms, end_ms))
+        sealed = seal_chunks(chunks, dead, spec)
         _ = ((dead, sealed.duplicates) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLetters(root, run_id))
         _ = sealed.windows | "WindowSummaries" >> WriteRunOutputs(root, run_id, WINDOWS_OUTPUT,

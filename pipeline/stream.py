@@ -68,7 +68,7 @@ from core.lock import StorageLock
 from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import collector, metrics, quality
-from pipeline.backfill import WINDOWS_OUTPUT, columns_of_records, infer_and_store_schema, seal_keyed
+from pipeline.backfill import WINDOWS_OUTPUT, columns_of_records, infer_and_store_schema, seal_chunks
 from pipeline.checkpoint import Checkpoint, CheckpointStore
 from pipeline.lease import handle_sigterm, root_lease, stop_if_terminating, wait_unless_terminating
 from pipeline.specs import decode_spec, seal_spec, transform_scratch
@@ -87,7 +87,7 @@ from transforms.kafka.source import (
 )
 from transforms.pending import (
     PartSettings,
-    ReadPendingParts,
+    ReadPendingChunks,
     WritePendingParts,
     ingest_dead_letters,
     list_parts,
@@ -96,7 +96,6 @@ from transforms.pending import (
 )
 from transforms.record_checks import DecodeAndCheck
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
-from transforms.seal import key_by_window
 
 DEFAULT_MAX_RECORDS_PER_CYCLE = 500_000
 SCHEMA_SAMPLE_RECORDS = 20_000
@@ -313,13 +312,11 @@ def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, s
     spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=current_transform(root),
                      sources=sources, fence=fence)
     pipeline = beam.Pipeline(options=options)
-    keyed = (pipeline
-             | "ReadParts" >> ReadPendingParts(paths)
-             | "KeyByWindow" >> beam.FlatMap(key_by_window, config.window.size_s))
+    chunks = pipeline | "ReadParts" >> ReadPendingChunks(paths, config.window.size_s)
     # Dead letters written at ingest count toward their windows; they are not written again.
     ingest_dead = ingest_dead_letters(root, sid, window_ids)
     counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)
-    sealed = seal_keyed(keyed, counted, spec)
+    sealed = seal_chunks(chunks, counted, spec)
     _ = sealed.duplicates | "WriteDuplicates" >> WriteDeadLetters(root, run_id)
     _ = sealed.windows | "WindowSummaries" >> WriteRunOutputs(root, run_id, WINDOWS_OUTPUT, lambda w: w["window_id"])
     with collector.tuned():

@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from core import layout, storage
 from core.layout import window_id, window_id_start_ms, window_start_ms
-from core.records import DeadLetter, Event
+from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.kafka.source import OffsetRange, partition_of
 
 PART_SUFFIX = ".jsonl.gz"
@@ -205,17 +206,32 @@ class PartSettings:
 
 
 class _KeyEventDoFn(beam.DoFn):
-    def __init__(self, settings: PartSettings, ranges: tuple):
+    """Events -> ((window, range, side output?), pack_records chunk) of up to ``max_items``
+    events of one part, and, on output ``newest``, (partition, newest event time) of the events
+    it saw: per bundle one element per chunk and per partition, not one per event (the group
+    before the part files then moves chunks, not records)."""
+
+    NEWEST = "newest"
+
+    def __init__(self, settings: PartSettings, ranges: tuple, max_items: int = 4096):
         self._s = settings
         self._ranges = ranges
+        self._max = max_items
         self._index: Optional[RangeIndex] = None
         self._late = beam.metrics.Metrics.counter("ctpipe", "late_records")
 
     def setup(self):
         self._index = RangeIndex(self._ranges)
 
+    def start_bundle(self):
+        self._buffers: dict = {}
+        self._newest: dict = {}
+
     def process(self, event: Event):
-        rng = self._index.find(partition_of(event.source), int(event.position))
+        partition = partition_of(event.source)
+        if self._newest.get(partition, -1) < event.event_time_ms:
+            self._newest[partition] = event.event_time_ms
+        rng = self._index.find(partition, int(event.position))
         start = window_start_ms(event.event_time_ms, self._s.window_size_s)
         wid = window_id(start)
         wm = self._s.watermark_before_ms
@@ -226,13 +242,26 @@ class _KeyEventDoFn(beam.DoFn):
         collected = self._s.collected_before_ms is not None and end <= self._s.collected_before_ms
         side = late and (self._s.late_policy == SIDE_OUTPUT or collected)
         # plain tuple keys: deterministic coding for the GroupByKey
-        yield (wid, rng.topic, rng.partition, rng.start, rng.end, side), event
+        key = (wid, rng.topic, rng.partition, rng.start, rng.end, side)
+        buffer = self._buffers.setdefault(key, [])
+        buffer.append(event)
+        if len(buffer) >= self._max:
+            del self._buffers[key]
+            yield key, pack_records(buffer)
+
+    def finish_bundle(self):
+        buffers, self._buffers = self._buffers, {}
+        for key, events in buffers.items():
+            yield GlobalWindows.windowed_value((key, pack_records(events)))
+        newest, self._newest = self._newest, {}
+        for partition, ms in newest.items():
+            yield beam.pvalue.TaggedOutput(self.NEWEST, GlobalWindows.windowed_value((partition, ms)))
 
 
 def _write_part(element, settings: PartSettings):
-    (wid, topic, partition, start, end, side), events = element
+    (wid, topic, partition, start, end, side), chunks = element
     rng = OffsetRange(topic, partition, start, end)
-    events = list(events)
+    events, _dead = unpack_records(chunks)
     path = part_path(settings.root, settings.source_id, wid, rng, late_side_output=side)
     storage.write_bytes_atomic(path, encode_part(events))
     yield {"name": f"{'late-' if side else ''}{wid}-{range_key(rng)}", "window_id": wid,
@@ -283,8 +312,9 @@ class WritePendingParts(beam.PTransform):
         events, dead = inputs
         s = self._settings
         index_ranges = self._ranges
-        parts = (events
-                 | "KeyByWindowAndRange" >> beam.ParDo(_KeyEventDoFn(s, index_ranges))
+        keyed = events | "KeyByWindowAndRange" >> beam.ParDo(_KeyEventDoFn(s, index_ranges)).with_outputs(
+            _KeyEventDoFn.NEWEST, main="chunks")
+        parts = (keyed.chunks
                  | "GroupParts" >> beam.GroupByKey()
                  | "WriteParts" >> beam.FlatMap(_write_part, s))
         dead_files = (dead
@@ -295,9 +325,7 @@ class WritePendingParts(beam.PTransform):
              | "KeyDeadByWindow" >> beam.ParDo(_KeyDeadByWindowDoFn(index_ranges, s.window_size_s))
              | "GroupDeadByWindow" >> beam.GroupByKey()
              | "WriteDeadIndex" >> beam.FlatMap(_write_dead_index, s))
-        newest = (events
-                  | "PartitionTime" >> beam.Map(lambda e: (partition_of(e.source), e.event_time_ms))
-                  | "NewestPerPartition" >> beam.CombinePerKey(max))
+        newest = keyed[_KeyEventDoFn.NEWEST] | "NewestPerPartition" >> beam.CombinePerKey(max)
         return parts, dead_files, newest
 
 
@@ -332,15 +360,35 @@ class _KeyDeadByWindowDoFn(beam.DoFn):
             yield (wid, rng.topic, rng.partition, rng.start, rng.end), dead
 
 
-class ReadPendingParts(beam.PTransform):
-    """Part file paths (fixed when the graph is built) -> their Events."""
+class ReadPendingChunks(beam.PTransform):
+    """Part file paths (fixed when the graph is built) -> their Events as (window_id, packed
+    chunk) (``transforms.ingest.WindowChunks``: windows by event time), one DoFn per part file,
+    what ``SealWindows(chunked=True)`` groups."""
 
-    def __init__(self, paths: Iterable[str]):
+    def __init__(self, paths: Iterable[str], window_size_s: int):
         super().__init__()
         self._paths = sorted(paths)
+        self._size_s = window_size_s
 
     def expand(self, pbegin):
         return (pbegin
                 | "ListParts" >> beam.Create(self._paths)
                 | "SpreadParts" >> beam.Reshuffle()
-                | "ReadParts" >> beam.FlatMap(read_part))
+                | "ReadParts" >> beam.ParDo(_ReadPartDoFn(self._size_s)))
+
+
+class _ReadPartDoFn(beam.DoFn):
+    def __init__(self, size_s: int):
+        self._size_s = size_s
+
+    def setup(self):
+        from transforms.ingest import WindowChunks
+
+        self._chunks = WindowChunks(self._size_s)
+        self._chunks.setup()
+
+    def process(self, path: str):
+        add = self._chunks.add
+        for event in read_part(path):
+            yield from add(event)
+        yield from self._chunks.flush()
