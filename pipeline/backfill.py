@@ -64,7 +64,7 @@ def infer_and_store_schema(config: Config, options, read_columns: Callable, desc
     stats_path = storage.join(scratch, "schema-stats.pb")
     with beam.Pipeline(options=options) as p:
         columns = read_columns(p, decode_spec(config))
-        _ = columns | "Stats" >> StatisticsOfColumns(stats_path)
+        _ = columns | "Stats" >> StatisticsOfColumns(stats_path, (config.id_field, config.event_time.field))
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     stats.ParseFromString(storage.read_bytes(stats_path))
     if not stats.datasets or stats.datasets[0].num_examples == 0:

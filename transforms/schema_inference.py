@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from typing import Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 import tensorflow_data_validation as tfdv
 
 from transforms.arrow import columns_to_record_batch
@@ -127,23 +129,54 @@ def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
 class StatisticsOfColumns(beam.PTransform):
     """Chunks of events as (pickled ``feature_columns``, ``count_column_types``) -> TFDV statistics
     of all of them, written as a binary DatasetFeatureStatisticsList. The chunks come from
-    ``FeatureColumnsOf`` or ``transforms.ingest.FeatureColumns``."""
+    ``FeatureColumnsOf`` or ``transforms.ingest.FeatureColumns``.
 
-    def __init__(self, output_path: str):
+    ``free_text``: features whose every value is new (the id, the event time), which get no
+    string domain (``transforms.validation.infer_schema``). TFDV's exact top-k and unique counts
+    move one element per distinct value through the runner (for a unique id, one per record: most
+    of this pass's time), so their statistics are computed on their own with TFDV's sketches,
+    which give the same counts, presence and shapes and an estimated number of unique values that
+    no schema rule reads for them; the other features' statistics are TFDV's exact ones."""
+
+    def __init__(self, output_path: str, free_text: Sequence[str] = ()):
         super().__init__()
         self._path = output_path
+        self._free = tuple(free_text)
 
     def expand(self, chunks):
+        free = self._free
         # The features are read twice (types first, then Arrow with the majority types): the
         # chunks are materialized between the two, with their type counts beside.
         counts = (chunks
                   | "Counts" >> beam.Map(lambda chunk: chunk[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
-        return (chunks
-                | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(pickle.loads(chunk[0]), c),
-                                        beam.pvalue.AsSingleton(counts))
-                | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
+        batches = chunks | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(pickle.loads(chunk[0]), c),
+                                                 beam.pvalue.AsSingleton(counts))
+        exact = (batches
+                 | "OtherFeatures" >> beam.Map(_columns, free, False)
+                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options()))
+        sketched = (batches
+                    | "FreeTextFeatures" >> beam.Map(_columns, free, True)
+                    | "SketchStatistics" >> tfdv.GenerateStatistics(stats_options(sketch_top_k=True)))
+        return (exact
+                | "Merge" >> beam.Map(_merge_features, beam.pvalue.AsSingleton(sketched))
                 | "WriteStats" >> tfdv.WriteStatisticsToBinaryFile(self._path))
+
+
+def _columns(batch, names_of: tuple, inside: bool):
+    """The columns of ``batch`` named in ``names_of`` (``inside``) or not named there, as a RecordBatch."""
+    names = [n for n in batch.schema.names if (n in names_of) == inside]
+    return pa.RecordBatch.from_arrays([batch.column(n) for n in names], names)
+
+
+def _merge_features(exact, sketched):
+    """One DatasetFeatureStatisticsList with the features of both (same rows): ``exact``'s
+    dataset plus the features of ``sketched``'s."""
+    merged = type(exact)()
+    merged.CopyFrom(exact)
+    if sketched.datasets and merged.datasets:
+        merged.datasets[0].features.extend(sketched.datasets[0].features)
+    return merged
 
 
 class FeatureColumnsOf(beam.PTransform):

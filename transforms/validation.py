@@ -20,8 +20,11 @@ TRAINING, SERVING = "TRAINING", "SERVING"
 _TYPE_NAMES = {schema_pb2.INT: "INT", schema_pb2.FLOAT: "FLOAT", schema_pb2.BYTES: "BYTES"}
 
 
-def stats_options() -> tfdv.StatsOptions:
-    return tfdv.StatsOptions(num_top_values=20, num_rank_histogram_buckets=100)
+def stats_options(sketch_top_k: bool = False) -> tfdv.StatsOptions:
+    """``sketch_top_k``: top values and unique counts from TFDV's sketches (estimates, one
+    accumulator per feature) instead of one runner element per distinct value."""
+    return tfdv.StatsOptions(num_top_values=20, num_rank_histogram_buckets=100,
+                             experimental_use_sketch_based_topk_uniques=sketch_top_k)
 
 
 def window_statistics(batch: pa.RecordBatch, name: str) -> statistics_pb2.DatasetFeatureStatisticsList:

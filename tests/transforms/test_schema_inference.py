@@ -83,3 +83,36 @@ def test_the_conforming_batch_from_columns_is_the_batch_of_the_conforming_events
     got = conforming_batch(feature_columns([e.features for e in events]), counts)
     assert got.num_rows == expected.num_rows < len(events)
     assert got.column("temperature").type.value_type.bit_width == 32 and got.equals(expected)
+
+
+def test_sketched_free_text_features_infer_the_schema_of_exact_statistics(tmp_path):
+    """The id and event time get TFDV's sketches, the rest exact statistics: the inferred schema is
+    the one exact statistics of every feature give."""
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from transforms.schema_inference import FeatureColumnsOf, StatisticsOfColumns
+    from transforms.validation import infer_schema, stats_options
+
+    events = [e._replace(features={**e.features, "id": e.id, "ts": f"2026-11-27T00:{i % 60:02d}:00Z"})
+              for i, e in enumerate(_events() * 3)]
+    split, exact = str(tmp_path / "split.pb"), str(tmp_path / "exact.pb")
+    with TestPipeline(runner="DirectRunner") as p:
+        chunks = p | beam.Create(events) | FeatureColumnsOf(size=50)
+        _ = chunks | "Split" >> StatisticsOfColumns(split, ("id", "ts"))
+        counts = _count_one_by_one(events)
+        _ = (p | "Whole" >> beam.Create([events_to_record_batch(_conforming_one_by_one(events, counts),
+                                                                majority_types(counts))])
+             | tfdv.GenerateStatistics(stats_options()) | tfdv.WriteStatisticsToBinaryFile(exact))
+
+    def schema(path):
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        with open(path, "rb") as fh:
+            stats.ParseFromString(fh.read())
+        return infer_schema(stats, "label", "id", "ts")
+
+    got, want = schema(split), schema(exact)
+    assert {f.name for f in want.feature} >= {"id", "ts", "name", "temperature"}
+    assert got == want
