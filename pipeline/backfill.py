@@ -1,7 +1,8 @@
 """Assembly of the backfill graph (bounded: files -> sealed windows) and its schema bootstrap.
 
     IngestFiles (transforms/ingest.py, one DoFn per file: read, decode, record checks, the run's
-        range, chunks by window) -> SealWindows (transforms/seal.py: group, prepare, validate, analyze + apply the
+        range, chunks by window)
+        -> SealWindows (transforms/seal.py: group, prepare, validate, analyze + apply the
            transform, write; the composite every graph uses)
         -> WriteRunOutputs (window summaries, back to the driver through the storage root)
     dead letters of every stage -> WriteDeadLetters (and counted toward their window)

@@ -8,8 +8,10 @@
 The same records, events, dead letters and counters (``records_in``, ``deadletter:<reason>``,
 ``outside_range``) as ``ReadEventFiles | DecodeAndCheck``, a window assignment and a chunking
 step (``transforms.seal.ChunkByWindow``), with one runner hop per chunk instead of four per
-record: on the DirectRunner the per-record hops were a fifth of a backfill's time. Chunks are cut per file (a collector is flushed at the end of every
-file), so what a chunk holds never depends on how the runner bundles files.
+record: on the DirectRunner the per-record hops were a fifth of a backfill's time. Chunks are cut
+per file (a collector starts empty for every file and is flushed at its end), so what a chunk holds
+never depends on how the runner bundles files, and a file whose reading failed half-way leaves
+nothing behind for the next one.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class WindowChunks:
                  max_items: int = 4096):
         self._size_s, self._start_ms, self._end_ms, self._max = size_s, start_ms, end_ms, max_items
 
-    def setup(self):
+    def start(self):
+        """Empty, for a new file."""
         self._outside = beam.metrics.Metrics.counter("ctpipe", "outside_range")
         self._buffers: dict = {}
 
@@ -62,7 +65,8 @@ class FeatureColumns:
     def __init__(self, size: int = 10_000):
         self._size = size
 
-    def setup(self):
+    def start(self):
+        """Empty, for a new file."""
         self._buffer: list = []
 
     def add(self, event):
@@ -88,9 +92,9 @@ class _IngestDoFn(beam.DoFn):
     def setup(self):
         self._run = Steps(self._steps)
         self._records = beam.metrics.Metrics.counter("ctpipe", "records_in")
-        self._collector.setup()
 
     def process(self, path: str):
+        self._collector.start()  # empty: nothing of a file whose reading failed is kept
         run, add, n = self._run, self._collector.add, 0
         for record in read_file(path, self._fmt, self._max_bytes, self._per_file):
             n += 1

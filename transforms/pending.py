@@ -385,9 +385,9 @@ class _ReadPartDoFn(beam.DoFn):
         from transforms.ingest import WindowChunks
 
         self._chunks = WindowChunks(self._size_s)
-        self._chunks.setup()
 
     def process(self, path: str):
+        self._chunks.start()  # empty for every part file
         add = self._chunks.add
         for event in read_part(path):
             yield from add(event)

@@ -200,7 +200,7 @@ class _ColumnsDoFn(beam.DoFn):
         from transforms.ingest import FeatureColumns
 
         self._collector = FeatureColumns(self._size)
-        self._collector.setup()
+        self._collector.start()
 
     def process(self, event):
         yield from self._collector.add(event)

@@ -72,3 +72,30 @@ def test_one_dofn_per_file_equals_record_by_record_and_chunks_hold_one_window_of
     for c in p.result.metrics().query(MetricsFilter().with_namespace("ctpipe"))["counters"]:
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
     assert counters == want_counters
+
+
+def test_a_file_that_fails_half_way_leaves_nothing_in_the_next_files_chunks(tmp_path, monkeypatch):
+    import pytest
+
+    from core.errors import InputError
+    from transforms import ingest
+
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(LINES[0] + b"\n")
+
+    def reader(path, fmt, max_bytes, per_file=None):
+        records = read_file(path, fmt, max_bytes, per_file)
+        if path.endswith("broken.jsonl"):  # its valid records, then the reader fails
+            yield from records
+            raise InputError(f"input file {path} is unreadable or corrupt")
+        yield from records
+
+    monkeypatch.setattr(ingest, "read_file", reader)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"\n".join(LINES[0].replace(b'"a"', b'"x%d"' % i) for i in range(50)) + b"\n")
+    fn = ingest._IngestDoFn("jsonl", 10_000, STEPS, WindowChunks(3600, max_items=1000), None)
+    fn.setup()
+    with pytest.raises(InputError):
+        list(fn.process(str(broken)))
+    out = list(fn.process(str(good)))
+    assert [e.id for _wid, payload in out for e in unpack_records([payload])[0]] == ["a"]
