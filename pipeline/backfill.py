@@ -28,7 +28,7 @@ from pipeline.config import Config
 from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, decode_record
-from transforms.ingest import FeatureColumns, IngestFiles, WindowChunks
+from transforms.ingest import IngestFiles, WindowChunks
 from transforms.record_checks import check_event, record_rules
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
 from transforms.seal import ChunkByWindow, SealWindows, key_by_window
@@ -51,7 +51,7 @@ def infer_and_store_schema(config: Config, options, read_columns: Callable, desc
                            run_id: Optional[str] = None, fence=None) -> int:
     """First run on an empty store: infer the schema from the statistics of the events that
     ``read_columns(pipeline, decode_spec)`` yields as feature columns (``columns_of_records``, or
-    ``transforms.ingest.IngestFiles`` with ``FeatureColumns``), store it as schema v1, return its version.
+    ``transforms.ingest.IngestFiles`` with ``schema_inference.FeatureColumns``), store it as schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
     through the run's scratch space under the storage root."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
@@ -143,6 +143,8 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
     limit = decode_spec(config).max_value_bytes  # a longer line is an oversize dead letter
     with metrics.timed("backfill"), collector.tuned():
         if schema_store.load(root) is None:
+            from transforms.schema_inference import FeatureColumns
+
             sample = config.source.files.schema_sample_records
             per_file = None if sample is None else max(1, -(-sample // len(paths)))
             infer_and_store_schema(config, options,

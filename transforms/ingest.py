@@ -3,7 +3,8 @@
     file path -> its SourceRecords (transforms/sources.py) -> each through the routing steps
     (decode, record checks: transforms/routing.py) -> DeadLetters to output ``deadletter``, the
     events to a collector that emits them in chunks: by window (``WindowChunks``, the backfill's
-    main pass) or as feature columns (``FeatureColumns``, the first schema's statistics pass)
+    main pass) or as feature columns (``transforms.schema_inference.FeatureColumns``, the first
+    schema's statistics pass)
 
 The same records, events, dead letters and counters (``records_in``, ``deadletter:<reason>``,
 ``outside_range``) as ``ReadEventFiles | DecodeAndCheck``, a window assignment and a chunking
@@ -15,7 +16,6 @@ nothing behind for the next one.
 """
 from __future__ import annotations
 
-import pickle
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -56,31 +56,6 @@ class WindowChunks:
     def flush(self):
         buffers, self._buffers = self._buffers, {}
         return [(wid, pack_records(events)) for wid, events in buffers.items()]
-
-
-class FeatureColumns:
-    """Events -> (pickled feature columns, their type counts) per up to ``size`` events
-    (``transforms.schema_inference``: the first schema's statistics need nothing else)."""
-
-    def __init__(self, size: int = 10_000):
-        self._size = size
-
-    def start(self):
-        """Empty, for a new file."""
-        self._buffer: list = []
-
-    def add(self, event):
-        self._buffer.append(event.features)
-        return self.flush() if len(self._buffer) >= self._size else ()
-
-    def flush(self):
-        from transforms.schema_inference import count_column_types, feature_columns
-
-        if not self._buffer:
-            return []
-        columns = feature_columns(self._buffer)
-        self._buffer = []
-        return [(pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), count_column_types(columns))]
 
 
 class _IngestDoFn(beam.DoFn):

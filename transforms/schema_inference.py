@@ -126,10 +126,33 @@ def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
     return columns_to_record_batch(coerced, types, rows)
 
 
+class FeatureColumns:
+    """Events -> (pickled feature columns, their type counts) per up to ``size`` events
+    (``transforms.schema_inference``: the first schema's statistics need nothing else)."""
+
+    def __init__(self, size: int = 10_000):
+        self._size = size
+
+    def start(self):
+        """Empty, for a new file."""
+        self._buffer: list = []
+
+    def add(self, event):
+        self._buffer.append(event.features)
+        return self.flush() if len(self._buffer) >= self._size else ()
+
+    def flush(self):
+        if not self._buffer:
+            return []
+        columns = feature_columns(self._buffer)
+        self._buffer = []
+        return [(pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), count_column_types(columns))]
+
+
 class StatisticsOfColumns(beam.PTransform):
     """Chunks of events as (pickled ``feature_columns``, ``count_column_types``) -> TFDV statistics
     of all of them, written as a binary DatasetFeatureStatisticsList. The chunks come from
-    ``FeatureColumnsOf`` or ``transforms.ingest.FeatureColumns``.
+    ``FeatureColumnsOf``, or ``FeatureColumns`` in ``transforms.ingest.IngestFiles``.
 
     ``free_text``: features whose every value is new (the id, the event time), which get no
     string domain (``transforms.validation.infer_schema``). TFDV's exact top-k and unique counts
@@ -197,8 +220,6 @@ class _ColumnsDoFn(beam.DoFn):
         self._size = size
 
     def start_bundle(self):
-        from transforms.ingest import FeatureColumns
-
         self._collector = FeatureColumns(self._size)
         self._collector.start()
 
