@@ -51,7 +51,8 @@ def infer_and_store_schema(config: Config, options, read_columns: Callable, desc
                            run_id: Optional[str] = None, fence=None) -> int:
     """First run on an empty store: infer the schema from the statistics of the events that
     ``read_columns(pipeline, decode_spec)`` yields as feature columns (``columns_of_records``, or
-    ``transforms.ingest.IngestFiles`` with ``schema_inference.FeatureColumns``), store it as schema v1, return its version.
+    ``transforms.ingest.IngestFiles`` with ``schema_inference.FeatureColumns``), store it as
+    schema v1, return its version.
     ``described_as`` names the input in the error when nothing decodes. The statistics travel
     through the run's scratch space under the storage root."""
     from tensorflow_metadata.proto.v0 import statistics_pb2

@@ -42,7 +42,8 @@ class WindowChunks:
 
     def add(self, event):
         when = event.event_time_ms
-        if (self._start_ms is not None and when < self._start_ms) or (self._end_ms is not None and when >= self._end_ms):
+        if ((self._start_ms is not None and when < self._start_ms)
+                or (self._end_ms is not None and when >= self._end_ms)):
             self._outside.inc()
             return ()
         wid = window_id(window_start_ms(when, self._size_s))

@@ -47,6 +47,7 @@ from core import layout, storage
 from core.layout import window_id, window_id_start_ms, window_start_ms
 from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.kafka.source import OffsetRange, partition_of
+from transforms.sources import spread_files
 
 PART_SUFFIX = ".jsonl.gz"
 DEAD_INDEX_SUFFIX = ".dead.json"
@@ -371,10 +372,7 @@ class ReadPendingChunks(beam.PTransform):
         self._size_s = window_size_s
 
     def expand(self, pbegin):
-        return (pbegin
-                | "ListParts" >> beam.Create(self._paths)
-                | "SpreadParts" >> beam.Reshuffle()
-                | "ReadParts" >> beam.ParDo(_ReadPartDoFn(self._size_s)))
+        return spread_files(pbegin, self._paths) | "ReadParts" >> beam.ParDo(_ReadPartDoFn(self._size_s))
 
 
 class _ReadPartDoFn(beam.DoFn):

@@ -91,11 +91,12 @@ _PLAIN = {INT: int, FLOAT: float, BYTES: str}
 
 
 def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
-    """``events_to_record_batch(_conforming(events, counts), majority_types(counts))`` of events
-    given as columns (``feature_columns``), without the events: a column whose values all have
-    their majority type's plain Python type is taken as it is (decoding made them that type and
-    checked their range), the others are coerced value by value, and a row with a value that
-    does not conform is left out."""
+    """The RecordBatch (``majority_types(counts)``) of the events given as columns
+    (``feature_columns``) that conform: an event whose value does not coerce to its feature's
+    majority type, or holds a list where most events hold a scalar, is left out. A column whose
+    values all have their majority type's plain Python type is taken as it is (decoding made them
+    that type and checked their range); the others are coerced value by value. The per-event
+    rule this follows is written out in tests/transforms/test_schema_inference.py."""
     types, scalars = majority_types(counts), scalar_features(counts)
     rows = len(next(iter(columns.values()))) if columns else 0
     dropped = set()
@@ -127,8 +128,9 @@ def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
 
 
 class FeatureColumns:
-    """Events -> (pickled feature columns, their type counts) per up to ``size`` events
-    (``transforms.schema_inference``: the first schema's statistics need nothing else)."""
+    """A collector for ``transforms.ingest.IngestFiles``: events -> (pickled ``feature_columns``,
+    their ``count_column_types``) per up to ``size`` events; the first schema's statistics need
+    nothing else of an event."""
 
     def __init__(self, size: int = 10_000):
         self._size = size

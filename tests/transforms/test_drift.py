@@ -85,7 +85,8 @@ def _drifted_store(tmp_path_factory, options, name, blocks):
     assert "LABEL_MEAN_SHIFT" in config.validation.blocking_anomalies
     # The curated schema comes from clean data (as `ctpipe schema infer` on reviewed windows would).
     clean_files = [os.path.join(tmp, "clean", "in", "events.jsonl")]
-    infer_and_store_schema(config, options, lambda p, spec: columns_of_records(p | ReadEventFiles(clean_files, "jsonl"), spec),
+    infer_and_store_schema(config, options,
+                           lambda p, spec: columns_of_records(p | ReadEventFiles(clean_files, "jsonl"), spec),
                            "the clean data")
     for block in blocks:
         lines = []
