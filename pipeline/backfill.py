@@ -25,7 +25,7 @@ from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import collector, metrics, quality
 from pipeline.config import Config
-from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
+from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, staging_dir, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, decode_record
 from transforms.ingest import IngestFiles, WindowChunks
@@ -150,7 +150,8 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
             per_file = None if sample is None else max(1, -(-sample // len(paths)))
             infer_and_store_schema(config, options,
                                    lambda p, spec: (p | "Read" >> IngestFiles(
-                                       paths, fmt, limit, ((decode_record, spec),), FeatureColumns(),
+                                       paths, fmt, limit, ((decode_record, spec),),
+                                       FeatureColumns(spill=storage.join(staging_dir(root, run_id), "columns")),
                                        per_file=per_file))[0],
                                    repr(config.source.files.uri), run_id, fence=lock)
         schema, schema_text, schema_version = schema_store.load(root)
@@ -162,7 +163,8 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
         pipeline = beam.Pipeline(options=options)
         steps = ((decode_record, decode_spec(config, schema)), (check_event, record_rules(schema)))
         chunks, dead = pipeline | "Ingest" >> IngestFiles(paths, fmt, limit, steps,
-                                                          WindowChunks(config.window.size_s, start_ms, end_ms))
+                                                          WindowChunks(config.window.size_s, start_ms, end_ms,
+                                                                       spill=spec.staging))
         sealed = seal_chunks(chunks, dead, spec)
         _ = ((dead, sealed.duplicates) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLetters(root, run_id))

@@ -68,7 +68,9 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
               sources: Optional[dict] = None, compare_within_run: bool = True, fence=None):
     """SealSpec for sealing windows of ``config``'s root: apply ``fingerprint``, or (None) analyze
     ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``;
-    ``fence``: the root's lease (core.lock.Fence) the workers check before they publish."""
+    ``fence``: the root's lease (core.lock.Fence) the workers check before they publish.
+    A bounded run (``compare_within_run``) stages each window's rows between stages under its
+    scratch directory (``staging_dir``), so its memory does not grow with its windows."""
     from transforms.seal import SealSpec, TransformSpec
     from transforms.validate_windows import ValidationSettings
 
@@ -80,4 +82,12 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),
                     sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
-                    id_field=config.id_field, fence=fence)
+                    id_field=config.id_field, fence=fence,
+                    staging=staging_dir(root, run_id) if compare_within_run else None)
+
+
+def staging_dir(root: str, run_id: str) -> str:
+    """Where run ``run_id`` stages window content between stages (transforms/window_parts.py) and
+    ingest spills its chunks (transforms.ingest.WindowChunks): under the run's scratch
+    directory, which the run deletes when it ends and ``ctpipe gc`` removes after a crash."""
+    return storage.join(layout.run_scratch_dir(root, run_id), "staged")

@@ -16,10 +16,12 @@ nothing behind for the next one.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional, Sequence
 
 import apache_beam as beam
 
+from core import storage
 from core.layout import window_id, window_start_ms
 from core.records import DeadLetter, pack_records
 from transforms.routing import DEADLETTER, Steps
@@ -29,16 +31,34 @@ from transforms.sources import check_format, read_file, spread_files
 class WindowChunks:
     """Events -> (window_id, pack_records chunk) of up to ``max_items`` events of one window;
     events outside [start_ms, end_ms) are counted (``outside_range``) and left out: they are
-    valid, just not part of this run (the run that covers them seals them)."""
+    valid, just not part of this run (the run that covers them seals them).
+
+    ``spill`` (a storage URI private to the run): each chunk is written to a file there and the
+    element carries its URI instead of its bytes, so the shuffle before sealing (which the
+    DirectRunner holds in memory whole) holds names, not the input. File names depend only on
+    the input file, the window and the chunk's place in that file, so a retried bundle rewrites
+    the same files; sealing reads them back (transforms/seal.py)."""
 
     def __init__(self, size_s: int, start_ms: Optional[int] = None, end_ms: Optional[int] = None,
-                 max_items: int = 4096):
+                 max_items: int = 4096, spill: Optional[str] = None):
         self._size_s, self._start_ms, self._end_ms, self._max = size_s, start_ms, end_ms, max_items
+        self._spill = spill
 
-    def start(self):
-        """Empty, for a new file."""
+    def start(self, path: str = ""):
+        """Empty, for a new file (``path``: its name, for the spill files' names)."""
         self._outside = beam.metrics.Metrics.counter("ctpipe", "outside_range")
         self._buffers: dict = {}
+        self._file_key = hashlib.sha256(path.encode()).hexdigest()[:24]
+        self._seq = 0
+
+    def _chunk(self, wid: str, events: list):
+        data = pack_records(events)
+        if self._spill is None:
+            return wid, data
+        self._seq += 1
+        uri = storage.join(self._spill, wid, f"{self._file_key}-{self._seq:06d}.chunk")
+        storage.write_bytes_atomic(uri, data)
+        return wid, uri
 
     def add(self, event):
         when = event.event_time_ms
@@ -52,11 +72,11 @@ class WindowChunks:
         if len(buffer) < self._max:
             return ()
         del self._buffers[wid]
-        return ((wid, pack_records(buffer)),)
+        return (self._chunk(wid, buffer),)
 
     def flush(self):
         buffers, self._buffers = self._buffers, {}
-        return [(wid, pack_records(events)) for wid, events in buffers.items()]
+        return [self._chunk(wid, events) for wid, events in buffers.items()]
 
 
 class _IngestDoFn(beam.DoFn):
@@ -70,7 +90,7 @@ class _IngestDoFn(beam.DoFn):
         self._records = beam.metrics.Metrics.counter("ctpipe", "records_in")
 
     def process(self, path: str):
-        self._collector.start()  # empty: nothing of a file whose reading failed is kept
+        self._collector.start(path)  # empty: nothing of a file whose reading failed is kept
         run, add, n = self._run, self._collector.add, 0
         for record in read_file(path, self._fmt, self._max_bytes, self._per_file):
             n += 1

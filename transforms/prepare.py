@@ -6,8 +6,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 from tfx_bsl.coders import example_coder
 
+from transforms import window_parts
 from transforms.arrow import _ARROW_TYPES, canonical_examples, events_to_record_batch
-from transforms.write_window import raw_digest
+from transforms.window_parts import WindowParts
+from transforms.write_window import digest_of_hashes, example_hashes, tfrecord_gz_bytes
 
 
 def arrow_schema_for(types: dict[str, str]) -> pa.Schema:
@@ -17,19 +19,32 @@ def arrow_schema_for(types: dict[str, str]) -> pa.Schema:
 
 @dataclass
 class PreparedWindow:
-    batch: pa.RecordBatch   # the features, rows sorted by id
-    ids: list               # ids in row order
-    raw_examples: list      # serialized raw tf.Examples, row order
+    """A window's rows (sorted by id) as parts (transforms/window_parts.py): the raw examples as
+    their part file, their hashes, the Arrow batch and the provenance; the rest is small."""
+
+    records: int            # rows
     digest: str             # raw content digest (transform fingerprint input)
     sources: list           # coverage: [{"uri":..., "bytes":..., "records": n}]
+    parts: WindowParts
+
+    def batch(self) -> pa.RecordBatch:
+        return window_parts.batch_from_bytes(self.parts.get(window_parts.BATCH))
 
 
-def prepare_window(events: list, types: dict[str, str], sources_by_uri: dict) -> PreparedWindow:
-    """``events``: one window's events, unique and sorted by id (``split_duplicates``)."""
+def prepare_window(events: list, types: dict[str, str], sources_by_uri: dict, provenance: bytes,
+                   parts: WindowParts) -> tuple[PreparedWindow, pa.RecordBatch]:
+    """``events``: one window's events, unique and sorted by id (``split_duplicates``);
+    ``provenance``: theirs, in that order. Puts the window's parts into ``parts``; returns the
+    prepared window and its batch (for the statistics computed right away)."""
     batch = events_to_record_batch(events, types)
     examples = canonical_examples(example_coder.RecordBatchToExamples(batch))
+    hashes = example_hashes(examples)
     per_source: dict[str, int] = {}
     for event in events:
         per_source[event.source] = per_source.get(event.source, 0) + 1
     sources = [dict(sources_by_uri.get(uri, {"uri": uri}), records=n) for uri, n in sorted(per_source.items())]
-    return PreparedWindow(batch, [e.id for e in events], examples, raw_digest(examples), sources)
+    parts = (parts.with_part(window_parts.RAW, tfrecord_gz_bytes(examples))
+             .with_part(window_parts.HASHES, hashes)
+             .with_part(window_parts.BATCH, window_parts.batch_to_bytes(batch))
+             .with_part(window_parts.PROVENANCE, provenance))
+    return PreparedWindow(len(events), digest_of_hashes(hashes), sources, parts), batch

@@ -9,14 +9,16 @@ dead-letters them: type_mismatch, shape_mismatch).
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections import Counter
-from typing import Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow_data_validation as tfdv
 
+from core import storage
 from transforms.arrow import columns_to_record_batch
 from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
 from transforms.validation import stats_options
@@ -130,14 +132,23 @@ def conforming_batch(columns: dict[str, list], counts: dict[str, Counter]):
 class FeatureColumns:
     """A collector for ``transforms.ingest.IngestFiles``: events -> (pickled ``feature_columns``,
     their ``count_column_types``) per up to ``size`` events; the first schema's statistics need
-    nothing else of an event."""
+    nothing else of an event.
 
-    def __init__(self, size: int = 10_000):
+    ``spill`` (a storage URI private to the run): the pickled columns go to a file there and the
+    chunk carries its URI instead. ``StatisticsOfColumns`` reads the chunks twice, so the runner
+    materializes them between the two reads: spilled, that is names and type counts, not the
+    input (5M rows held whole took 2.7 GB). Names depend only on the input file and the chunk's
+    place in it (retries rewrite the same files)."""
+
+    def __init__(self, size: int = 10_000, spill: Optional[str] = None):
         self._size = size
+        self._spill = spill
 
-    def start(self):
-        """Empty, for a new file."""
+    def start(self, path: str = ""):
+        """Empty, for a new file (``path``: its name, for the spill files' names)."""
         self._buffer: list = []
+        self._file_key = hashlib.sha256(path.encode()).hexdigest()[:24]
+        self._seq = 0
 
     def add(self, event):
         self._buffer.append(event.features)
@@ -148,7 +159,19 @@ class FeatureColumns:
             return []
         columns = feature_columns(self._buffer)
         self._buffer = []
-        return [(pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), count_column_types(columns))]
+        data = pickle.dumps(columns, pickle.HIGHEST_PROTOCOL)
+        if self._spill is not None:
+            self._seq += 1
+            uri = storage.join(self._spill, f"{self._file_key}-{self._seq:06d}.columns")
+            storage.write_bytes_atomic(uri, data)
+            data = uri
+        return [(data, count_column_types(columns))]
+
+
+def _chunk_columns(chunk) -> dict:
+    """The feature columns of a ``FeatureColumns`` chunk, read back from its spill file if it has one."""
+    data = chunk[0]
+    return pickle.loads(storage.read_bytes(data) if isinstance(data, str) else data)
 
 
 class StatisticsOfColumns(beam.PTransform):
@@ -175,7 +198,7 @@ class StatisticsOfColumns(beam.PTransform):
         counts = (chunks
                   | "Counts" >> beam.Map(lambda chunk: chunk[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
-        batches = chunks | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(pickle.loads(chunk[0]), c),
+        batches = chunks | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(_chunk_columns(chunk), c),
                                                  beam.pvalue.AsSingleton(counts))
         exact = (batches
                  | "OtherFeatures" >> beam.Map(_columns, free, False)

@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 
 import apache_beam as beam
 
-from core import window_store
+from core import storage, window_store
 from core.lock import Fence
 from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
@@ -71,6 +71,16 @@ class SealSpec:
     """The storage root's lease as the run's driver holds it (core.lock.Fence): checked on the
     worker before each MANIFEST and transform publish, so a run whose lease was taken over
     publishes nothing more. None: unfenced (unit tests of sealing alone)."""
+    staging: Optional[str] = None
+    """A storage URI private to this run where each window's rows wait between stages
+    (transforms/window_parts.py), so memory does not grow with the number of windows; None:
+    they travel in the window's state (the unbounded graph, where one window's panes may be in
+    flight at once)."""
+
+    def parts_for(self, wid: str):
+        from transforms.window_parts import WindowParts
+
+        return WindowParts(None if self.staging is None else storage.join(self.staging, wid))
 
 
 @dataclass
@@ -78,16 +88,12 @@ class WindowState:
     """One window as it moves through the composite."""
 
     window_id: str
-    prepared: object            # transforms.prepare.PreparedWindow
+    prepared: object            # transforms.prepare.PreparedWindow: rows, provenance, parts
     stats: object               # DatasetFeatureStatisticsList
     dead_by_reason: dict
     lags_s: list
     dead_by_source: dict = field(default_factory=dict)
     """{source: {reason: n}}, written to the manifest (transforms/versions.py)."""
-    provenance: bytes = b""
-    """The records' identity and origin in row order, as written beside the examples
-    (transforms.versions.provenance_bytes): the features themselves are in ``prepared``, so a
-    WindowState carries no record objects across stage boundaries."""
     label_profile: Optional[dict] = None
     """transforms.label_checks.label_profile of the window (None: label checks off)."""
     timing: Optional[str] = None
@@ -96,14 +102,15 @@ class WindowState:
     verdict: object = None      # transforms.validation.Verdict
     quality: dict = field(default_factory=dict)
     fingerprint: Optional[str] = None
-    transformed: tuple = ()
+    transformed_count: int = 0
+    """Transformed examples, in the parts (``window_parts.TRANSFORMED``) once transformed."""
 
 
 class WindowStateCoder(beam.coders.Coder):
     """Pickles a WindowState. Beam samples the encoded size of the elements of every PCollection
-    (the first ten always): the default estimate pickles the whole window (records, Arrow batch,
-    examples) once more per sample, and a run has few, large WindowStates. This estimate adds up
-    the sizes the window already knows (the Arrow batch, the serialized examples) instead."""
+    (the first ten always): the default estimate pickles the whole window once more per sample,
+    and a run has few WindowStates, large when their parts are held in them. This estimate adds
+    up the sizes of the parts the state holds instead."""
 
     def encode(self, value):
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
@@ -115,9 +122,8 @@ class WindowStateCoder(beam.coders.Coder):
         return False
 
     def estimate_size(self, value):
-        prepared = value.prepared
-        # (the rest of a WindowState is a few hundred bytes)
-        return prepared.batch.nbytes + sum(map(len, prepared.raw_examples)) + sum(map(len, value.transformed))
+        # (the rest of a WindowState is a few hundred bytes, its statistics a few kB)
+        return value.prepared.parts.held_bytes
 
 
 beam.coders.registry.register_coder(WindowState, WindowStateCoder)
@@ -160,8 +166,8 @@ class _PrepareWindowDoFn(beam.DoFn):
 
         wid, items = element[0], element[1]
         timing = element[2] if len(element) > 2 else None
-        if self._packed:
-            events, dead = unpack_records(items)
+        if self._packed:  # chunks, or where ingest spilled them (transforms.ingest.WindowChunks)
+            events, dead = unpack_records(storage.read_bytes(i) if isinstance(i, str) else i for i in items)
         else:
             events, dead = [], []
             for item in items:
@@ -178,16 +184,18 @@ class _PrepareWindowDoFn(beam.DoFn):
         by_source = merge_dead_counts(previous, dead + dupes, run_sources)
         described = dict(previous.sources) if previous is not None else {}
         described.update(self._sources)
-        prepared = prepare_window(kept, self._types, described)
+        prepared, batch = prepare_window(kept, self._types, described, provenance_bytes(kept),
+                                         self._spec.parts_for(wid))
         lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
+        del events, dead, kept, previous
         labels = self._spec.validation.labels
         profile = None
         if labels is not None:
             from transforms.label_checks import label_profile
 
-            profile = label_profile(prepared.batch, labels)
-        yield WindowState(wid, prepared, window_statistics(prepared.batch, wid), dead_by_reason(by_source),
-                          lags, by_source, provenance_bytes(kept), label_profile=profile, timing=timing)
+            profile = label_profile(batch, labels)
+        yield WindowState(wid, prepared, window_statistics(batch, wid), dead_by_reason(by_source),
+                          lags, by_source, label_profile=profile, timing=timing)
 
 
 class _ValidateWindowDoFn(beam.DoFn):
@@ -244,7 +252,7 @@ class _ValidateWindowDoFn(beam.DoFn):
         previous, previous_id = self._previous(state.window_id, {i: v[0] for i, v in run_side.items()})
         verdict, quality = self._validator.validate(
             state.window_id, state.stats, previous, previous_id, state.dead_by_reason,
-            len(state.prepared.ids), state.lags_s, state.label_profile,
+            state.prepared.records, state.lags_s, state.label_profile,
             self._label_candidates(state.window_id, run_side))
         yield replace(state, verdict=verdict, quality=quality)
 
@@ -268,8 +276,13 @@ class _ApplyTransformDoFn(beam.DoFn):
             types = feature_types(schema_from_text(self._spec.schema_text))
             self._applier = TransformApplier(self._spec.root, fingerprint, self._spec.schema_text,
                                              arrow_schema_for(types))
-        yield replace(state, fingerprint=fingerprint,
-                      transformed=tuple(self._applier.examples(state.prepared.batch)))
+        from transforms import window_parts
+        from transforms.write_window import tfrecord_gz_bytes
+
+        examples = self._applier.examples(state.prepared.batch())
+        parts = state.prepared.parts.with_part(window_parts.TRANSFORMED, tfrecord_gz_bytes(examples))
+        yield replace(state, prepared=replace(state.prepared, parts=parts), fingerprint=fingerprint,
+                      transformed_count=len(examples))
 
 
 _TIMING = {0: "EARLY", 1: "ON_TIME", 2: "LATE", 3: "UNKNOWN"}
@@ -284,25 +297,27 @@ class _WriteWindowDoFn(beam.DoFn):
         self._late_panes = beam.metrics.Metrics.counter("ctpipe", "late_firings")
 
     def process(self, state: WindowState, pane=beam.DoFn.PaneInfoParam):
+        from transforms import window_parts
         from transforms.write_window import WindowContent, write_window
 
-        s, verdict = self._spec, state.verdict
+        s, verdict, parts = self._spec, state.verdict, state.prepared.parts
         dead = sum(state.dead_by_reason.values())
         content = WindowContent(
-            window_id=state.window_id, window_size_s=s.window_size_s,
-            raw_examples=tuple(state.prepared.raw_examples), transformed_examples=state.transformed,
-            stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
+            window_id=state.window_id, window_size_s=s.window_size_s, raw_examples=(), transformed_examples=(),
+            raw_part=parts.get(window_parts.RAW), raw_hashes=parts.get(window_parts.HASHES),
+            record_count=state.prepared.records, transformed_part=parts.get(window_parts.TRANSFORMED),
+            transformed_count=state.transformed_count, stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
-            dead_letters_by_source=state.dead_by_source, provenance=state.provenance,
+            dead_letters_by_source=state.dead_by_source, provenance=parts.get(window_parts.PROVENANCE),
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)
         wid, version, written = write_window(s.root, content, fence=s.fence)
         if written:
             self._sealed.inc()
-            self._records.inc(len(state.prepared.ids))
+            self._records.inc(state.prepared.records)
         timing = state.timing or (_TIMING.get(pane.timing) if pane is not None else None)
         if timing == "LATE":
             self._late_panes.inc()
-        yield {"window_id": wid, "version": version, "written": written, "records": len(state.prepared.ids),
+        yield {"window_id": wid, "version": version, "written": written, "records": state.prepared.records,
                "verdict": verdict.verdict, "dead_letters": dead, "timing": timing}
 
 
@@ -399,7 +414,7 @@ class SealWindows(beam.PTransform):
         states = prepared.windows
         if spec.compare_within_run:
             run_side = beam.pvalue.AsDict(states | "RunStats" >> beam.Map(
-                lambda st: (st.window_id, (st.stats, st.label_profile, st.dead_by_reason, len(st.prepared.ids)))))
+                lambda st: (st.window_id, (st.stats, st.label_profile, st.dead_by_reason, st.prepared.records))))
             validate = beam.ParDo(_ValidateWindowDoFn(spec), run_side=run_side)
         else:
             validate = beam.ParDo(_ValidateWindowDoFn(spec))
@@ -413,7 +428,7 @@ class SealWindows(beam.PTransform):
             from transforms.validation import feature_types
 
             types = feature_types(schema_from_text(spec.schema_text))
-            batches = validated | "Batches" >> beam.Map(lambda st: st.prepared.batch)
+            batches = validated | "Batches" >> beam.Map(lambda st: st.prepared.batch())
             digests = validated | "Digests" >> beam.Map(lambda st: (st.window_id, st.prepared.digest))
             fingerprint = (batches, digests) | "AnalyzeTransform" >> AnalyzeTransform(
                 spec.transform.preprocessing_fn, spec.schema_text, arrow_schema_for(types), spec.root,

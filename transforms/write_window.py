@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -40,21 +40,26 @@ def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:
         os.unlink(path)
 
 
-def content_digest(raw_examples: Sequence[bytes], transform_fingerprint: str, schema_version: int,
+def content_digest(raw_hashes: bytes, record_count: int, transform_fingerprint: str, schema_version: int,
                    dead_letters: int = 0) -> str:
+    """A window version's content digest; ``raw_hashes``: the sha256 of each raw example,
+    concatenated in row order (``transforms.prepare.example_hashes``)."""
     h = hashlib.sha256()
-    h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={len(raw_examples)};"
+    h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={record_count};"
              f"dead={dead_letters}\n".encode())
-    for example in raw_examples:
-        h.update(hashlib.sha256(example).digest())
+    h.update(raw_hashes)
     return h.hexdigest()
 
 
-def raw_digest(raw_examples: Sequence[bytes]) -> str:
-    h = hashlib.sha256()
-    for example in raw_examples:
-        h.update(hashlib.sha256(example).digest())
-    return h.hexdigest()
+def example_hashes(examples: Iterable[bytes]) -> bytes:
+    """sha256 of each serialized example, concatenated in order."""
+    sha256 = hashlib.sha256
+    return b"".join(sha256(example).digest() for example in examples)
+
+
+def digest_of_hashes(raw_hashes: bytes) -> str:
+    """The raw content digest (the transform fingerprint's input) of those concatenated hashes."""
+    return hashlib.sha256(raw_hashes).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,25 @@ class WindowContent:
     provenance: Optional[bytes] = None
     """That provenance already encoded (transforms.versions.provenance_bytes of the records in
     row order), instead of ``events``."""
+    raw_part: Optional[bytes] = None
+    """The raw part file's bytes already encoded (``tfrecord_gz_bytes``), with ``raw_hashes`` and
+    ``record_count``, instead of ``raw_examples`` (a staged window: transforms/window_parts.py)."""
+    raw_hashes: Optional[bytes] = None
+    record_count: Optional[int] = None
+    transformed_part: Optional[bytes] = None
+    """The transformed part file's bytes, with ``transformed_count``, instead of ``transformed_examples``."""
+    transformed_count: Optional[int] = None
+
+    def raw(self) -> tuple[bytes, bytes, int]:
+        """(part file bytes, concatenated example hashes, records)."""
+        if self.raw_part is not None:
+            return self.raw_part, self.raw_hashes, self.record_count
+        return (tfrecord_gz_bytes(self.raw_examples), example_hashes(self.raw_examples), len(self.raw_examples))
+
+    def transformed(self) -> tuple[bytes, int]:
+        if self.transformed_part is not None:
+            return self.transformed_part, self.transformed_count
+        return tfrecord_gz_bytes(self.transformed_examples), len(self.transformed_examples)
 
 
 def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, int, bool]:
@@ -91,7 +115,8 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
     again right before the MANIFEST: a writer whose lease was taken over publishes nothing."""
     from transforms.versions import PROVENANCE_FILE, provenance_bytes
 
-    digest = content_digest(content.raw_examples, content.transform_fingerprint, content.schema_version,
+    raw_part, raw_hashes, record_count = content.raw()
+    digest = content_digest(raw_hashes, record_count, content.transform_fingerprint, content.schema_version,
                             content.dead_letters)
     latest = window_store.latest_sealed(root, content.window_id)
     if latest is not None and latest.manifest.get("content_digest") == digest:
@@ -104,12 +129,12 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
     if content.provenance is None:
         provenance, provenance_records = provenance_bytes(content.events), len(content.events)
     else:
-        provenance, provenance_records = content.provenance, len(content.raw_examples)
+        provenance, provenance_records = content.provenance, record_count
+    transformed_part, transformed_count = content.transformed()
     files = []
     for kind, name, data, records in (
-            ("raw", RAW_FILE, tfrecord_gz_bytes(content.raw_examples), len(content.raw_examples)),
-            ("transformed", DATA_FILE, tfrecord_gz_bytes(content.transformed_examples),
-             len(content.transformed_examples)),
+            ("raw", RAW_FILE, raw_part, record_count),
+            ("transformed", DATA_FILE, transformed_part, transformed_count),
             ("stats", STATS_FILE, content.stats.SerializeToString(deterministic=True), None),
             ("anomalies", ANOMALIES_FILE, text_format.MessageToString(content.anomalies).encode(), None),
             ("provenance", PROVENANCE_FILE, provenance, provenance_records)):
@@ -123,7 +148,7 @@ def write_window(root: str, content: WindowContent, fence=None) -> tuple[str, in
         "version": version,
         "start_ms": start_ms,
         "end_ms": start_ms + content.window_size_s * 1000,
-        "record_count": len(content.raw_examples),
+        "record_count": record_count,
         "dead_letters": content.dead_letters,
         "dead_letters_by_source": content.dead_letters_by_source or {},
         "content_digest": digest,

@@ -156,6 +156,7 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
     from transforms.preprocess import TransformApplier
     from transforms.sources import read_jsonl
     from transforms.validation import feature_types
+    from transforms.window_parts import WindowParts
     from transforms.windowing import split_duplicates, window_of
 
     config = published_store
@@ -167,7 +168,7 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
               if isinstance(e := decode_record(rec, decode_spec(config, schema)), Event)
               and window_of(e, 3600) == "20261126T0000Z"]
     kept, _dupes = split_duplicates(events)
-    batch = prepare_window(kept, types, {}).batch
+    _prepared, batch = prepare_window(kept, types, {}, b"", WindowParts())
     applier = TransformApplier(root, current_transform(root), schema_text, arrow_schema_for(types))
     got = applier.examples(batch)
     stored = list(tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP")
