@@ -204,6 +204,19 @@ def run_scratch_dir(root: str, run_id: str) -> str:
     return storage.join(root, "tmp", run_id)
 
 
+def run_staging_dir(root: str, run_id: str) -> str:
+    """Where a bounded run stages window content between sealing stages and spills its ingest
+    chunks: ``<staging>/<window_id>/`` per window (transforms/window_parts.py,
+    transforms.ingest.WindowChunks); part of the run's scratch space."""
+    return storage.join(run_scratch_dir(root, run_id), "staged")
+
+
+def run_schema_columns_dir(root: str, run_id: str) -> str:
+    """Where the first schema's statistics pass spills its feature columns
+    (transforms.schema_inference.FeatureColumns); part of the run's scratch space."""
+    return storage.join(run_scratch_dir(root, run_id), "schema-columns")
+
+
 def train_backup_dir(root: str) -> str:
     """Keras BackupAndRestore state of interrupted trainings (one folder per training input)."""
     return storage.join(root, "train-backup")

@@ -25,7 +25,7 @@ from core.transform_store import current_transform
 from core.version import code_version
 from pipeline import collector, metrics, quality
 from pipeline.config import Config
-from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, staging_dir, transform_scratch
+from pipeline.specs import check_transform_scratch, decode_spec, seal_spec, transform_scratch
 from transforms.deadletter import WriteDeadLetters
 from transforms.decode import Decode, decode_record
 from transforms.ingest import IngestFiles, WindowChunks
@@ -151,9 +151,10 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
             infer_and_store_schema(config, options,
                                    lambda p, spec: (p | "Read" >> IngestFiles(
                                        paths, fmt, limit, ((decode_record, spec),),
-                                       FeatureColumns(spill=storage.join(staging_dir(root, run_id), "columns")),
+                                       FeatureColumns(spill=layout.run_schema_columns_dir(root, run_id)),
                                        per_file=per_file))[0],
                                    repr(config.source.files.uri), run_id, fence=lock)
+            storage.delete_tree(layout.run_schema_columns_dir(root, run_id))  # read: disk back now
         schema, schema_text, schema_version = schema_store.load(root)
         sources = {p: {"uri": p, "bytes": size} for p, size in files}
         fingerprint = None if analyze_transform else current_transform(root)

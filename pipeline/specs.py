@@ -70,7 +70,7 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
     ``transform.preprocessing_fn`` over the sealed windows with scratch space of ``run_id``;
     ``fence``: the root's lease (core.lock.Fence) the workers check before they publish.
     A bounded run (``compare_within_run``) stages each window's rows between stages under its
-    scratch directory (``staging_dir``), so its memory does not grow with its windows."""
+    scratch directory (``core.layout.run_staging_dir``), so its memory does not grow with its windows."""
     from transforms.seal import SealSpec, TransformSpec
     from transforms.validate_windows import ValidationSettings
 
@@ -83,11 +83,5 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
                     transform=transform, code_version=code_version(),
                     sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
                     id_field=config.id_field, fence=fence,
-                    staging=staging_dir(root, run_id) if compare_within_run else None)
+                    staging=layout.run_staging_dir(root, run_id) if compare_within_run else None)
 
-
-def staging_dir(root: str, run_id: str) -> str:
-    """Where run ``run_id`` stages window content between stages (transforms/window_parts.py) and
-    ingest spills its chunks (transforms.ingest.WindowChunks): under the run's scratch
-    directory, which the run deletes when it ends and ``ctpipe gc`` removes after a crash."""
-    return storage.join(layout.run_scratch_dir(root, run_id), "staged")

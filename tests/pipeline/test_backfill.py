@@ -192,3 +192,58 @@ def _raw_ids(window) -> list:
     return sorted(tf.train.Example.FromString(r).features.feature["id"].bytes_list.value[0].decode()
                   for r in tf.data.TFRecordDataset(window.file_paths("raw"), compression_type="GZIP")
                   .as_numpy_iterator())
+
+
+def test_kill_9_while_windows_wait_staged_shows_nothing_partial_and_a_rerun_seals_the_same_bytes(backfilled):
+    """A backfill killed (SIGKILL) while a window's rows wait as staged files between stages
+    (transforms/window_parts.py): every visible window is whole, the run's staged files stay in
+    its scratch directory only, a rerun seals exactly the windows a clean run sealed (same bytes)
+    and removes its own scratch, and ``gc`` removes the killed run's."""
+    import signal
+
+    from core import layout
+    from pipeline.config import config_from_dict
+    from pipeline.gc import run_gc
+
+    config, options, _stats, _result, base = backfilled
+    root = str(base / "killed")
+    doc = {"storage": {"root": root}, "source": {"files": {"uri": str(base / "events" / "*.jsonl")}},
+           "retention": {"scratch_after": "0s"}}
+    child = ("import json, os, signal, sys\n"
+             "import pipeline\n"
+             "from transforms import window_parts\n"
+             "from pipeline.backfill import run_backfill\n"
+             "from pipeline.config import config_from_dict\n"
+             "from pipeline.options import pipeline_options\n"
+             "put, seen = window_parts.WindowParts.with_part, []\n"
+             "def with_part(self, name, data):\n"
+             "    if name == window_parts.TRANSFORMED:\n"
+             "        seen.append(name)\n"
+             "        if len(seen) == 2:\n"
+             "            os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    return put(self, name, data)\n"
+             "window_parts.WindowParts.with_part = with_part\n"
+             f"config = config_from_dict(json.loads({json.dumps(json.dumps(doc))}))\n"
+             f"run_backfill(config, pipeline_options({os.path.join(REPO, 'runner_configs', 'direct.yaml')!r}), "
+             "None, None)\n")
+    killed = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    for window in window_store.list_sealed(root, latest_only=False):
+        for entry in window.manifest["files"]:
+            with open(os.path.join(window.path, entry["path"]), "rb") as handle:
+                assert hashlib.sha256(handle.read()).hexdigest() == entry["sha256"]
+    staged = glob.glob(os.path.join(layout.scratch_root(root), "*", "staged", "*", "*"))
+    assert staged, "the killed run staged nothing"
+    assert not [p for p in glob.glob(os.path.join(root, "windows", "**", "*"), recursive=True)
+                if p.endswith((".chunk", ".arrow", ".bin"))]
+    killed_runs = set(os.listdir(layout.scratch_root(root)))
+
+    config_killed = config_from_dict(doc)
+    rerun = run_backfill(config_killed, options, None, None)
+    assert tree_digest(root) == tree_digest(config.storage.root)
+    assert set(os.listdir(layout.scratch_root(root))) == killed_runs  # the rerun removed its own
+    assert rerun.run_id not in killed_runs
+    report = run_gc(config_killed)
+    assert {(i["kind"], i["path"]) for i in report["deleted"]} >= {
+        ("run_scratch", layout.run_scratch_dir(root, run)) for run in killed_runs}
+    assert not os.listdir(layout.scratch_root(root))

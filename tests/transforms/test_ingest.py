@@ -99,3 +99,40 @@ def test_a_file_that_fails_half_way_leaves_nothing_in_the_next_files_chunks(tmp_
         list(fn.process(str(broken)))
     out = list(fn.process(str(good)))
     assert [e.id for _wid, payload in out for e in unpack_records([payload])[0]] == ["a"]
+
+
+def test_spilled_chunks_are_files_of_the_same_chunks_named_by_file_window_and_place(tmp_path):
+    """With ``spill`` every chunk goes to a file and the element carries its name; the files hold
+    exactly the chunks an unspilled run emits, and a rerun of a file (a retried bundle) writes the
+    same names with the same bytes."""
+    from core import storage
+
+    paths = _files(tmp_path)
+    spill = str(tmp_path / "spill")
+    fn_plain = WindowChunks(3600, T0, None, max_items=3)
+    fn_spill = WindowChunks(3600, T0, None, max_items=3, spill=spill)
+
+    def run(collector, path):
+        collector.start(path)
+        out = []
+        for record in read_file(path, "jsonl", 10_000):
+            result = record
+            for func, arg in STEPS:
+                result = func(result, arg)
+                if isinstance(result, DeadLetter):
+                    break
+            if not isinstance(result, DeadLetter):
+                out.extend(collector.add(result))
+        return out + list(collector.flush())
+
+    for path in paths:
+        plain, spilled = run(fn_plain, path), run(fn_spill, path)
+        assert [w for w, _ in plain] == [w for w, _ in spilled] and plain
+        assert all(isinstance(uri, str) and uri.startswith(spill) for _, uri in spilled)
+        assert len({uri for _, uri in spilled}) == len(spilled)
+        assert [storage.read_bytes(uri) for _, uri in spilled] == [payload for _, payload in plain]
+        assert all(f"/{wid}/" in uri for wid, uri in spilled)
+        again = run(fn_spill, path)
+        assert again == spilled
+    other = run(fn_spill, paths[0])
+    assert not {uri for _, uri in other} & {uri for _, uri in run(fn_spill, paths[1])}

@@ -116,3 +116,31 @@ def test_sketched_free_text_features_infer_the_schema_of_exact_statistics(tmp_pa
     got, want = schema(split), schema(exact)
     assert {f.name for f in want.feature} >= {"id", "ts", "name", "temperature"}
     assert got == want
+
+
+def test_spilled_feature_columns_give_the_statistics_of_held_ones(tmp_path):
+    """``FeatureColumns(spill=...)`` chunks carry a file name instead of the pickled columns;
+    StatisticsOfColumns reads them back and writes the same statistics."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from transforms.schema_inference import FeatureColumns, StatisticsOfColumns
+
+    events = [e._replace(features={**e.features, "id": e.id}) for e in _events() * 3]
+
+    def chunks(collector):
+        collector.start("events.jsonl")
+        out = [c for e in events for c in collector.add(e)]
+        return out + collector.flush()
+
+    held, spilled = chunks(FeatureColumns(size=40)), chunks(FeatureColumns(size=40, spill=str(tmp_path / "cols")))
+    assert len(held) == len(spilled) > 1
+    assert all(isinstance(c[0], str) and c[0].startswith(str(tmp_path / "cols")) for c in spilled)
+    assert [c[1] for c in held] == [c[1] for c in spilled]
+    outputs = {}
+    for name, items in (("held", held), ("spilled", spilled)):
+        outputs[name] = str(tmp_path / f"{name}.pb")
+        with TestPipeline(runner="DirectRunner") as p:
+            _ = p | beam.Create(items) | StatisticsOfColumns(outputs[name], ("id",))
+    with open(outputs["held"], "rb") as a, open(outputs["spilled"], "rb") as b:
+        assert a.read() == b.read()
