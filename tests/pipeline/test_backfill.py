@@ -194,20 +194,23 @@ def _raw_ids(window) -> list:
                   .as_numpy_iterator())
 
 
-def test_kill_9_while_windows_wait_staged_shows_nothing_partial_and_a_rerun_seals_the_same_bytes(backfilled):
+def test_kill_9_while_windows_wait_staged_shows_nothing_partial_and_a_rerun_seals_the_same_bytes(backfilled,
+                                                                                              tmp_path):
     """A backfill killed (SIGKILL) while a window's rows wait as staged files between stages
     (transforms/window_parts.py): every visible window is whole, the run's staged files stay in
     its scratch directory only, a rerun seals exactly the windows a clean run sealed (same bytes)
     and removes its own scratch, and ``gc`` removes the killed run's."""
+    import shutil
     import signal
 
     from core import layout
     from pipeline.config import config_from_dict
     from pipeline.gc import run_gc
 
-    config, options, _stats, _result, base = backfilled
-    root = str(base / "killed")
-    doc = {"storage": {"root": root}, "source": {"files": {"uri": str(base / "events" / "*.jsonl")}},
+    _config, options, _stats, _result, base = backfilled
+    shutil.copytree(base / "events", tmp_path / "events")  # other tests add to the module's input
+    root = str(tmp_path / "killed")
+    doc = {"storage": {"root": root}, "source": {"files": {"uri": str(tmp_path / "events" / "*.jsonl")}},
            "retention": {"scratch_after": "0s"}}
     child = ("import json, os, signal, sys\n"
              "import pipeline\n"
@@ -240,7 +243,9 @@ def test_kill_9_while_windows_wait_staged_shows_nothing_partial_and_a_rerun_seal
 
     config_killed = config_from_dict(doc)
     rerun = run_backfill(config_killed, options, None, None)
-    assert tree_digest(root) == tree_digest(config.storage.root)
+    clean = config_from_dict({**doc, "storage": {"root": str(tmp_path / "clean")}})
+    run_backfill(clean, options, None, None)
+    assert tree_digest(root) == tree_digest(clean.storage.root)
     assert set(os.listdir(layout.scratch_root(root))) == killed_runs  # the rerun removed its own
     assert rerun.run_id not in killed_runs
     report = run_gc(config_killed)
