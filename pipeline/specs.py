@@ -84,4 +84,3 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
                     sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
                     id_field=config.id_field, fence=fence,
                     staging=layout.run_staging_dir(root, run_id) if compare_within_run else None)
-

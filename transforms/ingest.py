@@ -16,16 +16,15 @@ nothing behind for the next one.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Optional, Sequence
 
 import apache_beam as beam
 
-from core import storage
 from core.layout import window_id, window_start_ms
 from core.records import DeadLetter, pack_records
 from transforms.routing import DEADLETTER, Steps
 from transforms.sources import check_format, read_file, spread_files
+from transforms.window_parts import SpillFiles
 
 
 class WindowChunks:
@@ -42,23 +41,18 @@ class WindowChunks:
     def __init__(self, size_s: int, start_ms: Optional[int] = None, end_ms: Optional[int] = None,
                  max_items: int = 4096, spill: Optional[str] = None):
         self._size_s, self._start_ms, self._end_ms, self._max = size_s, start_ms, end_ms, max_items
-        self._spill = spill
+        self._spill = None if spill is None else SpillFiles(spill, "chunk")
 
     def start(self, path: str = ""):
         """Empty, for a new file (``path``: its name, for the spill files' names)."""
         self._outside = beam.metrics.Metrics.counter("ctpipe", "outside_range")
         self._buffers: dict = {}
-        self._file_key = hashlib.sha256(path.encode()).hexdigest()[:24]
-        self._seq = 0
+        if self._spill is not None:
+            self._spill.start(path)
 
     def _chunk(self, wid: str, events: list):
         data = pack_records(events)
-        if self._spill is None:
-            return wid, data
-        self._seq += 1
-        uri = storage.join(self._spill, wid, f"{self._file_key}-{self._seq:06d}.chunk")
-        storage.write_bytes_atomic(uri, data)
-        return wid, uri
+        return wid, (data if self._spill is None else self._spill.put(data, wid))
 
     def add(self, event):
         when = event.event_time_ms

@@ -9,7 +9,6 @@ dead-letters them: type_mismatch, shape_mismatch).
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections import Counter
 from typing import Optional, Sequence
@@ -18,10 +17,10 @@ import apache_beam as beam
 import pyarrow as pa
 import tensorflow_data_validation as tfdv
 
-from core import storage
 from transforms.arrow import columns_to_record_batch
 from transforms.decode import BYTES, FLOAT, INT, coerce_value, infer_type
 from transforms.validation import stats_options
+from transforms.window_parts import SpillFiles, unspill
 
 LIST, SCALAR = "list", "scalar"
 """Form counts, next to the type counts in each feature's Counter."""
@@ -142,13 +141,13 @@ class FeatureColumns:
 
     def __init__(self, size: int = 10_000, spill: Optional[str] = None):
         self._size = size
-        self._spill = spill
+        self._spill = None if spill is None else SpillFiles(spill, "columns")
 
     def start(self, path: str = ""):
         """Empty, for a new file (``path``: its name, for the spill files' names)."""
         self._buffer: list = []
-        self._file_key = hashlib.sha256(path.encode()).hexdigest()[:24]
-        self._seq = 0
+        if self._spill is not None:
+            self._spill.start(path)
 
     def add(self, event):
         self._buffer.append(event.features)
@@ -160,18 +159,7 @@ class FeatureColumns:
         columns = feature_columns(self._buffer)
         self._buffer = []
         data = pickle.dumps(columns, pickle.HIGHEST_PROTOCOL)
-        if self._spill is not None:
-            self._seq += 1
-            uri = storage.join(self._spill, f"{self._file_key}-{self._seq:06d}.columns")
-            storage.write_bytes_atomic(uri, data)
-            data = uri
-        return [(data, count_column_types(columns))]
-
-
-def _chunk_columns(chunk) -> dict:
-    """The feature columns of a ``FeatureColumns`` chunk, read back from its spill file if it has one."""
-    data = chunk[0]
-    return pickle.loads(storage.read_bytes(data) if isinstance(data, str) else data)
+        return [(data if self._spill is None else self._spill.put(data), count_column_types(columns))]
 
 
 class StatisticsOfColumns(beam.PTransform):
@@ -198,7 +186,7 @@ class StatisticsOfColumns(beam.PTransform):
         counts = (chunks
                   | "Counts" >> beam.Map(lambda chunk: chunk[1])
                   | "MergeTypes" >> beam.CombineGlobally(merge_type_counts))
-        batches = chunks | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(_chunk_columns(chunk), c),
+        batches = chunks | "ToArrow" >> beam.Map(lambda chunk, c: conforming_batch(pickle.loads(unspill(chunk[0])), c),
                                                  beam.pvalue.AsSingleton(counts))
         exact = (batches
                  | "OtherFeatures" >> beam.Map(_columns, free, False)

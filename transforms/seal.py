@@ -167,7 +167,9 @@ class _PrepareWindowDoFn(beam.DoFn):
         wid, items = element[0], element[1]
         timing = element[2] if len(element) > 2 else None
         if self._packed:  # chunks, or where ingest spilled them (transforms.ingest.WindowChunks)
-            events, dead = unpack_records(storage.read_bytes(i) if isinstance(i, str) else i for i in items)
+            from transforms.window_parts import unspill
+
+            events, dead = unpack_records(map(unspill, items))
         else:
             events, dead = [], []
             for item in items:
@@ -306,7 +308,8 @@ class _WriteWindowDoFn(beam.DoFn):
             window_id=state.window_id, window_size_s=s.window_size_s, raw_examples=(), transformed_examples=(),
             raw_part=parts.get(window_parts.RAW), raw_hashes=parts.get(window_parts.HASHES),
             record_count=state.prepared.records, transformed_part=parts.get(window_parts.TRANSFORMED),
-            transformed_count=state.transformed_count, stats=state.stats, anomalies=verdict.anomalies, verdict=verdict.verdict, reasons=verdict.reasons,
+            transformed_count=state.transformed_count, stats=state.stats, anomalies=verdict.anomalies,
+            verdict=verdict.verdict, reasons=verdict.reasons,
             dead_letters=dead, sources=tuple(state.prepared.sources), schema_version=s.schema_version,
             dead_letters_by_source=state.dead_by_source, provenance=parts.get(window_parts.PROVENANCE),
             transform_fingerprint=state.fingerprint, code_version=s.code_version, quality=state.quality)

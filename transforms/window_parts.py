@@ -19,6 +19,7 @@ changed under another consumer of the same element).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 from core import storage
@@ -60,6 +61,33 @@ class WindowParts:
     def held_bytes(self) -> int:
         """Bytes carried by the object itself (0 when staged)."""
         return sum(map(len, self._held.values()))
+
+
+class SpillFiles:
+    """Spill files of one run's collector, named after the input file being read and the chunk's
+    place in it (``<base>/<sub...>/<sha256(path)[:24]>-<seq>.<suffix>``), so a retried bundle
+    rewrites the same files (transforms.ingest.WindowChunks, schema_inference.FeatureColumns)."""
+
+    def __init__(self, base: str, suffix: str):
+        self._base, self._suffix = base, suffix
+        self.start("")
+
+    def start(self, path: str) -> None:
+        """Names for a new input file."""
+        self._key = hashlib.sha256(path.encode()).hexdigest()[:24]
+        self._seq = 0
+
+    def put(self, data: bytes, *sub: str) -> str:
+        """Write ``data`` to the next file; its URI."""
+        self._seq += 1
+        uri = storage.join(self._base, *sub, f"{self._key}-{self._seq:06d}.{self._suffix}")
+        storage.write_bytes_atomic(uri, data)
+        return uri
+
+
+def unspill(item) -> bytes:
+    """A chunk's bytes: ``item`` itself, or read from the spill file it names."""
+    return storage.read_bytes(item) if isinstance(item, str) else item
 
 
 def batch_to_bytes(batch) -> bytes:

@@ -43,7 +43,7 @@ def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:
 def content_digest(raw_hashes: bytes, record_count: int, transform_fingerprint: str, schema_version: int,
                    dead_letters: int = 0) -> str:
     """A window version's content digest; ``raw_hashes``: the sha256 of each raw example,
-    concatenated in row order (``transforms.prepare.example_hashes``)."""
+    concatenated in row order (``example_hashes``)."""
     h = hashlib.sha256()
     h.update(f"schema=v{schema_version};transform={transform_fingerprint};n={record_count};"
              f"dead={dead_letters}\n".encode())
