@@ -87,34 +87,62 @@ def _type_ok(value, kind: str) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _ordered_rules(rules: RecordRules) -> tuple:
+    """(name, kind's own class, count, domain, minimum, maximum, rule) of every ruled feature, in
+    name order (computed once per rules object)."""
+    ordered = rules.__dict__.get("_ordered")
+    if ordered is None:
+        ordered = tuple((name, _EXACT[rule.kind], rules.value_counts.get(name), rule.domain, rule.minimum,
+                         rule.maximum, rule) for name, rule in sorted(rules.features.items()))
+        object.__setattr__(rules, "_ordered", ordered)
+    return ordered
+
+
+_ABSENT = object()
+
+
 def violation(event: Event, rules: RecordRules) -> Optional[tuple[str, str]]:
     """(reason, detail) of the first rule ``event`` breaks, features in name order; None if none."""
+    features = event.features
     for name in rules.required:
-        if name not in event.features:
+        if name not in features:
             return "missing_feature", f"feature {name!r} is required in every record by the schema but is missing"
-    for name in sorted(event.features):
-        rule = rules.features.get(name)
-        if rule is None:
-            continue  # a new column is a window-level anomaly (SCHEMA_NEW_COLUMN), not a bad record
-        value = event.features[name]
-        items = value if isinstance(value, list) else [value]
-        count = rules.value_counts.get(name)
-        if count is not None and len(items) != count:
-            return "shape_mismatch", (f"feature {name!r}: {len(items)} values, the schema's shape holds exactly "
-                                      f"{count}")
-        for item in items:
-            if not _type_ok(item, rule.kind):
-                return "type_mismatch", (f"feature {name!r}: expected {rule.kind}, got {type(item).__name__} "
-                                         f"{preview(item)}")
-            if rule.domain is not None and item not in rule.domain:
-                return ("domain_violation",
-                        f"feature {name!r}: value {preview(item)} is not in the schema's domain "
-                        f"({len(rule.domain)} values); add it with `ctpipe schema set` if it is valid")
-            if rule.minimum is not None and item < rule.minimum:
-                return "range_violation", f"feature {name!r}: value {item} is below the schema minimum {rule.minimum}"
-            if rule.maximum is not None and item > rule.maximum:
-                return "range_violation", f"feature {name!r}: value {item} is above the schema maximum {rule.maximum}"
+    get = features.get
+    for name, exact, count, domain, low, high, rule in _ordered_rules(rules):
+        value = get(name, _ABSENT)
+        if value is _ABSENT:
+            continue  # features without a rule are skipped: a new column is a window-level anomaly
+        # the usual value: one, of its kind's own class (finite for a float), inside its domain and range
+        if (type(value) is exact and (count is None or count == 1) and (exact is not float or -math.inf < value < math.inf)
+                and (domain is None or value in domain) and (low is None or value >= low)
+                and (high is None or value <= high)):
+            continue
+        broken = _feature_violation(name, value, rule, count)
+        if broken is not None:
+            return broken
     return None
+
+
+def _feature_violation(name: str, value, rule: FeatureRule, count: Optional[int]) -> Optional[tuple[str, str]]:
+    items = value if isinstance(value, list) else [value]
+    if count is not None and len(items) != count:
+        return "shape_mismatch", f"feature {name!r}: {len(items)} values, the schema's shape holds exactly {count}"
+    for item in items:
+        if not _type_ok(item, rule.kind):
+            return "type_mismatch", f"feature {name!r}: expected {rule.kind}, got {type(item).__name__} {preview(item)}"
+        if rule.domain is not None and item not in rule.domain:
+            return ("domain_violation",
+                    f"feature {name!r}: value {preview(item)} is not in the schema's domain "
+                    f"({len(rule.domain)} values); add it with `ctpipe schema set` if it is valid")
+        if rule.minimum is not None and item < rule.minimum:
+            return "range_violation", f"feature {name!r}: value {item} is below the schema minimum {rule.minimum}"
+        if rule.maximum is not None and item > rule.maximum:
+            return "range_violation", f"feature {name!r}: value {item} is above the schema maximum {rule.maximum}"
+    return None
+
+
+_EXACT = {"BYTES": str, "INT": int, "FLOAT": float}
+"""The class a value of each kind usually has (``type`` is exact: a bool is not an ``int`` here)."""
 
 
 def event_json(event: Event) -> bytes:
