@@ -48,6 +48,7 @@ from core.layout import window_id, window_id_start_ms, window_start_ms
 from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.kafka.source import OffsetRange, partition_of
 from transforms.sources import spread_files
+from transforms.versions import GZIP_LEVEL
 
 PART_SUFFIX = ".jsonl.gz"
 DEAD_INDEX_SUFFIX = ".dead.json"
@@ -157,7 +158,7 @@ def encode_part(events: Iterable[Event]) -> bytes:
     """gzip JSON lines, events sorted by (id, position); mtime 0 so equal content gives equal bytes."""
     ordered = sorted(events, key=lambda e: (e.id, int(e.position) if e.position.isdigit() else 0))
     lines = "".join(json.dumps(event_to_json(e), sort_keys=True, separators=(",", ":")) + "\n" for e in ordered)
-    return gzip.compress(lines.encode("utf-8"), mtime=0)
+    return gzip.compress(lines.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def decode_part(data: bytes) -> list[Event]:

