@@ -74,11 +74,13 @@ def columns_to_record_batch(columns: dict[str, list], feature_types: dict[str, s
 
 
 def canonical_examples(serialized) -> list:
-    """tf.Examples re-serialized with sorted map keys.
+    """tf.Examples re-serialized with sorted map keys (protobuf's deterministic serialization).
 
     tfx_bsl's C++ encoder writes the feature map in hash order, which changes between processes;
     deterministic serialization makes the same rows give the same bytes on every run, which the
-    idempotent window writer and the content digests rely on.
+    idempotent window writer and the content digests rely on. ``example_encoding.deterministic_examples`` gives
+    the same bytes from a RecordBatch without parsing every example again
+    (transforms/example_encoding.py).
     """
     from tensorflow.core.example import example_pb2
 

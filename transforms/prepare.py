@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-from tfx_bsl.coders import example_coder
 
 from transforms import window_parts
-from transforms.arrow import _ARROW_TYPES, canonical_examples, events_to_record_batch
+from transforms.arrow import _ARROW_TYPES, events_to_record_batch
+from transforms.example_encoding import deterministic_examples
 from transforms.window_parts import WindowParts
 from transforms.write_window import digest_of_hashes, example_hashes, tfrecord_gz_bytes
 
@@ -37,7 +37,7 @@ def prepare_window(events: list, types: dict[str, str], sources_by_uri: dict, pr
     ``provenance``: theirs, in that order. Puts the window's parts into ``parts``; returns the
     prepared window and its batch (for the statistics computed right away)."""
     batch = events_to_record_batch(events, types)
-    examples = canonical_examples(example_coder.RecordBatchToExamples(batch))
+    examples = deterministic_examples(batch)
     hashes = example_hashes(examples)
     per_source: dict[str, int] = {}
     for event in events:

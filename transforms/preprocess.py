@@ -24,7 +24,6 @@ import apache_beam as beam
 import pyarrow as pa
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from core import storage
@@ -37,7 +36,7 @@ from core.transform_store import (
     verify_copy,
     write_checksums,
 )
-from transforms.arrow import canonical_examples
+from transforms.example_encoding import deterministic_examples
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -181,4 +180,4 @@ class TransformApplier:
         """Serialized transformed tf.Examples of ``batch``'s rows, in row order."""
         if batch.num_rows == 0:
             return []
-        return canonical_examples(example_coder.RecordBatchToExamples(self.transformed_batch(batch)))
+        return deterministic_examples(self.transformed_batch(batch))
