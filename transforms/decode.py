@@ -68,6 +68,9 @@ _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _LEADING_ZERO = re.compile(r"[+-]?0[0-9]")
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TWO_63 = 2.0 ** 63
+_LOOSE_KEY = re.compile(r'"[ \t\n\r]')
+_LOOSE_KEY_BYTES = re.compile(rb'"[ \t\n\r]')
+"""A quote followed by whitespace: a key may be followed by whitespace before its colon."""
 
 _PREVIEW = reprlib.Repr()
 _PREVIEW.maxstring = _PREVIEW.maxother = 60
@@ -378,12 +381,10 @@ def check_duplicate_keys(text, obj: dict) -> None:
     key may be followed by whitespace before its colon). In UTF-8 no byte of a multi-byte
     character is ASCII, so the counts are the same on the bytes as on the text."""
     if isinstance(text, bytes):
-        if (text.count(b"{") == 1 and b'" ' not in text and b'"\t' not in text and b'"\n' not in text
-                and b'"\r' not in text and text.count(b'":') == len(obj)):
+        if text.count(b"{") == 1 and text.count(b'":') == len(obj) and _LOOSE_KEY_BYTES.search(text) is None:
             return
         text = text.decode("utf-8")
-    elif (text.count("{") == 1 and '" ' not in text and '"\t' not in text and '"\n' not in text
-            and '"\r' not in text and text.count('":') == len(obj)):
+    elif text.count("{") == 1 and text.count('":') == len(obj) and _LOOSE_KEY.search(text) is None:
         return
     json.loads(text, object_pairs_hook=_object_of_unique_keys)
 
