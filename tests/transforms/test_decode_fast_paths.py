@@ -56,6 +56,7 @@ HOSTILE = [
     b'{"id": "a", "id": "b", ' + TS.encode() + b'}',
     b'{"id":"a","id":"b","ts":"2026-11-27T00:00:00Z"}',
     b'{"id" : "a", "id" : "b", ' + TS.encode() + b'}',
+    b'{"id" : "a", "id" : "b\\":", ' + TS.encode() + b'}',  # a lost key's count made up inside a string
     b'{"id": "a", ' + TS.encode() + b', "s": "x\\":", "s": "y"}',
     b'{"id": "a", ' + TS.encode() + b', "o": {"s": 1, "s": 2}}',
     b'\xef\xbb\xbf{"id": "a", ' + TS.encode() + b'}',
