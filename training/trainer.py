@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from core import autograph_rules
-from training.data import training_dataset
+from training.data import eval_masks, training_dataset
 from training.strategy import describe_environment, strategy_from_environment, task_name
 
 autograph_rules.apply()  # the first fit/evaluate/export of a process: minutes of AutoGraph otherwise
@@ -150,9 +150,10 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
                           "pass it through (outputs[label] = inputs[label]) or fix label_field")
     signature = input_signature(transformed_spec, spec.label_key)
     replicas = strategy.num_replicas_in_sync
+    masks = eval_masks(windows, spec.id_field, spec.eval_fraction)
     dataset = training_dataset(windows, spec.id_field, spec.eval_fraction, transformed_spec, spec.label_key,
                                spec.batch_size * replicas, tft_output=tft_output,
-                               fingerprint=spec.transform_fingerprint)
+                               fingerprint=spec.transform_fingerprint, masks=masks)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
@@ -174,7 +175,7 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
     started = time.time()
     history = model.fit(dataset, epochs=spec.epochs, callbacks=callbacks, verbose=0)
     duration = time.time() - started
-    examples = _count_training_examples(windows, spec)
+    examples = sum(int((~mask).sum()) for mask in masks)
     epochs_run = len(counter.epochs)
 
     export_serving_model(model, tft_output, export_dir, spec.label_key, (spec.id_field, spec.event_time_field))
@@ -192,13 +193,6 @@ def train_and_export(windows: Sequence, spec: TrainSpec, model_fn: Callable, exp
         "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
         "warm_start": warm, "signature": signature,
     }
-
-
-def _count_training_examples(windows, spec: TrainSpec) -> int:
-    from training.data import split_dataset
-
-    return int(split_dataset(windows, spec.id_field, spec.eval_fraction, False, "raw")
-               .reduce(tf.constant(0, tf.int64), lambda n, _x: n + 1).numpy())
 
 
 def backup_dir_for(base: str, windows: Sequence, fingerprint: str, config_hash: str) -> str:

@@ -127,3 +127,19 @@ def test_split_keeps_raw_and_transformed_rows_aligned(trained):
         sizes[want_eval] = len(raw)
     total = sum(w.manifest["record_count"] for w in windows)
     assert sizes[True] + sizes[False] == total and 0.15 < sizes[True] / total < 0.25
+
+
+def test_split_from_masks_selects_the_rows_the_ids_select(trained):
+    """Masks computed once (eval_masks) pick the same rows, in the same order, as parsing every
+    raw id again: the examples themselves are compared, for both splits and both kinds."""
+    from training.data import eval_masks, split_dataset
+
+    config, _first = trained
+    windows = window_store.list_sealed(config.storage.root)
+    masks = eval_masks(windows, "id", 0.2)
+    assert [len(m) for m in masks] == [w.manifest["record_count"] for w in windows]
+    for want_eval in (True, False):
+        for kind in ("raw", "transformed"):
+            by_ids = list(split_dataset(windows, "id", 0.2, want_eval, kind).as_numpy_iterator())
+            by_masks = list(split_dataset(windows, "id", 0.2, want_eval, kind, masks).as_numpy_iterator())
+            assert by_masks == by_ids and by_ids
