@@ -57,25 +57,33 @@ def _open(path: str):
 def physical_lines(handle, max_bytes: int):
     """(line, length) per line of a binary file: the line without its ``\\n`` (cut to
     ``max_bytes + 1`` bytes) and its full length, so a caller can tell a line over the limit
-    without ever holding it whole."""
-    kept, length = bytearray(), 0
+    without ever holding it whole. Each chunk read is split in C; only a line that runs across
+    chunks is put together piece by piece."""
+    keep = max_bytes + 1
+    kept, length = bytearray(), 0  # the line that runs on past the last chunk: its first bytes, its length
     while True:
         chunk = handle.read(_CHUNK_BYTES)
         if not chunk:
             break
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            piece = chunk[start:] if end < 0 else chunk[start:end]
-            length += len(piece)
-            room = max_bytes + 1 - len(kept)
-            if room > 0:
-                kept += piece[:room]
-            if end < 0:
-                break
-            yield bytes(kept), length
+        lines = chunk.split(b"\n")
+        rest = lines.pop()  # after the chunk's last newline: the start of the next line
+        if lines:
+            first = lines[0]
+            if length:
+                room = keep - len(kept)
+                if room > 0:
+                    kept += first[:room]
+                yield bytes(kept), length + len(first)
+            else:
+                yield (first if len(first) <= keep else first[:keep]), len(first)
+            for line in lines[1:]:
+                yield (line if len(line) <= keep else line[:keep]), len(line)
             kept, length = bytearray(), 0
-            start = end + 1
+        if rest:
+            room = keep - len(kept)
+            if room > 0:
+                kept += rest[:room]
+            length += len(rest)
     if length:
         yield bytes(kept), length
 
@@ -92,7 +100,7 @@ def read_jsonl(path: str, max_bytes: int = DEFAULT_MAX_RECORD_BYTES):
                 yield SourceRecord(path, str(lineno), line[:max_bytes], error=_oversize("line", length, max_bytes))
                 continue
             line = line.rstrip(b"\r")
-            if line.strip():
+            if line and not line.isspace():  # what ``line.strip()`` leaves is not empty
                 yield SourceRecord(path, str(lineno), line)
 
 

@@ -189,3 +189,25 @@ def test_parquet_values_that_cannot_be_features_are_dead_letters_per_row(tmp_pat
     [dead] = decoded(read_parquet(structs))
     assert dead.reason == "type_mismatch" and "column 's'" in dead.detail and "struct" in dead.detail
     assert dead.position == "0" and dead.source.endswith("s.parquet")
+
+
+def test_physical_lines_at_every_chunk_boundary(monkeypatch):
+    """Lines (cut to max_bytes + 1, with their full length) are the same whatever the read size:
+    lines that run across one or many chunks, empty lines, a last line without its newline."""
+    import io
+    import random
+
+    from transforms import sources
+
+    rng = random.Random(4)
+    for _ in range(300):
+        data = b"".join(rng.choice([b"\n", b"\r\n", b"a", b"bc", b" ", b"x" * rng.randint(1, 40)])
+                        for _ in range(rng.randint(0, 40)))
+        max_bytes = rng.randint(1, 12)
+        pieces = data.split(b"\n")
+        if pieces[-1] == b"":
+            pieces.pop()  # a newline ends the last line; it does not start another
+        want = [(p[:max_bytes + 1], len(p)) for p in pieces]
+        for chunk in (1, 2, 3, 7, 64):
+            monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk)
+            assert list(sources.physical_lines(io.BytesIO(data), max_bytes)) == want, (data, chunk, max_bytes)
