@@ -252,3 +252,21 @@ def test_kill_9_while_windows_wait_staged_shows_nothing_partial_and_a_rerun_seal
     assert {(i["kind"], i["path"]) for i in report["deleted"]} >= {
         ("run_scratch", layout.run_scratch_dir(root, run)) for run in killed_runs}
     assert not os.listdir(layout.scratch_root(root))
+
+
+def test_every_core_runner_config_seals_the_same_windows_and_dead_letters(backfilled, tmp_path):
+    """runner_configs/direct-multiprocess.yaml (DirectRunner, one SDK worker process per core)
+    seals every window file and manifest byte for byte as the one-process default, and writes the
+    same dead letters."""
+    from pipeline.options import pipeline_options
+
+    config, options, _stats, _result, base = backfilled
+    roots = {}
+    for name, runner in (("one", options), ("every", pipeline_options(os.path.join(
+            REPO, "runner_configs", "direct-multiprocess.yaml")))):
+        store = config.replace(storage=config.storage.__class__(root=str(tmp_path / name)))
+        run_backfill(store, runner, None, None)
+        dead = sorted(line for path in glob.glob(str(tmp_path / name / "deadletter" / "**" / "*.jsonl"), recursive=True)
+                      for line in open(path, encoding="utf-8"))
+        roots[name] = (tree_digest(store.storage.root), dead)
+    assert roots["every"] == roots["one"] and roots["one"][0] and roots["one"][1]
