@@ -186,21 +186,17 @@ class _PrepareWindowDoFn(beam.DoFn):
         by_source = merge_dead_counts(previous, dead + dupes, run_sources)
         described = dict(previous.sources) if previous is not None else {}
         described.update(self._sources)
-        labels = self._spec.validation.labels
-
-        def profile_and_statistics(batch):
-            profile = None
-            if labels is not None:
-                from transforms.label_checks import label_profile
-
-                profile = label_profile(batch, labels)
-            return profile, window_statistics(batch, wid)
-
-        prepared, _batch, (profile, stats) = prepare_window(kept, self._types, described, provenance_bytes(kept),
-                                                            self._spec.parts_for(wid), profile_and_statistics)
+        prepared, batch = prepare_window(kept, self._types, described, provenance_bytes(kept),
+                                         self._spec.parts_for(wid))
         lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
-        del events, dead, kept, previous, _batch
-        yield WindowState(wid, prepared, stats, dead_by_reason(by_source),
+        del events, dead, kept, previous
+        labels = self._spec.validation.labels
+        profile = None
+        if labels is not None:
+            from transforms.label_checks import label_profile
+
+            profile = label_profile(batch, labels)
+        yield WindowState(wid, prepared, window_statistics(batch, wid), dead_by_reason(by_source),
                           lags, by_source, label_profile=profile, timing=timing)
 
 
