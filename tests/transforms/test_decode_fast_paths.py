@@ -15,8 +15,17 @@ import pytest
 
 from core.records import Event, SourceRecord
 from transforms import decode
-from transforms.decode import (BYTES, FLOAT, INT, DecodeSpec, RecordError, coerce_value, decode_record,
-                               infer_text_type, infer_type)
+from transforms.decode import (
+    BYTES,
+    FLOAT,
+    INT,
+    DecodeSpec,
+    RecordError,
+    coerce_value,
+    decode_record,
+    infer_text_type,
+    infer_type,
+)
 from transforms.record_checks import FeatureRule, RecordRules, violation
 
 TS = '"ts": "2026-11-27T00:00:00Z"'
