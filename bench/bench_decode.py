@@ -91,7 +91,8 @@ def main() -> None:
     assert deterministic_examples(batch) == canonical_examples(example_coder.RecordBatchToExamples(batch))
     out["us_per_record"] = {k: round(v, 2) for k, v in us.items()}
     out["ratios"] = {
-        "decode_no_schema_python_json_over_orjson": round(us["decode_no_schema_python_json"] / us["decode_no_schema"], 2),
+        "decode_no_schema_python_json_over_orjson": round(
+            us["decode_no_schema_python_json"] / us["decode_no_schema"], 2),
         "decode_and_check_python_json_over_orjson": round(
             us["decode_and_check_with_schema_python_json"] / us["decode_and_check_with_schema"], 2),
         "examples_reserialized_over_batch": round(

@@ -17,6 +17,7 @@ Dead-letter reasons: ``missing_feature``, ``shape_mismatch``, ``type_mismatch``,
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ class RecordRules:
     """Features every record must carry (sorted)."""
     value_counts: dict = field(default_factory=dict)
     """feature name -> the exact number of values its fixed shape holds."""
+
+    @functools.cached_property
+    def ordered(self) -> tuple:
+        """(name, kind's own class, count, domain, minimum, maximum, rule) of every ruled feature,
+        in name order (what ``violation`` walks; computed once per rules object)."""
+        return tuple((name, _EXACT[rule.kind], self.value_counts.get(name), rule.domain, rule.minimum,
+                      rule.maximum, rule) for name, rule in sorted(self.features.items()))
 
 
 def record_rules(schema: schema_pb2.Schema) -> RecordRules:
@@ -87,17 +95,6 @@ def _type_ok(value, kind: str) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _ordered_rules(rules: RecordRules) -> tuple:
-    """(name, kind's own class, count, domain, minimum, maximum, rule) of every ruled feature, in
-    name order (computed once per rules object)."""
-    ordered = rules.__dict__.get("_ordered")
-    if ordered is None:
-        ordered = tuple((name, _EXACT[rule.kind], rules.value_counts.get(name), rule.domain, rule.minimum,
-                         rule.maximum, rule) for name, rule in sorted(rules.features.items()))
-        object.__setattr__(rules, "_ordered", ordered)
-    return ordered
-
-
 _ABSENT = object()
 
 
@@ -108,12 +105,13 @@ def violation(event: Event, rules: RecordRules) -> Optional[tuple[str, str]]:
         if name not in features:
             return "missing_feature", f"feature {name!r} is required in every record by the schema but is missing"
     get = features.get
-    for name, exact, count, domain, low, high, rule in _ordered_rules(rules):
+    for name, exact, count, domain, low, high, rule in rules.ordered:
         value = get(name, _ABSENT)
         if value is _ABSENT:
             continue  # features without a rule are skipped: a new column is a window-level anomaly
         # the usual value: one, of its kind's own class (finite for a float), inside its domain and range
-        if (type(value) is exact and (count is None or count == 1) and (exact is not float or -math.inf < value < math.inf)
+        if (type(value) is exact and (count is None or count == 1)
+                and (exact is not float or -math.inf < value < math.inf)
                 and (domain is None or value in domain) and (low is None or value >= low)
                 and (high is None or value <= high)):
             continue
