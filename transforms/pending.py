@@ -46,9 +46,9 @@ from apache_beam.transforms.window import GlobalWindows
 from core import layout, storage
 from core.layout import window_id, window_id_start_ms, window_start_ms
 from core.records import DeadLetter, Event, pack_records, unpack_records
+from transforms.gzip_files import GZIP_LEVEL
 from transforms.kafka.source import OffsetRange, partition_of
 from transforms.sources import spread_files
-from transforms.versions import GZIP_LEVEL
 
 PART_SUFFIX = ".jsonl.gz"
 DEAD_INDEX_SUFFIX = ".dead.json"

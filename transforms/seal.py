@@ -160,7 +160,6 @@ class _PrepareWindowDoFn(beam.DoFn):
             load_previous,
             merge_dead_counts,
             merge_records,
-            provenance_bytes,
             unique_dead_letters,
         )
 
@@ -186,8 +185,8 @@ class _PrepareWindowDoFn(beam.DoFn):
         by_source = merge_dead_counts(previous, dead + dupes, run_sources)
         described = dict(previous.sources) if previous is not None else {}
         described.update(self._sources)
-        prepared, batch = prepare_window(kept, self._types, described, provenance_bytes(kept),
-                                         self._spec.parts_for(wid))
+        pending = prepare_window(kept, self._types, described, self._spec.parts_for(wid))
+        batch = pending.batch
         lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
         del events, dead, kept, previous
         labels = self._spec.validation.labels
@@ -196,8 +195,9 @@ class _PrepareWindowDoFn(beam.DoFn):
             from transforms.label_checks import label_profile
 
             profile = label_profile(batch, labels)
-        yield WindowState(wid, prepared, window_statistics(batch, wid), dead_by_reason(by_source),
-                          lags, by_source, label_profile=profile, timing=timing)
+        stats = window_statistics(batch, wid)
+        yield WindowState(wid, pending.finish(), stats, dead_by_reason(by_source), lags, by_source,
+                          label_profile=profile, timing=timing)
 
 
 class _ValidateWindowDoFn(beam.DoFn):

@@ -9,35 +9,19 @@ so a crash never leaves a visible partial window.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-import tensorflow as tf
 from google.protobuf import text_format
 
 from core import storage, window_store
 from core.layout import window_id_start_ms
+from transforms.gzip_files import tfrecord_gz_bytes
 
 RAW_FILE = "raw-00000-of-00001.tfrecord.gz"
 DATA_FILE = "data-00000-of-00001.tfrecord.gz"
 STATS_FILE = "stats.pb"
 ANOMALIES_FILE = "anomalies.pbtxt"
-
-
-def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:
-    """GZIP TFRecord file content of ``records`` (what tf.data.TFRecordDataset(..., 'GZIP') reads)."""
-    fd, path = tempfile.mkstemp(suffix=".tfrecord.gz")
-    os.close(fd)
-    try:
-        with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
-            for record in records:
-                writer.write(record)
-        with open(path, "rb") as handle:
-            return handle.read()
-    finally:
-        os.unlink(path)
 
 
 def content_digest(raw_hashes: bytes, record_count: int, transform_fingerprint: str, schema_version: int,

@@ -168,7 +168,7 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
               if isinstance(e := decode_record(rec, decode_spec(config, schema)), Event)
               and window_of(e, 3600) == "20261126T0000Z"]
     kept, _dupes = split_duplicates(events)
-    _prepared, batch = prepare_window(kept, types, {}, b"", WindowParts())
+    batch = prepare_window(kept, types, {}, WindowParts()).batch
     applier = TransformApplier(root, current_transform(root), schema_text, arrow_schema_for(types))
     got = applier.examples(batch)
     stored = list(tf.data.TFRecordDataset(sealed.file_paths("transformed"), compression_type="GZIP")

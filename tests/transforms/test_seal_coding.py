@@ -15,8 +15,8 @@ WID = "20261127T0000Z"
 
 def _state(parts: WindowParts):
     events = [Event(str(i).zfill(3), i, {"v": [float(i)]}, "f", str(i)) for i in range(50)]
-    prepared, batch = prepare_window(events, {"v": "FLOAT"}, {}, provenance_bytes(events), parts)
-    return WindowState(WID, prepared, None, {}, []), batch, events
+    pending = prepare_window(events, {"v": "FLOAT"}, {}, parts)
+    return WindowState(WID, pending.finish(), None, {}, []), pending.batch, events
 
 
 def test_the_coder_round_trips_a_window_state_that_holds_its_parts():
