@@ -56,13 +56,36 @@ def tfrecord_frames(records: Iterable[bytes]) -> bytes:
     return b"".join(out)
 
 
+def _gzip_header(level: int) -> bytes:
+    flags = b"\x02" if level == 9 else b"\x04" if level == 1 else b"\x00"
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + flags + b"\xff"
+
+
 def gzip_member(data: bytes, level: int = GZIP_LEVEL) -> bytes:
     """One gzip member of ``data``: the bytes ``gzip.GzipFile(mtime=0, compresslevel=level)``
     writes, from a single zlib call (which runs without the interpreter lock)."""
-    flags = b"\x02" if level == 9 else b"\x04" if level == 1 else b"\x00"
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + flags + b"\xff"
     body = zlib.compress(data, level, -zlib.MAX_WBITS)
-    return header + body + _U32.pack(zlib.crc32(data)) + _U32.pack(len(data) & 0xFFFFFFFF)
+    return _gzip_header(level) + body + _U32.pack(zlib.crc32(data)) + _U32.pack(len(data) & 0xFFFFFFFF)
+
+
+class GzipWriter:
+    """One gzip member fed piece by piece, in order (``add`` may run on the compression thread:
+    zlib works without the interpreter lock); ``finish`` returns the bytes ``gzip_member`` gives
+    for all the pieces joined: zlib's stream does not depend on how its input was cut."""
+
+    def __init__(self, level: int = GZIP_LEVEL):
+        self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._out = [_gzip_header(level)]
+        self._crc, self._size = 0, 0
+
+    def add(self, data: bytes) -> None:
+        self._out.append(self._deflate.compress(data))
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+
+    def finish(self) -> bytes:
+        self._out += [self._deflate.flush(), _U32.pack(self._crc), _U32.pack(self._size & 0xFFFFFFFF)]
+        return b"".join(self._out)
 
 
 def tfrecord_gz_bytes(records: Iterable[bytes]) -> bytes:

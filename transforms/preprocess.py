@@ -37,6 +37,10 @@ from core.transform_store import (
     write_checksums,
 )
 from transforms.example_encoding import deterministic_examples
+from transforms.gzip_files import GzipWriter, in_background, tfrecord_frames
+
+APPLY_SLICE_ROWS = 8192
+"""Rows transformed at once when a window's transformed part is built (``TransformApplier.tfrecord_part``)."""
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -181,3 +185,18 @@ class TransformApplier:
         if batch.num_rows == 0:
             return []
         return deterministic_examples(self.transformed_batch(batch))
+
+    def tfrecord_part(self, batch: pa.RecordBatch, slice_rows: int = APPLY_SLICE_ROWS) -> tuple[bytes, int]:
+        """(GZIP TFRecord file of ``batch``'s transformed examples, their count): the bytes of
+        ``tfrecord_gz_bytes(self.examples(batch))``. The rows are transformed ``slice_rows`` at a
+        time, as TFT's own Beam apply batches them (a transform is applied row by row; only its
+        analyzers see many rows), and each slice's frames are deflated on the compression thread
+        while the next slice is transformed, so only a slice's examples are held at once."""
+        writer, added, count = GzipWriter(), [], 0
+        for start in range(0, batch.num_rows, slice_rows):
+            examples = self.examples(batch.slice(start, slice_rows))
+            count += len(examples)
+            added.append(in_background(writer.add, tfrecord_frames(examples)))
+        for done in added:
+            done.result()
+        return writer.finish(), count

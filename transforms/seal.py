@@ -279,12 +279,11 @@ class _ApplyTransformDoFn(beam.DoFn):
             self._applier = TransformApplier(self._spec.root, fingerprint, self._spec.schema_text,
                                              arrow_schema_for(types))
         from transforms import window_parts
-        from transforms.write_window import tfrecord_gz_bytes
 
-        examples = self._applier.examples(state.prepared.batch())
-        parts = state.prepared.parts.with_part(window_parts.TRANSFORMED, tfrecord_gz_bytes(examples))
+        part, count = self._applier.tfrecord_part(state.prepared.batch())
+        parts = state.prepared.parts.with_part(window_parts.TRANSFORMED, part)
         yield replace(state, prepared=replace(state.prepared, parts=parts), fingerprint=fingerprint,
-                      transformed_count=len(examples))
+                      transformed_count=count)
 
 
 _TIMING = {0: "EARLY", 1: "ON_TIME", 2: "LATE", 3: "UNKNOWN"}

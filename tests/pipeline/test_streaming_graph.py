@@ -175,6 +175,11 @@ def test_apply_transform_gives_the_examples_analyze_mode_sealed(published_store)
                   .as_numpy_iterator())
     assert len(got) == len(kept) == len(stored) == sealed.manifest["record_count"]
     assert got == stored  # byte for byte, in id order
+    # the part sealing writes, transformed a slice at a time (slices that do not divide the rows)
+    from transforms.write_window import tfrecord_gz_bytes
+
+    for slice_rows in (97, len(kept), len(kept) + 1):
+        assert applier.tfrecord_part(batch, slice_rows) == (tfrecord_gz_bytes(got), len(kept))
     # Independently of ctpipe's code: z-scores over every analyzed window's raw values (numpy,
     # population std as tft.scale_to_z_score), labels passed through.
     import numpy as np

@@ -7,7 +7,7 @@ import random
 import pytest
 import tensorflow as tf
 
-from transforms.gzip_files import gzip_member, in_background, tfrecord_frames, tfrecord_gz_bytes
+from transforms.gzip_files import GzipWriter, gzip_member, in_background, tfrecord_frames, tfrecord_gz_bytes
 from transforms.versions import provenance_bytes, provenance_json, read_tfrecords
 
 
@@ -69,3 +69,15 @@ def test_provenance_is_its_json_gzipped_and_compression_in_background_gives_the_
     records = _records(5, 400)
     futures = [in_background(tfrecord_gz_bytes, records) for _ in range(3)]
     assert {f.result() for f in futures} == {tfrecord_gz_bytes(records)}
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_a_member_fed_in_pieces_is_the_member_of_the_pieces_joined(level):
+    rng = random.Random(level)
+    pieces = [tfrecord_frames(_records(seed, rng.choice((0, 1, 40, 700)))) for seed in range(12)]
+    writer = GzipWriter(level)
+    for piece in pieces:
+        writer.add(piece)
+    assert writer.finish() == gzip_member(b"".join(pieces), level)
+    empty = GzipWriter(level)
+    assert empty.finish() == gzip_member(b"", level)
