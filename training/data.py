@@ -39,9 +39,9 @@ def eval_masks(windows: Sequence, id_field: str, eval_fraction: float) -> list:
 
 def kept_rows(keep: np.ndarray, batch: int) -> tf.data.Dataset:
     """One element per batch of ``batch`` rows (the last may be shorter): the positions in that
-    batch of the rows where ``keep`` is True, for ``tf.gather``. Gathering by positions known in
-    advance costs half the CPU of ``tf.boolean_mask`` on every batch, CPU a 2-core machine's
-    training step competes for."""
+    batch of the rows where ``keep`` is True, for ``tf.gather``: each batch is one gather by
+    positions computed once, not a ``tf.boolean_mask`` (several ops) per batch, on the CPU a
+    2-core machine's training step competes for (docs/BENCHMARKS.md, stop 20)."""
     rows = np.flatnonzero(keep)
     lengths = np.bincount(rows // batch, minlength=-(-len(keep) // batch))
     return tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(rows % batch, lengths))

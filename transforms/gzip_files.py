@@ -1,9 +1,9 @@
 """The gzip files a window version holds, encoded without holding the interpreter.
 
 A sealed window's raw and transformed examples are GZIP TFRecord files and its provenance is gzip
-JSON. Deflating them was the largest single cost of sealing after decoding (a tenth of a 1M-row
-backfill), and TensorFlow's ``TFRecordWriter`` deflates record by record with Python's global lock
-held, so nothing else could run meanwhile. Here the TFRecord frames (length, masked CRC32C of the
+JSON. TensorFlow's ``TFRecordWriter`` deflates record by record with Python's global lock held
+(the largest self-time entry of a 1M-row backfill's profile, 7 % of it), so nothing else could run
+meanwhile. Here the TFRecord frames (length, masked CRC32C of the
 length, data, masked CRC32C of the data: TensorFlow's record format) are built in one pass and
 deflated by zlib in a single call, which releases the lock: ``in_background`` runs that call on a
 thread while the caller goes on with the window's statistics on the other core.
@@ -71,7 +71,8 @@ def gzip_member(data: bytes, level: int = GZIP_LEVEL) -> bytes:
 class GzipWriter:
     """One gzip member fed piece by piece, in order (``add`` may run on the compression thread:
     zlib works without the interpreter lock); ``finish`` returns the bytes ``gzip_member`` gives
-    for all the pieces joined: zlib's stream does not depend on how its input was cut."""
+    for all the pieces joined: zlib's stream does not depend on how its input was cut
+    (tests/transforms/test_gzip_files.py holds it to that)."""
 
     def __init__(self, level: int = GZIP_LEVEL):
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
