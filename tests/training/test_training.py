@@ -143,3 +143,12 @@ def test_split_from_masks_selects_the_rows_the_ids_select(trained):
             by_ids = list(split_dataset(windows, "id", 0.2, want_eval, kind).as_numpy_iterator())
             by_masks = list(split_dataset(windows, "id", 0.2, want_eval, kind, masks).as_numpy_iterator())
             assert by_masks == by_ids and by_ids
+
+
+def test_kept_rows_are_the_true_positions_of_each_batch_the_last_one_short():
+    from training.data import kept_rows
+
+    keep = np.array([False, False, False, True, True, False, True])
+    assert [x.tolist() for x in kept_rows(keep, 2).as_numpy_iterator()] == [[], [1], [0], [0]]
+    assert [x.tolist() for x in kept_rows(np.zeros(5, bool), 4).as_numpy_iterator()] == [[], []]
+    assert list(kept_rows(np.zeros(0, bool), 1024).as_numpy_iterator()) == []
