@@ -180,13 +180,14 @@ def run_recordbatch(work: str, options) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
-def run_one(name: str, work: str) -> None:
+def run_one(name: str, work: str, runner_config: str = "direct.yaml") -> None:
     """Run one pipeline in this process; print its JSON (with this process's own peak RSS)."""
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from pipeline.options import pipeline_options
 
     options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
     if name == "ctpipe":
+        options = pipeline_options(os.path.join(REPO, "runner_configs", runner_config))
         out = run_ctpipe(work, options)
     elif name == "recordbatch":
         out = run_recordbatch(work, options)
@@ -312,6 +313,8 @@ def main() -> None:
                         help=f"comma-separated subset of {', '.join(PIPELINES)}")
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="kill a pipeline that runs longer than this (reported as timeout)")
+    parser.add_argument("--ctpipe-runner-config", default="direct.yaml",
+                        help="runner_configs/ file the ctpipe pipeline runs with (the peers always run direct.yaml)")
     parser.add_argument("--pipeline", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -322,7 +325,7 @@ def main() -> None:
         print("BENCH_RESULT " + json.dumps({"rows": rows, "seconds": 0.0}), flush=True)
         return
     if args.pipeline:
-        run_one(args.pipeline, args.workdir)
+        run_one(args.pipeline, args.workdir, args.ctpipe_runner_config)
         return
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     unknown = sorted(set(pipelines) - set(PIPELINES))

@@ -270,3 +270,63 @@ def test_every_core_runner_config_seals_the_same_windows_and_dead_letters(backfi
                       for line in open(path, encoding="utf-8"))
         roots[name] = (tree_digest(store.storage.root), dead)
     assert roots["every"] == roots["one"] and roots["one"][0] and roots["one"][1]
+
+
+class _DieAtFirstTransformedPart:
+    """A forked worker's start (``ForkedWorkerHandler.target``): the first worker to put a
+    window's transformed part (of any run: ``flag`` is created once) is killed with SIGKILL first."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def __call__(self, environment):
+        import signal
+
+        from pipeline import forked_workers
+        from transforms import window_parts
+
+        put, flag = window_parts.WindowParts.with_part, self.flag
+
+        def with_part(parts, name, data):
+            if name == window_parts.TRANSFORMED:
+                try:
+                    os.close(os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return put(parts, name, data)
+
+        window_parts.WindowParts.with_part = with_part
+        forked_workers._serve(environment)
+
+
+def test_a_worker_killed_mid_backfill_on_every_core_shows_nothing_partial_and_a_rerun_seals_the_same_bytes(
+        backfilled, tmp_path, monkeypatch):
+    """direct-multiprocess.yaml: one SDK worker is killed (SIGKILL) as it puts a window's
+    transformed part. The run fails naming the worker and the signal, every visible window is
+    whole, and a rerun on every core seals the same bytes as a clean one-process run."""
+    import shutil
+
+    from pipeline import forked_workers
+    from pipeline.options import pipeline_options
+
+    config, options, _stats, _result, base = backfilled
+    shutil.copytree(base / "events", tmp_path / "events")
+    every = pipeline_options(os.path.join(REPO, "runner_configs", "direct-multiprocess.yaml"))
+    killed = config.replace(storage=config.storage.__class__(root=str(tmp_path / "killed")),
+                            source=config.source.replace(files=config.source.files.replace(
+                                uri=str(tmp_path / "events" / "*.jsonl"))))
+    clean = killed.replace(storage=config.storage.__class__(root=str(tmp_path / "clean")))
+    monkeypatch.setattr(forked_workers.ForkedWorkerHandler, "target",
+                        _DieAtFirstTransformedPart(str(tmp_path / "killed-once")))
+    with pytest.raises(RuntimeError, match=r"SDK worker worker_\d+ \(pid \d+\) was killed by signal 9"):
+        run_backfill(killed, every, None, None)
+    assert os.path.exists(tmp_path / "killed-once")
+    for window in window_store.list_sealed(killed.storage.root, latest_only=False):
+        for entry in window.manifest["files"]:
+            with open(os.path.join(window.path, entry["path"]), "rb") as handle:
+                assert hashlib.sha256(handle.read()).hexdigest() == entry["sha256"]
+    run_backfill(killed, every, None, None)  # the flag exists: no worker is killed this time
+    run_backfill(clean, options, None, None)
+    assert tree_digest(killed.storage.root) == tree_digest(clean.storage.root)

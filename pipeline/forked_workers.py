@@ -1,0 +1,201 @@
+"""A local runner on every core whose SDK workers start warm: forked, not started and imported anew.
+
+Beam's DirectRunner in ``multi_processing`` mode starts one ``python -m sdk_worker_main`` per core
+for every pipeline it runs, and each of those interpreters imports TensorFlow, tf.Transform and
+TFDV again when it first unpickles a stage that uses them (~5 s each, and a first backfill runs
+two pipelines). ``ForkedDirectRunner`` is the same FnApiRunner with the same bundle splitting,
+but its workers are forked from one helper process that imported all of that once: Python's
+``forkserver``. That helper is started fresh (it holds no thread, gRPC channel or TensorFlow
+runtime of the driver, so forking it is safe), imports ``PRELOAD``, and forks one child per worker
+request; a child builds the SDK harness exactly as ``sdk_worker_main`` does (pipeline options,
+pickler, log level) and serves the runner's control endpoint until the runner closes it. The
+children share the helper's imported pages until they write them.
+
+Used by ``runner_configs/direct-multiprocess.yaml`` (``runner:
+pipeline.forked_workers.ForkedDirectRunner``). The helper lives as long as the driver: it exits
+when the driver does (kill -9 included: it reads the driver's end of a pipe), and a worker exits
+when its control stream closes.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import threading
+
+from apache_beam.portability.api import beam_fn_api_pb2, endpoints_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+from apache_beam.transforms import environments
+from google.protobuf import json_format, text_format
+
+URN = "ctpipe:env:forked_python_sdk:v1"
+
+PRELOAD = (
+    "pipeline",  # first: it sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    "apache_beam.runners.worker.sdk_worker_main",
+    "tensorflow",
+    "tensorflow_transform.beam",
+    "tensorflow_data_validation",
+    "tfx_bsl.public.tfxio",
+    "transforms.ingest",
+    "transforms.seal",
+    "transforms.schema_inference",
+    "transforms.validate_windows",
+)
+"""Modules the helper imports before its first fork (a missing one is skipped, not an error)."""
+
+_context_lock = threading.Lock()
+_context = None
+
+STOP_TIMEOUT_S = 60.0
+"""How long closing a worker waits for it to leave after its control stream ended."""
+
+
+def forking_context():
+    """The ``forkserver`` multiprocessing context, its helper told what to import (once per process)."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(list(PRELOAD))
+            _context = context
+        return _context
+
+
+def warm_up() -> None:
+    """Start the helper now (it imports ``PRELOAD`` in the background) so the first worker request
+    does not wait for it."""
+    from multiprocessing import forkserver
+
+    forking_context()
+    forkserver.ensure_running()
+
+
+def _serve(environment: dict) -> None:
+    """In a forked child: the SDK harness of ``sdk_worker_main`` for ``environment``, run to the end."""
+    from apache_beam.runners.worker import sdk_worker_main
+
+    from pipeline.collector import RUN_THRESHOLDS
+
+    gc.freeze()  # what the helper imported is never garbage
+    gc.set_threshold(*RUN_THRESHOLDS)
+    _log_handler, harness, _options = sdk_worker_main.create_harness(environment)
+    harness.run()
+
+
+@environments.Environment.register_urn(URN, bytes)
+class ForkedWorkersEnvironment(environments.Environment):
+    """The environment whose workers ``ForkedWorkerHandler`` starts (no payload: one helper per driver)."""
+
+    def __eq__(self, other):
+        return isinstance(other, ForkedWorkersEnvironment) and super().__eq__(other)
+
+    def __hash__(self):
+        return hash((super().__hash__(), URN))
+
+    def to_runner_api_parameter(self, context):
+        return URN, b""
+
+    @staticmethod
+    def from_runner_api_parameter(payload, capabilities, artifacts, resource_hints, context):
+        return ForkedWorkersEnvironment(capabilities, artifacts, resource_hints)
+
+    @classmethod
+    def default(cls):
+        return cls(capabilities=environments.python_sdk_capabilities())
+
+
+@worker_handlers.WorkerHandler.register_environment(URN, bytes)
+class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
+    """Starts a worker as a child of the forkserver helper, pointed at this handler's control port.
+
+    A worker that exits before the runner closes it (killed, out of memory, failed to start) fails
+    the pipeline with its exit status: the runner's pending instructions are aborted, so a worker
+    that never connected cannot leave the run waiting for it."""
+
+    target = staticmethod(_serve)
+    """What the child runs (a test swaps it for one that fails)."""
+
+    def __init__(self, payload: bytes, state, provision_info, grpc_server):
+        super().__init__(state, provision_info, grpc_server)
+        self._process = None
+        self._stopping = threading.Event()
+
+    def host_from_worker(self) -> str:
+        return "localhost"  # the children run on this machine
+
+    def start_worker(self) -> None:
+        environment = {
+            "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
+                endpoints_pb2.ApiServiceDescriptor(url=self.control_address)),
+            "PIPELINE_OPTIONS": json_format.MessageToJson(self.provision_info.provision_info.pipeline_options),
+            "WORKER_ID": self.worker_id,
+        }
+        self._process = forking_context().Process(target=self.target, args=(environment,),
+                                                  name=f"ctpipe-sdk-worker-{self.worker_id}")
+        self._process.start()
+        threading.Thread(target=self._watch, args=(self._process,), daemon=True,
+                         name=f"watch-{self.worker_id}").start()
+
+    def _watch(self, process) -> None:
+        process.join()
+        if not self._stopping.is_set():
+            code = process.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            self._fail(f"SDK worker {self.worker_id} (pid {process.pid}) {how} before the pipeline finished, "
+                       "so the run failed; rerun it. A signal 9 is often the kernel's out-of-memory killer: "
+                       "then run with fewer workers (direct_num_workers) or with runner_configs/direct.yaml")
+
+    def _fail(self, error: str) -> None:
+        """Answer every instruction the runner sent this worker, and every one it sends from now on,
+        with ``error``: the runner then raises it (Beam's own ``abort`` of a ControlConnection wakes
+        no one waiting for a bundle's output)."""
+        conn = self.control_conn
+
+        def answer(future):
+            future.set(beam_fn_api_pb2.InstructionResponse(instruction_id=future.instruction_id, error=error))
+
+        def push(request, _push=conn.push):
+            future = _push(request)
+            if future is not None:
+                answer(future)
+            return future
+
+        conn.push = push
+        for future in list(conn._futures_by_id.values()):
+            answer(future)
+
+    def close(self) -> None:
+        self._stopping.set()  # before the control stream closes: the worker then leaves on its own
+        super().close()
+
+    def stop_worker(self) -> None:
+        self._stopping.set()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class ForkedDirectRunner(fn_runner.FnApiRunner):
+    """FnApiRunner (the DirectRunner's batch engine) with ``direct_num_workers`` workers forked warm
+    (``ForkedWorkerHandler``); ``direct_num_workers: 0`` is one per core. Whatever
+    ``direct_running_mode`` says, the workers are these."""
+
+    def __init__(self):
+        super().__init__(default_environment=ForkedWorkersEnvironment.default())
+
+    @property
+    def _default_environment(self):
+        return ForkedWorkersEnvironment.default()
+
+    @_default_environment.setter
+    def _default_environment(self, _value):
+        """FnApiRunner sets its environment from ``direct_running_mode``; these workers stay."""
+
+    def run_pipeline(self, pipeline, options):
+        warm_up()
+        return super().run_pipeline(pipeline, options)
+

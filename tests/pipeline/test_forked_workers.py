@@ -1,0 +1,78 @@
+"""pipeline/forked_workers.py: the every-core local runner whose SDK workers are forked from a
+helper that imported TensorFlow once. Pipelines run there; a worker that dies (at start, or
+killed mid-bundle) fails the run with its exit status instead of leaving it waiting."""
+import os
+import signal
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _options(workers: int = 2):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(runner="pipeline.forked_workers.ForkedDirectRunner", direct_num_workers=workers,
+                           direct_running_mode="multi_processing")
+
+
+def _where(value):
+    return value, os.getpid(), os.getppid()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_elements_run_in_two_children_of_a_helper_that_loaded_tensorflow():
+    import apache_beam as beam
+
+    with beam.Pipeline(options=_options()) as p:
+        rows = p | beam.Create(list(range(40))) | beam.Reshuffle() | beam.Map(_where)
+        _ = rows | beam.io.WriteToText(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fw-{os.getpid()}"),
+                                       shard_name_template="")
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fw-{os.getpid()}")
+    with open(path, encoding="utf-8") as handle:
+        reported = [eval(line) for line in handle]  # noqa: S307 (tuples of ints this test wrote)
+    os.unlink(path)
+    assert sorted(v for v, _pid, _ppid in reported) == list(range(40))
+    pids = {pid for _v, pid, _ in reported}
+    parents = {ppid for _v, _pid, ppid in reported}
+    assert os.getpid() not in pids and len(pids) == 2, pids
+    (helper,) = parents
+    assert helper != os.getpid() and _ppid(helper) == os.getpid()
+    with open(f"/proc/{helper}/cmdline", "rb") as handle:
+        assert b"multiprocessing.forkserver" in handle.read()
+    with open(f"/proc/{helper}/maps", encoding="utf-8", errors="replace") as handle:
+        assert any("libtensorflow" in line for line in handle), "the helper never loaded TensorFlow"
+
+
+def _exit_at_start(environment):
+    os._exit(3)
+
+
+def _killed(value):
+    if value == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def test_a_worker_that_exits_before_connecting_fails_the_run_with_its_exit_code(monkeypatch):
+    import apache_beam as beam
+
+    from pipeline import forked_workers
+
+    monkeypatch.setattr(forked_workers.ForkedWorkerHandler, "target", staticmethod(_exit_at_start))
+    with pytest.raises(RuntimeError, match=r"SDK worker worker_\d+ \(pid \d+\) exited with code 3"):
+        with beam.Pipeline(options=_options()) as p:
+            _ = p | beam.Create([1, 2, 3]) | beam.Map(_where)
+
+
+def test_a_worker_killed_mid_bundle_fails_the_run():
+    import apache_beam as beam
+
+    with pytest.raises(RuntimeError) as raised:
+        with beam.Pipeline(options=_options(1)) as p:
+            _ = p | beam.Create(list(range(10))) | beam.Map(_killed)
+    assert "was killed by signal 9 before the pipeline finished" in str(raised.value), raised.value
