@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import threading
 
 from apache_beam.portability.api import beam_fn_api_pb2, endpoints_pb2
@@ -71,11 +72,15 @@ def warm_up() -> None:
 
 
 def _serve(environment: dict) -> None:
-    """In a forked child: the SDK harness of ``sdk_worker_main`` for ``environment``, run to the end."""
+    """In a forked child: the SDK harness of ``sdk_worker_main`` for ``environment`` (the driver's
+    environment variables as they are when the worker starts, as Beam's subprocess workers get
+    them, plus the harness's descriptors), run to the end."""
     from apache_beam.runners.worker import sdk_worker_main
 
     from pipeline.collector import RUN_THRESHOLDS
 
+    os.environ.clear()  # the helper's are those of when it started
+    os.environ.update(environment)
     gc.freeze()  # what the helper imported is never garbage
     gc.set_threshold(*RUN_THRESHOLDS)
     _log_handler, harness, _options = sdk_worker_main.create_harness(environment)
@@ -125,6 +130,7 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
 
     def start_worker(self) -> None:
         environment = {
+            **os.environ,
             "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
                 endpoints_pb2.ApiServiceDescriptor(url=self.control_address)),
             "PIPELINE_OPTIONS": json_format.MessageToJson(self.provision_info.provision_info.pipeline_options),

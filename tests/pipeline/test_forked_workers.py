@@ -76,3 +76,20 @@ def test_a_worker_killed_mid_bundle_fails_the_run():
         with beam.Pipeline(options=_options(1)) as p:
             _ = p | beam.Create(list(range(10))) | beam.Map(_killed)
     assert "was killed by signal 9 before the pipeline finished" in str(raised.value), raised.value
+
+
+def _variable(value):
+    return os.environ.get("CTPIPE_TEST_FORKED_VARIABLE")
+
+
+def test_workers_see_the_drivers_environment_as_it_is_when_they_start(monkeypatch, tmp_path):
+    import apache_beam as beam
+
+    from pipeline import forked_workers
+
+    forked_workers.warm_up()  # the helper starts (and keeps) the environment of now
+    monkeypatch.setenv("CTPIPE_TEST_FORKED_VARIABLE", "set after the helper started")
+    with beam.Pipeline(options=_options(1)) as p:
+        _ = (p | beam.Create([1]) | beam.Map(_variable)
+             | beam.io.WriteToText(str(tmp_path / "seen"), shard_name_template=""))
+    assert (tmp_path / "seen").read_text().splitlines() == ["set after the helper started"]
