@@ -81,6 +81,9 @@ def _expand(value, key: str):
     return value
 
 
+FORKED_RUNNER = "pipeline.forked_workers.ForkedDirectRunner"
+"""The every-core local runner (runner_configs/direct-multiprocess.yaml)."""
+
 _SECRET_KEYS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
 _OBJECT_STORE_KEYS = {"s3_endpoint_url": "object_store.s3.endpoint_url", "s3_region_name": "object_store.s3.region"}
 
@@ -152,4 +155,8 @@ def pipeline_options(runner_config: str, extra_flags: list[str] | None = None,
     flags = runner_flags(runner_config) + list(object_store_flags or []) + list(extra_flags or [])
     options = PipelineOptions(flags)
     FileSystems.set_options(options)
+    if options.get_all_options().get("runner") == FORKED_RUNNER:
+        from pipeline.forked_workers import warm_up
+
+        warm_up()  # its helper imports TensorFlow on another core while this process builds the graph
     return options

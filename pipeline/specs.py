@@ -12,7 +12,8 @@ from core.version import code_version
 #: Object-store schemes TensorFlow's own file system layer (tf.io.gfile) reads and writes.
 TENSORFLOW_SCHEMES = ("gs://",)
 #: Runners whose workers share the driver's machine (and so its temporary directory).
-LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner",
+                 "ForkedDirectRunner")
 
 
 def transform_scratch(config, run_id: str) -> str:

@@ -121,6 +121,7 @@ def test_a_cluster_runner_on_an_s3_root_needs_a_shared_transform_scratch(tmp_pat
     from pipeline.specs import check_transform_scratch
 
     check_transform_scratch(_config(), PipelineOptions(["--runner=DirectRunner"]))
+    check_transform_scratch(_config(), PipelineOptions(["--runner=pipeline.forked_workers.ForkedDirectRunner"]))
     with pytest.raises(ConfigError, match="set transform.scratch_dir to a directory every worker shares"):
         check_transform_scratch(_config(), PipelineOptions(["--runner=FlinkRunner"]))
     check_transform_scratch(_config(transform={"scratch_dir": str(tmp_path)}), PipelineOptions(["--runner=FlinkRunner"]))

@@ -31,6 +31,7 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("flags, match", [
     ([], "needs a streaming runner"),
     (["--runner=DirectRunner", "--streaming"], "not DirectRunner"),
+    (["--runner=pipeline.forked_workers.ForkedDirectRunner", "--streaming"], "not pipeline.forked_workers"),
     (["--runner=FlinkRunner"], "streaming: true"),
 ])
 def test_runner_options_that_cannot_run_the_unbounded_graph_are_refused(flags, match):
