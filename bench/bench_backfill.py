@@ -1,11 +1,16 @@
 """Backfill throughput and peak memory: ctpipe's backfill graph vs two tf.Transform peers, same input.
 
 Each pipeline runs in its own fresh interpreter (``--pipeline NAME`` below) on the same JSONL files,
-so its peak RSS (``os.wait4``'s rusage ``ru_maxrss`` of that child alone) is its own:
+so its peak RSS (``os.wait4``'s rusage ``ru_maxrss`` of that child alone) is its own; the peak RSS
+and PSS summed over its process group (sampled every MEMORY_SAMPLE_S) count the processes it
+started too:
 
-- ``ctpipe``: ``run_backfill`` on DirectRunner (first run: schema inference, decode with dead-letter
-  routing, record checks, per-window grouping and de-duplication, statistics, validation,
-  tf.Transform, raw and transformed TFRecords per window, manifests).
+- ``ctpipe``: ``run_backfill`` on DirectRunner in one process, one core (runner_configs/direct.yaml;
+  first run: schema inference, decode with dead-letter routing, record checks, per-window grouping
+  and de-duplication, statistics, validation, tf.Transform, raw and transformed TFRecords per
+  window, manifests).
+- ``ctpipe_every_core``: the same on runner_configs/direct-multiprocess.yaml (one SDK worker per
+  core, forked warm: pipeline/forked_workers.py), into its own store.
 - ``tfx_dicts``: the TFX-style peer of shared/DESIGN.md: ReadFromText -> json.loads -> TFT
   AnalyzeAndTransformDataset on instance dicts -> ExampleProtoCoder -> WriteToTFRecord.
 - ``tfx_dicts_stats``: the same plus the baseline's TFDV GenerateStatistics over a ToList of every
@@ -43,7 +48,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-PIPELINES = ("ctpipe", "tfx_dicts", "tfx_dicts_stats", "recordbatch")
+PIPELINES = ("ctpipe", "ctpipe_every_core", "tfx_dicts", "tfx_dicts_stats", "recordbatch")
+CTPIPE = {"ctpipe": "direct.yaml", "ctpipe_every_core": "direct-multiprocess.yaml"}
+"""The ctpipe pipelines and the runner config each runs with (the peers always run direct.yaml)."""
+MEMORY_SAMPLE_S = 0.25
 SCHEMA_SAMPLE_LINES = 20_000
 
 
@@ -58,11 +66,11 @@ def _peer_schema(work: str):
     return schema
 
 
-def run_ctpipe(work: str, options) -> dict:
+def run_ctpipe(work: str, options, store: str = "ctpipe-store") -> dict:
     from pipeline.backfill import run_backfill
     from pipeline.config import config_from_dict
 
-    config = config_from_dict({"storage": {"root": os.path.join(work, "ctpipe-store")},
+    config = config_from_dict({"storage": {"root": os.path.join(work, store)},
                                "source": {"files": {"uri": os.path.join(work, "events", "*.jsonl")}}})
     start = time.perf_counter()
     result = run_backfill(config, options, None, None)
@@ -180,15 +188,15 @@ def run_recordbatch(work: str, options) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
-def run_one(name: str, work: str, runner_config: str = "direct.yaml") -> None:
+def run_one(name: str, work: str) -> None:
     """Run one pipeline in this process; print its JSON (with this process's own peak RSS)."""
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from pipeline.options import pipeline_options
 
     options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
-    if name == "ctpipe":
-        options = pipeline_options(os.path.join(REPO, "runner_configs", runner_config))
-        out = run_ctpipe(work, options)
+    if name in CTPIPE:
+        options = pipeline_options(os.path.join(REPO, "runner_configs", CTPIPE[name]))
+        out = run_ctpipe(work, options, "ctpipe-store" if name == "ctpipe" else f"{name}-store")
     elif name == "recordbatch":
         out = run_recordbatch(work, options)
     else:
@@ -233,6 +241,30 @@ def write_peer_schema(work: str) -> None:
         handle.write(schema.SerializeToString())
 
 
+def group_memory_kb(pgid: int) -> tuple[int, int]:
+    """(RSS, PSS) in kB summed over the live processes of process group ``pgid``: a child and every
+    process it started (ctpipe's forkserver helper and its forked SDK workers included). PSS
+    divides each shared page among the processes sharing it, so forked workers' common imports
+    count once."""
+    rss = pss = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
+                if int(handle.read().rsplit(")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open(f"/proc/{name}/smaps_rollup", encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the process left while being read
+    return rss, pss
+
+
 def run_child(argv: list, max_seconds: float, log_path: str) -> dict:
     """Run ``argv`` in a fresh process group; its own rusage via os.wait4 (peak RSS of that child alone).
 
@@ -250,17 +282,28 @@ def run_child(argv: list, max_seconds: float, log_path: str) -> dict:
                 pass
 
         timer = threading.Timer(max_seconds, kill)
+        done, peaks = threading.Event(), [0, 0]
+
+        def sample():  # the whole group's memory, every MEMORY_SAMPLE_S until the child exits
+            while not done.wait(MEMORY_SAMPLE_S):
+                peaks[:] = [max(a, b) for a, b in zip(peaks, group_memory_kb(proc.pid))]
+
+        sampler = threading.Thread(target=sample, daemon=True)
         started = time.perf_counter()
         timer.start()
+        sampler.start()
         try:
             _pid, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
+            done.set()
+            sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
     out = {"wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+           "group_peak_rss_mb": round(peaks[0] / 1024, 1), "group_peak_pss_mb": round(peaks[1] / 1024, 1),
            "exit_code": proc.returncode}
     result = [line for line in text.splitlines() if line.startswith("BENCH_RESULT ")]
     if timed_out.is_set():
@@ -301,6 +344,10 @@ def bench(rows: int, hours: int, workdir: str, pipelines: list, max_seconds: flo
     if "ctpipe" in ok:
         out["ratios_ctpipe_over"] = {n: round(ok["ctpipe"]["rows_per_s"] / r["rows_per_s"], 3)
                                      for n, r in ok.items() if n != "ctpipe"}
+    if "ctpipe_every_core" in ok:
+        out["ratios_ctpipe_every_core_over"] = {
+            n: round(ok["ctpipe_every_core"]["rows_per_s"] / r["rows_per_s"], 3)
+            for n, r in ok.items() if n != "ctpipe_every_core"}
     return out
 
 
@@ -313,8 +360,6 @@ def main() -> None:
                         help=f"comma-separated subset of {', '.join(PIPELINES)}")
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="kill a pipeline that runs longer than this (reported as timeout)")
-    parser.add_argument("--ctpipe-runner-config", default="direct.yaml",
-                        help="runner_configs/ file the ctpipe pipeline runs with (the peers always run direct.yaml)")
     parser.add_argument("--pipeline", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -325,7 +370,7 @@ def main() -> None:
         print("BENCH_RESULT " + json.dumps({"rows": rows, "seconds": 0.0}), flush=True)
         return
     if args.pipeline:
-        run_one(args.pipeline, args.workdir, args.ctpipe_runner_config)
+        run_one(args.pipeline, args.workdir)
         return
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     unknown = sorted(set(pipelines) - set(PIPELINES))

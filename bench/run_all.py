@@ -40,7 +40,8 @@ import bench_backfill  # noqa: E402
 BEGIN, END = "<!-- bench-all:begin -->", "<!-- bench-all:end -->"
 PARTS = ("backfill", "stream", "latency", "train")
 PEER_LABELS = {
-    "ctpipe": "ctpipe backfill (first run, schema inference included)",
+    "ctpipe": "ctpipe backfill, one core (first run, schema inference included)",
+    "ctpipe_every_core": "ctpipe backfill, every core (runner_configs/direct-multiprocess.yaml)",
     "tfx_dicts": "TFX-style peer: instance dicts → TFT → ExampleProtoCoder → TFRecord",
     "tfx_dicts_stats": "the same + the baseline's TFDV stats over a ToList of every row",
     "recordbatch": "the same tf.Transform work on Arrow RecordBatches (TensorAdapterConfig, output_record_batches, RecordBatchToExamples)",
@@ -121,22 +122,29 @@ def markdown(doc: dict) -> str:
         lines += [doc["note"], ""]
     if "backfill" in doc["parts"]:
         lines += ["### Backfill (DirectRunner, each pipeline in its own process, same JSONL input)", "",
-                  "| rows | pipeline | status | seconds | rows/s | peak RSS MB | ctpipe ÷ this (rows/s) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| rows | pipeline | status | seconds | rows/s | peak RSS MB | all processes: peak RSS / PSS MB "
+                  "| one-core ctpipe ÷ this | every-core ctpipe ÷ this |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for size in doc["backfill"]:
             res = size["result"]
             rows = res.get("rows", size["size"])
             if res.get("error"):
                 lines.append(f"| {rows:,} | (input) | failed | – | – | – | {res['error']} |")
                 continue
-            ratios = res.get("ratios_ctpipe_over", {})
+            ratios = {ctpipe: res.get(f"ratios_{ctpipe}_over", {}) for ctpipe in ("ctpipe", "ctpipe_every_core")}
             for name, p in res["pipelines"].items():
                 status = p["status"] if p["status"] == "ok" else f"**{p['status']}**: {p.get('reason', '')}"
-                ratio = "1.00" if name == "ctpipe" and p["status"] == "ok" else _fmt(ratios.get(name), 2)
+                ratio = {ctpipe: "1.00" if name == ctpipe and p["status"] == "ok" else _fmt(ratios[ctpipe].get(name), 2)
+                         for ctpipe in ratios}
                 lines.append(f"| {rows:,} | {PEER_LABELS[name]} | {status} | {_fmt(p.get('seconds'), 1)} | "
-                             f"{_fmt(p.get('rows_per_s'))} | {_fmt(p.get('peak_rss_mb'))} | {ratio} |")
+                             f"{_fmt(p.get('rows_per_s'))} | {_fmt(p.get('peak_rss_mb'))} | "
+                             f"{_fmt(p.get('group_peak_rss_mb'))} / {_fmt(p.get('group_peak_pss_mb'))} | "
+                             f"{ratio['ctpipe']} | {ratio['ctpipe_every_core']} |")
         lines += ["", "Seconds: the pipeline alone inside its process (Beam graph built, run and finished; "
-                  "not the interpreter start and imports). Peak RSS: `ru_maxrss` of that process (os.wait4).", ""]
+                  "not the interpreter start and imports). Peak RSS: `ru_maxrss` of that process (os.wait4); "
+                  "all processes: the peaks of RSS and PSS summed over its process group (its forkserver "
+                  "helper and SDK workers included), sampled every 0.25 s. PSS counts a page shared by "
+                  "forked workers once.", ""]
     if "stream" in doc["parts"]:
         s = doc["stream"]
         lines += ["### Stream (Kafka micro-batches, `ctpipe stream --until-idle`) vs raw kafka-python", ""]
