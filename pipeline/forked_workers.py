@@ -114,7 +114,7 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
     """Starts a worker as a child of the forkserver helper, pointed at this handler's control port.
 
     A worker that exits before the runner closes it (killed, out of memory, failed to start) fails
-    the pipeline with its exit status: the runner's pending instructions are aborted, so a worker
+    the pipeline with its exit status: the runner's pending instructions are answered with it, so a worker
     that never connected cannot leave the run waiting for it."""
 
     target = staticmethod(_serve)
