@@ -19,11 +19,14 @@ when its control stream closes.
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import multiprocessing
 import os
 import threading
 
 from apache_beam.portability.api import beam_fn_api_pb2, endpoints_pb2
+from apache_beam.runners.job import utils as job_utils
 from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 from apache_beam.transforms import environments
 from google.protobuf import json_format, text_format
@@ -47,6 +50,9 @@ PRELOAD = (
 _context_lock = threading.Lock()
 _context = None
 
+LOG_LEVELS = "CTPIPE_WORKER_LOG_LEVELS"
+"""The variable that carries the driver's logger levels to a worker (JSON: logger name -> level)."""
+
 STOP_TIMEOUT_S = 60.0
 """How long closing a worker waits for it to leave after its control stream ended."""
 
@@ -56,10 +62,27 @@ def forking_context():
     global _context
     with _context_lock:
         if _context is None:
+            _temp_dir_outside_the_commands()
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(list(PRELOAD))
             _context = context
         return _context
+
+
+def _temp_dir_outside_the_commands() -> None:
+    """Make multiprocessing's own temporary directory (the helper's socket) in the machine's temp
+    dir, not in the ctpipe command's (pipeline/tempdirs.py), which goes when the command ends:
+    multiprocessing removes its own at interpreter exit, and would fail on a directory gone."""
+    import tempfile
+    from multiprocessing import util
+
+    from pipeline.tempdirs import system_temp_dir
+
+    saved, tempfile.tempdir = tempfile.tempdir, system_temp_dir()
+    try:
+        util.get_temp_dir()  # made once per process, then kept
+    finally:
+        tempfile.tempdir = saved
 
 
 def warm_up() -> None:
@@ -83,8 +106,26 @@ def _serve(environment: dict) -> None:
     os.environ.update(environment)
     gc.freeze()  # what the helper imported is never garbage
     gc.set_threshold(*RUN_THRESHOLDS)
+    levels = json.loads(environment.get(LOG_LEVELS, "{}"))
+    _set_levels(levels)
     _log_handler, harness, _options = sdk_worker_main.create_harness(environment)
+    _set_levels(levels)  # the driver's, not the INFO the harness gives the root logger
     harness.run()
+
+
+def _set_levels(levels: dict) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+def logger_levels() -> dict:
+    """This process's logger levels: the root's and every logger's set explicitly (the ctpipe
+    command quiets Beam and TensorFlow unless --debug); a worker sets the same."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
 
 
 @environments.Environment.register_urn(URN, bytes)
@@ -135,6 +176,7 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
                 endpoints_pb2.ApiServiceDescriptor(url=self.control_address)),
             "PIPELINE_OPTIONS": json_format.MessageToJson(self.provision_info.provision_info.pipeline_options),
             "WORKER_ID": self.worker_id,
+            LOG_LEVELS: json.dumps(logger_levels()),
         }
         self._process = forking_context().Process(target=self.target, args=(environment,),
                                                   name=f"ctpipe-sdk-worker-{self.worker_id}")
@@ -185,6 +227,18 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
             process.join()
 
 
+def _option_value(value):
+    """An option's value as a worker's ``PipelineOptions.from_dictionary`` parses it back: numbers as
+    text (a protobuf Struct would turn 2 into 2.0, which an int option refuses), lists item by item."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_option_value(item) for item in value]
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 class ForkedDirectRunner(fn_runner.FnApiRunner):
     """FnApiRunner (the DirectRunner's batch engine) with ``direct_num_workers`` workers forked warm
     (``ForkedWorkerHandler``); ``direct_num_workers: 0`` is one per core. Whatever
@@ -203,5 +257,10 @@ class ForkedDirectRunner(fn_runner.FnApiRunner):
 
     def run_pipeline(self, pipeline, options):
         warm_up()
+        # The FnApiRunner hands its workers no options; these do get the run's (pickle_library,
+        # experiments...), as sdk_worker_main reads them on Beam's own workers.
+        given = {key: _option_value(value) for key, value in options.get_all_options(drop_default=True).items()
+                 if value is not None}
+        self._provision_info.provision_info.pipeline_options.CopyFrom(job_utils.dict_to_struct(given))
         return super().run_pipeline(pipeline, options)
 

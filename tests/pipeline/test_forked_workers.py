@@ -93,3 +93,30 @@ def test_workers_see_the_drivers_environment_as_it_is_when_they_start(monkeypatc
         _ = (p | beam.Create([1]) | beam.Map(_variable)
              | beam.io.WriteToText(str(tmp_path / "seen"), shard_name_template=""))
     assert (tmp_path / "seen").read_text().splitlines() == ["set after the helper started"]
+
+
+def _worker_view(value):
+    import logging
+
+    from apache_beam.internal import pickler
+    from apache_beam.runners.worker import sdk_worker_main  # noqa: F401  (what set the pickler)
+
+    return (logging.getLogger("apache_beam").getEffectiveLevel(), logging.getLogger().getEffectiveLevel(),
+            pickler.desired_pickle_lib.__name__)
+
+
+def test_workers_get_the_runs_options_and_the_drivers_logger_levels(monkeypatch, tmp_path):
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr(logging.getLogger("apache_beam"), "level", logging.CRITICAL)
+    options = PipelineOptions(runner="pipeline.forked_workers.ForkedDirectRunner", direct_num_workers=1,
+                              pickle_library="dill")
+    with beam.Pipeline(options=options) as p:
+        _ = (p | beam.Create([1]) | beam.Map(_worker_view) | beam.Map(repr)
+             | beam.io.WriteToText(str(tmp_path / "seen"), shard_name_template=""))
+    beam_level, root_level, library = eval((tmp_path / "seen").read_text())  # noqa: S307
+    assert beam_level == logging.CRITICAL and root_level == logging.getLogger().getEffectiveLevel()
+    assert "dill" in library
