@@ -193,9 +193,8 @@ def run_one(name: str, work: str) -> None:
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from pipeline.options import pipeline_options
 
-    options = pipeline_options(os.path.join(REPO, "runner_configs", "direct.yaml"))
+    options = pipeline_options(os.path.join(REPO, "runner_configs", CTPIPE.get(name, "direct.yaml")))
     if name in CTPIPE:
-        options = pipeline_options(os.path.join(REPO, "runner_configs", CTPIPE[name]))
         out = run_ctpipe(work, options, "ctpipe-store" if name == "ctpipe" else f"{name}-store")
     elif name == "recordbatch":
         out = run_recordbatch(work, options)

@@ -34,9 +34,7 @@ import sys
 from typing import Callable, Optional
 
 from core.errors import ConfigError, StorageError, TerminatedError
-
-_LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner",
-                  "ForkedDirectRunner")
+from pipeline.specs import LOCAL_RUNNERS
 
 
 def check_streaming_options(options) -> None:
@@ -45,7 +43,7 @@ def check_streaming_options(options) -> None:
 
     std = options.view_as(StandardOptions)
     runner = std.runner if isinstance(std.runner, str) else type(std.runner).__name__ if std.runner else None
-    if runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS:
+    if runner is None or runner.split(".")[-1] in LOCAL_RUNNERS:
         raise ConfigError(f"ctpipe stream --unbounded needs a streaming runner (FlinkRunner, DataflowRunner), not "
                           f"{runner or 'DirectRunner'} (its local fallback never advances an unbounded watermark); "
                           "pass --runner-config runner_configs/flink-local-streaming.yaml (local cluster) or "

@@ -1,8 +1,12 @@
 """pipeline/forked_workers.py: the every-core local runner whose SDK workers are forked from a
 helper that imported TensorFlow once. Pipelines run there; a worker that dies (at start, or
 killed mid-bundle) fails the run with its exit status instead of leaving it waiting."""
+import ast
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -34,7 +38,7 @@ def test_elements_run_in_two_children_of_a_helper_that_loaded_tensorflow():
                                        shard_name_template="")
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fw-{os.getpid()}")
     with open(path, encoding="utf-8") as handle:
-        reported = [eval(line) for line in handle]  # noqa: S307 (tuples of ints this test wrote)
+        reported = [ast.literal_eval(line) for line in handle]
     os.unlink(path)
     assert sorted(v for v, _pid, _ppid in reported) == list(range(40))
     pids = {pid for _v, pid, _ in reported}
@@ -117,6 +121,56 @@ def test_workers_get_the_runs_options_and_the_drivers_logger_levels(monkeypatch,
     with beam.Pipeline(options=options) as p:
         _ = (p | beam.Create([1]) | beam.Map(_worker_view) | beam.Map(repr)
              | beam.io.WriteToText(str(tmp_path / "seen"), shard_name_template=""))
-    beam_level, root_level, library = eval((tmp_path / "seen").read_text())  # noqa: S307
+    beam_level, root_level, library = ast.literal_eval((tmp_path / "seen").read_text())
     assert beam_level == logging.CRITICAL and root_level == logging.getLogger().getEffectiveLevel()
     assert "dill" in library
+
+
+_HOLDING_DRIVER = '''
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import pipeline
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def hold(value):
+    print("WORKER", os.getpid(), os.getppid(), flush=True)
+    signal.pause()  # until the test's SIGKILL of the driver ends this worker
+
+
+if __name__ == "__main__":
+    options = PipelineOptions(runner="pipeline.forked_workers.ForkedDirectRunner", direct_num_workers=1)
+    with beam.Pipeline(options=options) as p:
+        _ = p | beam.Create([1]) | beam.Map(hold)
+'''
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie left to be reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_a_driver_killed_with_sigkill_leaves_no_helper_or_worker_behind(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = tmp_path / "driver.py"
+    script.write_text(_HOLDING_DRIVER.format(repo=repo))
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    try:
+        line = driver.stdout.readline()
+        _word, worker, helper = line.split()
+        worker, helper = int(worker), int(helper)
+        assert _ppid(helper) == driver.pid and not _gone(worker)
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 60
+        while not (_gone(worker) and _gone(helper)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling for the processes to leave, with a deadline
+        assert _gone(worker) and _gone(helper), (worker, helper)
+    finally:
+        driver.kill()
+        driver.stdout.close()
