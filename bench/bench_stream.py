@@ -81,6 +81,26 @@ def run_stream(config: str, extra: list, kills: int, seed: int) -> dict:
             "cycles": [{k: c[k] for k in ("cycle", "replayed", "records", "seconds")} for c in cycles if c["records"]]}
 
 
+def _stream_summary(stream: dict, runner_config, result, produced, messages: int, raw_rows_s: float) -> dict:
+    counts = Counter(result.sealed_ids)
+    stream_rows_s = messages / stream["seconds"]
+    in_cycle_s = sum(sum(c["seconds"].values()) for c in stream["cycles"])
+    return {
+        "runner_config": runner_config or "runner_configs/direct.yaml",
+        "ctpipe_stream": {"seconds_wall": round(stream["seconds"], 2), "rows_per_s_wall": round(stream_rows_s),
+                          "seconds_in_cycles": round(in_cycle_s, 2),
+                          "rows_per_s_in_cycles": round(messages / in_cycle_s) if in_cycle_s else None,
+                          "kills_landed": stream["kills_landed"], "processes": stream["processes"],
+                          "cycles": stream["cycles"]},
+        "ratio_stream_over_raw_wall": round(stream_rows_s / raw_rows_s, 4),
+        "audit": {"sealed_ids": len(result.sealed_ids), "lost": len(set(produced.valid_ids) - set(counts)),
+                  "duplicated": sum(c - 1 for c in counts.values() if c > 1),
+                  "windows": result.windows, "dead_letters": result.dead_letters,
+                  "dead_letters_expected": {k: v for k, v in produced.bad.items() if v},
+                  "pending_unsealed_ids": len(result.pending_ids)},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
@@ -89,6 +109,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--max-records-per-cycle", type=int, default=500_000)
     parser.add_argument("--split", type=int, default=20_000, help="source.kafka.max_records_per_split")
+    parser.add_argument("--runner-config", action="append", default=[],
+                        help="run ctpipe stream with this --runner-config too, each in a store of its own over "
+                             "the same topic (repeatable; default: the config's runner, runner_configs/direct.yaml)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="bench-stream-")
@@ -106,33 +129,28 @@ def main() -> None:
         ends = end_offsets({"bootstrap_servers": bootstrap}, topic)
         messages = sum(ends.values())
         raw_count, raw_s = raw_consume(bootstrap, topic, ends)
-        root = os.path.join(work, "store")
-        config = write_config(os.path.join(work, "ctpipe.yaml"), root, bootstrap, topic, split=args.split)
-        stream = run_stream(config, ["--max-records-per-cycle", str(args.max_records_per_cycle)], args.kills,
-                            args.seed)
         from pipeline.checkpoint import source_id
 
-        result = audit(root, source_id(topic))
-        counts = Counter(result.sealed_ids)
-        lost = len(set(produced.valid_ids) - set(counts))
-        duplicated = sum(c - 1 for c in counts.values() if c > 1)
-        stream_rows_s = messages / stream["seconds"]
-        in_cycle_s = sum(sum(c["seconds"].values()) for c in stream["cycles"])
+        runs = []
+        for index, runner_config in enumerate(args.runner_config or [None]):
+            root = os.path.join(work, f"store-{index}")
+            config = write_config(os.path.join(work, f"ctpipe-{index}.yaml"), root, bootstrap, topic,
+                                  split=args.split)
+            extra = ["--max-records-per-cycle", str(args.max_records_per_cycle)]
+            if runner_config:
+                extra += ["--runner-config", runner_config]
+            stream = run_stream(config, extra, args.kills, args.seed)
+            runs.append(_stream_summary(stream, runner_config, audit(root, source_id(topic)), produced, messages,
+                                        raw_count / raw_s))
         print(json.dumps({
             "n_valid": len(produced.valid_ids), "bad_produced": produced.bad, "messages": messages,
             "partitions": args.partitions, "produce_s": round(produce_s, 2),
             "raw_kafka_python": {"records": raw_count, "seconds": round(raw_s, 3),
                                  "rows_per_s": round(raw_count / raw_s)},
-            "ctpipe_stream": {"seconds_wall": round(stream["seconds"], 2), "rows_per_s_wall": round(stream_rows_s),
-                              "seconds_in_cycles": round(in_cycle_s, 2),
-                              "rows_per_s_in_cycles": round(messages / in_cycle_s) if in_cycle_s else None,
-                              "kills_landed": stream["kills_landed"], "processes": stream["processes"],
-                              "cycles": stream["cycles"]},
-            "ratio_stream_over_raw_wall": round(stream_rows_s / (raw_count / raw_s), 4),
-            "audit": {"sealed_ids": len(result.sealed_ids), "lost": lost, "duplicated": duplicated,
-                      "windows": result.windows, "dead_letters": result.dead_letters,
-                      "dead_letters_expected": {k: v for k, v in produced.bad.items() if v},
-                      "pending_unsealed_ids": len(result.pending_ids)},
+            # the first run under the names earlier results used; every run in "runs"
+            "ctpipe_stream": runs[0]["ctpipe_stream"],
+            "ratio_stream_over_raw_wall": runs[0]["ratio_stream_over_raw_wall"],
+            "audit": runs[0]["audit"], "runs": runs,
         }, indent=2, sort_keys=True))
     finally:
         broker.stop()

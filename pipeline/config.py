@@ -147,6 +147,10 @@ class WindowConfig(Section):
     """What happens to a record for an already sealed window: ``new_version`` (the window is
     re-sealed as v<N+1> holding the old records plus the late ones) or ``side_output`` (the
     record is written to <root>/late/ and counted, the window stays as it is)."""
+    batch_rows: Annotated[int, Range(ge=1, le=1_000_000)] = 8192
+    """Rows of a window handled at a time while it is sealed (encoded as examples, their
+    provenance, transformed): what bounds the Python objects a window needs. Its Arrow columns
+    (tens of bytes a row) are still held whole while it is sorted and validated."""
 
     def __post_init__(self):
         super().__post_init__()

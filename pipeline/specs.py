@@ -83,5 +83,5 @@ def seal_spec(config, schema_text: str, schema_version: int, run_id: str, finger
                     schema_version=schema_version, validation=ValidationSettings.from_config(config, schema_text),
                     transform=transform, code_version=code_version(),
                     sources=tuple(sorted((sources or {}).items())), compare_within_run=compare_within_run,
-                    id_field=config.id_field, fence=fence,
+                    id_field=config.id_field, fence=fence, batch_rows=config.window.batch_rows,
                     staging=layout.run_staging_dir(root, run_id) if compare_within_run else None)

@@ -33,7 +33,6 @@ from core import storage, window_store
 from core.lock import Fence
 from core.records import DeadLetter, Event, pack_records, unpack_records
 from transforms.validate_windows import ValidationSettings, WindowValidator, load_window_stats
-from transforms.windowing import split_duplicates
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,9 @@ class SealSpec:
     (transforms/window_parts.py), so memory does not grow with the number of windows; None:
     they travel in the window's state (the unbounded graph, where one window's panes may be in
     flight at once)."""
+
+    batch_rows: int = 8192
+    """Rows handled at a time in a window (window.batch_rows): examples, provenance, transform."""
 
     def parts_for(self, wid: str):
         from transforms.window_parts import WindowParts
@@ -153,42 +155,56 @@ class _PrepareWindowDoFn(beam.DoFn):
         self._sources = dict(self._spec.sources)
 
     def process(self, element):
-        from transforms.prepare import prepare_window
+        from transforms.prepare import lags_of, prepare_sorted
         from transforms.validation import window_statistics
-        from transforms.versions import (
-            dead_by_reason,
-            load_previous,
-            merge_dead_counts,
-            merge_records,
-            unique_dead_letters,
-        )
+        from transforms.versions import dead_by_reason, load_previous, merge_dead_counts, unique_dead_letters
+        from transforms.window_rows import WindowRows
 
         wid, items = element[0], element[1]
         timing = element[2] if len(element) > 2 else None
+        rows, dead, chunk = WindowRows(self._types), [], []
+        # Each chunk becomes Arrow columns as soon as it is read: the window's records are never
+        # all Python objects at once (transforms/window_rows.py).
         if self._packed:  # chunks, or where ingest spilled them (transforms.ingest.WindowChunks)
             from transforms.window_parts import unspill
 
-            events, dead = unpack_records(map(unspill, items))
-        else:
-            events, dead = [], []
             for item in items:
-                (events if isinstance(item, Event) else dead).append(item)
+                events, letters = unpack_records([unspill(item)])
+                rows.add(events)
+                dead.extend(letters)
+        else:
+            for item in items:
+                if isinstance(item, Event):
+                    chunk.append(item)
+                    if len(chunk) >= self._spec.batch_rows:
+                        rows.add(chunk)
+                        chunk = []
+                else:
+                    dead.append(item)
+            rows.add(chunk)
+        del chunk
         dead = unique_dead_letters(dead)
         # A new version keeps what the previous one held (transforms/versions.py has the rule).
-        previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field)
-        run_sources = set(self._sources) | {e.source for e in events} | {d.source for d in dead}
-        kept, dupes = split_duplicates(merge_records(previous, events, dead))
+        previous = load_previous(self._spec.root, wid, self._types, self._spec.id_field, lazy=True)
+        run_sources = set(self._sources) | rows.sources | {d.source for d in dead}
+        earlier = None
+        if previous is not None:
+            earlier = WindowRows(self._types)
+            earlier.add_all(previous.events, self._spec.batch_rows)
+        window = rows.sorted_unique(earlier, dead)
+        del rows, earlier
+        dupes = window.duplicates
         for d in dupes:
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, d)
-        if not kept:
+        if not window.features.num_rows:
             return
         by_source = merge_dead_counts(previous, dead + dupes, run_sources)
         described = dict(previous.sources) if previous is not None else {}
         described.update(self._sources)
-        pending = prepare_window(kept, self._types, described, self._spec.parts_for(wid))
+        pending = prepare_sorted(window, described, self._spec.parts_for(wid), self._spec.batch_rows)
         batch = pending.batch
-        lags = [(e.ingest_time_ms - e.event_time_ms) / 1000.0 for e in kept if e.ingest_time_ms is not None]
-        del events, dead, kept, previous
+        lags = lags_of(window)
+        del window, dead, previous
         labels = self._spec.validation.labels
         profile = None
         if labels is not None:
@@ -280,7 +296,7 @@ class _ApplyTransformDoFn(beam.DoFn):
                                              arrow_schema_for(types))
         from transforms import window_parts
 
-        part, count = self._applier.tfrecord_part(state.prepared.batch())
+        part, count = self._applier.tfrecord_part(state.prepared.batch(), self._spec.batch_rows)
         parts = state.prepared.parts.with_part(window_parts.TRANSFORMED, part)
         yield replace(state, prepared=replace(state.prepared, parts=parts), fingerprint=fingerprint,
                       transformed_count=count)

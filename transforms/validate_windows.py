@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
+import numpy as np
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from core import storage, window_store
@@ -187,16 +188,17 @@ def quality_of(stats, records: int, dead: int, dead_by_reason: dict, timeliness:
     return out
 
 
-def timeliness_of(lags_s: list) -> Optional[dict]:
-    """p50 / p95 / max of ingest-minus-event-time lags (seconds) of a window; None if no lags."""
-    if not lags_s:
+def timeliness_of(lags_s) -> Optional[dict]:
+    """p50 / p95 / max of ingest-minus-event-time lags (seconds, a list or an array) of a window;
+    None if no lags."""
+    if len(lags_s) == 0:
         return None
-    ordered = sorted(lags_s)
+    ordered = np.sort(np.asarray(lags_s, dtype=np.float64))
 
     def pick(q):
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+        return round(float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]), 3)
 
-    return {"records": len(ordered), "p50_s": pick(0.5), "p95_s": pick(0.95), "max_s": round(ordered[-1], 3)}
+    return {"records": len(ordered), "p50_s": pick(0.5), "p95_s": pick(0.95), "max_s": round(float(ordered[-1]), 3)}
 
 
 class WindowValidator:
@@ -246,7 +248,7 @@ class WindowValidator:
             labels = check_labels(label_profile, chosen, s.labels)
         extra = [(s.labels.label_field, kind, text) for kind, text in labels["anomalies"]] if labels else []
         verdict = decide(anomalies, s.blocking, dead, records + dead, s.max_bad_fraction, skew, extra)
-        quality = quality_of(stats, records, dead, dead_by_reason, timeliness_of(list(lags_s)))
+        quality = quality_of(stats, records, dead, dead_by_reason, timeliness_of(lags_s))
         if labels is not None:
             quality["labels"] = {"profile": label_profile, "regime": labels["regime"],
                                  "reference_windows": labels["reference_windows"],

@@ -125,9 +125,11 @@ def _example_features(example, types: dict) -> dict:
     return features
 
 
-def load_previous(root: str, wid: str, types: dict, id_field: Optional[str]) -> Optional[PreviousVersion]:
+def load_previous(root: str, wid: str, types: dict, id_field: Optional[str],
+                  lazy: bool = False) -> Optional[PreviousVersion]:
     """The newest sealed version of ``wid`` as events (None when the window was never sealed).
-    ``id_field`` gives the ids of a version sealed before provenance was kept."""
+    ``id_field`` gives the ids of a version sealed before provenance was kept. ``lazy``: its
+    ``events`` are an iterator that parses each stored example as it is consumed (once)."""
     from tensorflow.core.example import example_pb2
 
     latest = window_store.latest_sealed(root, wid)
@@ -149,14 +151,15 @@ def load_previous(root: str, wid: str, types: dict, id_field: Optional[str]) -> 
         start = manifest["start_ms"]
         origin = [(None, start, carried, str(i), None) for i in range(len(examples))]
         dead = {carried: {"carried": int(manifest.get("dead_letters", 0))}} if manifest.get("dead_letters") else {}
-    events = []
-    for (rid, when, source, position, ingest), data in zip(origin, examples):
-        features = _example_features(example_pb2.Example.FromString(data), types)
-        if rid is None:
-            rid = _id_of(features, id_field, wid)
-        events.append(Event(rid, when, features, source, position, ingest))
+    def parsed():
+        for (rid, when, source, position, ingest), data in zip(origin, examples):
+            features = _example_features(example_pb2.Example.FromString(data), types)
+            if rid is None:
+                rid = _id_of(features, id_field, wid)
+            yield Event(rid, when, features, source, position, ingest)
+
     sources = {s["uri"]: {k: v for k, v in s.items() if k != "records"} for s in manifest.get("sources", [])}
-    return PreviousVersion(latest.version, events, dead, sources)
+    return PreviousVersion(latest.version, parsed() if lazy else list(parsed()), dead, sources)
 
 
 def _id_of(features: dict, id_field: Optional[str], wid: str) -> str:
