@@ -33,6 +33,7 @@ from transforms.record_checks import check_event, record_rules
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
 from transforms.seal import ChunkByWindow, SealWindows, key_by_window
 from transforms.sources import match_files
+from transforms.validation import feature_types
 
 WINDOWS_OUTPUT = "windows"
 
@@ -165,7 +166,8 @@ def _run_backfill(config: Config, options, start_ms: Optional[int], end_ms: Opti
         steps = ((decode_record, decode_spec(config, schema)), (check_event, record_rules(schema)))
         chunks, dead = pipeline | "Ingest" >> IngestFiles(paths, fmt, limit, steps,
                                                           WindowChunks(config.window.size_s, start_ms, end_ms,
-                                                                       spill=spec.staging))
+                                                                       spill=spec.staging,
+                                                                       feature_types=feature_types(schema)))
         sealed = seal_chunks(chunks, dead, spec)
         _ = ((dead, sealed.duplicates) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLetters(root, run_id))

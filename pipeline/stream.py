@@ -96,6 +96,7 @@ from transforms.pending import (
 )
 from transforms.record_checks import DecodeAndCheck
 from transforms.run_outputs import WriteRunOutputs, read_run_outputs
+from transforms.validation import feature_types
 
 DEFAULT_MAX_RECORDS_PER_CYCLE = 500_000
 SCHEMA_SAMPLE_RECORDS = 20_000
@@ -312,7 +313,7 @@ def run_seal(config, options, sid: str, window_ids: list, run_id: str, schema, s
     spec = seal_spec(config, schema_text, schema_version, run_id, fingerprint=current_transform(root),
                      sources=sources, fence=fence)
     pipeline = beam.Pipeline(options=options)
-    chunks = pipeline | "ReadParts" >> ReadPendingChunks(paths, config.window.size_s)
+    chunks = pipeline | "ReadParts" >> ReadPendingChunks(paths, config.window.size_s, feature_types(schema))
     # Dead letters written at ingest count toward their windows; they are not written again.
     ingest_dead = ingest_dead_letters(root, sid, window_ids)
     counted = pipeline | "IngestDeadLetters" >> beam.Create(ingest_dead, reshuffle=False)

@@ -25,10 +25,12 @@ from core.records import DeadLetter, pack_records
 from transforms.routing import DEADLETTER, Steps
 from transforms.sources import check_format, read_file, spread_files
 from transforms.window_parts import SpillFiles
+from transforms.window_rows import pack_rows
 
 
 class WindowChunks:
-    """Events -> (window_id, pack_records chunk) of up to ``max_items`` events of one window;
+    """Events -> (window_id, chunk) of up to ``max_items`` events of one window: ``pack_rows``
+    columns when ``feature_types`` (the schema's) are given, else a ``pack_records`` pickle;
     events outside [start_ms, end_ms) are counted (``outside_range``) and left out: they are
     valid, just not part of this run (the run that covers them seals them).
 
@@ -39,9 +41,10 @@ class WindowChunks:
     the same files; sealing reads them back (transforms/seal.py)."""
 
     def __init__(self, size_s: int, start_ms: Optional[int] = None, end_ms: Optional[int] = None,
-                 max_items: int = 4096, spill: Optional[str] = None):
+                 max_items: int = 4096, spill: Optional[str] = None, feature_types: Optional[dict] = None):
         self._size_s, self._start_ms, self._end_ms, self._max = size_s, start_ms, end_ms, max_items
         self._spill = None if spill is None else SpillFiles(spill, "chunk")
+        self._types = feature_types
 
     def start(self, path: str = ""):
         """Empty, for a new file (``path``: its name, for the spill files' names)."""
@@ -51,7 +54,7 @@ class WindowChunks:
             self._spill.start(path)
 
     def _chunk(self, wid: str, events: list):
-        data = pack_records(events)
+        data = pack_records(events) if self._types is None else pack_rows(events, self._types)
         return wid, (data if self._spill is None else self._spill.put(data, wid))
 
     def add(self, event):

@@ -367,23 +367,24 @@ class ReadPendingChunks(beam.PTransform):
     chunk) (``transforms.ingest.WindowChunks``: windows by event time), one DoFn per part file,
     what ``SealWindows(chunked=True)`` groups."""
 
-    def __init__(self, paths: Iterable[str], window_size_s: int):
+    def __init__(self, paths: Iterable[str], window_size_s: int, feature_types: Optional[dict] = None):
         super().__init__()
         self._paths = sorted(paths)
         self._size_s = window_size_s
+        self._types = feature_types
 
     def expand(self, pbegin):
-        return spread_files(pbegin, self._paths) | "ReadParts" >> beam.ParDo(_ReadPartDoFn(self._size_s))
+        return spread_files(pbegin, self._paths) | "ReadParts" >> beam.ParDo(_ReadPartDoFn(self._size_s, self._types))
 
 
 class _ReadPartDoFn(beam.DoFn):
-    def __init__(self, size_s: int):
-        self._size_s = size_s
+    def __init__(self, size_s: int, feature_types: Optional[dict]):
+        self._size_s, self._types = size_s, feature_types
 
     def setup(self):
         from transforms.ingest import WindowChunks
 
-        self._chunks = WindowChunks(self._size_s)
+        self._chunks = WindowChunks(self._size_s, feature_types=self._types)
 
     def process(self, path: str):
         self._chunks.start()  # empty for every part file

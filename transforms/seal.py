@@ -158,7 +158,7 @@ class _PrepareWindowDoFn(beam.DoFn):
         from transforms.prepare import lags_of, prepare_sorted
         from transforms.validation import window_statistics
         from transforms.versions import dead_by_reason, load_previous, merge_dead_counts, unique_dead_letters
-        from transforms.window_rows import WindowRows
+        from transforms.window_rows import WindowRows, is_packed_rows
 
         wid, items = element[0], element[1]
         timing = element[2] if len(element) > 2 else None
@@ -169,7 +169,11 @@ class _PrepareWindowDoFn(beam.DoFn):
             from transforms.window_parts import unspill
 
             for item in items:
-                events, letters = unpack_records([unspill(item)])
+                data = unspill(item)
+                if is_packed_rows(data):
+                    rows.add_packed(data)
+                    continue
+                events, letters = unpack_records([data])
                 rows.add(events)
                 dead.extend(letters)
         else:

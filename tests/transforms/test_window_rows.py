@@ -132,3 +132,31 @@ def test_previous_rows_all_read_again_as_dead_letters_leave_nothing():
     dead = [DeadLetter("bad_json", "x", None, "s", "1"), DeadLetter("bad_json", "x", None, "s", "2")]
     got = WindowRows(TYPES).sorted_unique(_rows(previous), dead)
     assert got.features.num_rows == 0 and got.keys.num_rows == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_packed_rows_chunks_give_the_rows_of_their_events(seed):
+    from transforms.window_rows import is_packed_rows, pack_rows
+
+    _, events, _ = _case(seed)
+    packed = WindowRows(TYPES)
+    for start in range(0, len(events), 11):
+        data = pack_rows(events[start:start + 11], TYPES)
+        assert is_packed_rows(data)
+        packed.add_packed(data)
+    want = _rows(events)
+    assert packed.sources == want.sources == {e.source for e in events}
+
+    got, expected = packed.sorted_unique(), want.sorted_unique()
+
+    assert got.features.equals(expected.features) and got.keys.equals(expected.keys)
+    assert got.duplicates == expected.duplicates
+
+
+def test_a_chunk_packed_under_another_schema_is_refused_by_name():
+    from transforms.window_rows import is_packed_rows, pack_rows
+
+    data = pack_rows([Event("a", 1, {"f": 1.0}, "s", "1")], {"f": "FLOAT"})
+    with pytest.raises(ValueError, match="another schema"):
+        WindowRows(TYPES).add_packed(data)
+    assert not is_packed_rows(b"\x80\x05")  # a pack_records pickle
