@@ -102,3 +102,14 @@ def test_defaults_round_trip_through_a_dict():
     from pipeline.config import to_dict
 
     assert config_from_dict(to_dict(Config())) == Config()
+
+
+def test_window_batch_rows_reaches_sealing_and_is_bounded(tmp_path):
+    from pipeline.specs import seal_spec
+
+    config = config_from_dict({"storage": {"root": str(tmp_path)}, "window": {"batch_rows": 100}})
+    assert seal_spec(config, "", 1, "run-1", fingerprint="f" * 16).batch_rows == 100
+    assert seal_spec(config_from_dict({}), "", 1, "run-1", fingerprint="f" * 16).batch_rows == 8192
+    for bad in (0, 2_000_000):
+        with pytest.raises(ConfigError, match="window.batch_rows"):
+            config_from_dict({"window": {"batch_rows": bad}})
