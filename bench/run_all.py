@@ -152,19 +152,32 @@ def markdown(doc: dict) -> str:
             lines += [f"**{s['status']}**: {s['reason']}", ""]
         else:
             r = s["result"]
-            raw, cs = r["raw_kafka_python"], r["ctpipe_stream"]
+            raw = r["raw_kafka_python"]
             lines += ["| reader | records | seconds | rows/s | ratio to raw |", "| --- | --- | --- | --- | --- |",
                       f"| raw kafka-python (assign + seek, no processing) | {raw['records']:,} | {raw['seconds']} | "
-                      f"{raw['rows_per_s']:,} | 1.00 |",
-                      f"| `ctpipe stream`, wall clock incl. process start | {r['messages']:,} | {cs['seconds_wall']} | "
-                      f"{cs['rows_per_s_wall']:,} | {r['ratio_stream_over_raw_wall']} |",
-                      f"| `ctpipe stream`, inside the cycles | {r['messages']:,} | {cs['seconds_in_cycles']} | "
-                      f"{_fmt(cs['rows_per_s_in_cycles'])} | "
-                      f"{_fmt(cs['rows_per_s_in_cycles'] / raw['rows_per_s'] if cs['rows_per_s_in_cycles'] else None, 3)} |",
-                      "", f"{r['n_valid']:,} valid events + {sum(r['bad_produced'].values())} bad messages on "
-                      f"{r['partitions']} partitions; audit: {r['audit']['lost']} lost, {r['audit']['duplicated']} "
-                      f"duplicated, dead letters {r['audit']['dead_letters']} (expected "
-                      f"{r['audit']['dead_letters_expected']}).", ""]
+                      f"{raw['rows_per_s']:,} | 1.00 |"]
+            runs = r.get("runs") or [{"runner_config": "runner_configs/direct.yaml",  # results before "runs"
+                                      "ctpipe_stream": r["ctpipe_stream"], "audit": r["audit"],
+                                      "ratio_stream_over_raw_wall": r["ratio_stream_over_raw_wall"]}]
+            for run in runs:
+                cs, name = run["ctpipe_stream"], run["runner_config"]
+                inside = cs["rows_per_s_in_cycles"]
+                lines += [f"| `ctpipe stream` ({name}), wall clock incl. process start | {r['messages']:,} | "
+                          f"{cs['seconds_wall']} | {cs['rows_per_s_wall']:,} | {run['ratio_stream_over_raw_wall']} |",
+                          f"| `ctpipe stream` ({name}), inside the cycles | {r['messages']:,} | "
+                          f"{cs['seconds_in_cycles']} | {_fmt(inside)} | "
+                          f"{_fmt(inside / raw['rows_per_s'] if inside else None, 3)} |"]
+            lines += ["", f"{r['n_valid']:,} valid events + {sum(r['bad_produced'].values())} bad messages on "
+                      f"{r['partitions']} partitions."]
+            for run in runs:
+                a = run["audit"]
+                phases = "; ".join(
+                    f"{c['records']:,}: " + ", ".join(f"{k} {v:g}" for k, v in sorted(c["seconds"].items()) if v >= 0.05)
+                    for c in run["ctpipe_stream"]["cycles"])
+                lines.append(f"{run['runner_config']}: audit {a['lost']} lost, {a['duplicated']} duplicated, dead "
+                             f"letters {a['dead_letters']} (expected {a['dead_letters_expected']}); cycles (records: "
+                             f"seconds per phase): {phases}.")
+            lines.append("")
     if "latency" in doc["parts"] or "train" in doc["parts"]:
         lines += ["### Latencies", "", "| latency | figure | detail |", "| --- | --- | --- |"]
         if "latency" in doc["parts"]:
@@ -209,6 +222,9 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=3600.0,
                         help="per pipeline (backfill) and per part (stream, latency, train)")
     parser.add_argument("--stream-n", type=int, default=100_000, help="bench_stream.py --n")
+    parser.add_argument("--stream-args", default="--runner-config runner_configs/direct-multiprocess.yaml "
+                        "--runner-config runner_configs/direct.yaml",
+                        help="more bench_stream.py arguments (default: both local runners, each in its own store)")
     parser.add_argument("--latency-seconds", type=float, default=200.0, help="bench_latency.py sealed --seconds")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a new temporary one)")
@@ -253,8 +269,8 @@ def main() -> None:
             doc["backfill"].append({"size": size, "result": result})
     if "stream" in parts:
         print(f"run_all: stream {args.stream_n:,} events", file=sys.stderr, flush=True)
-        doc["stream"] = run_json([py, os.path.join(REPO, "bench", "bench_stream.py"), "--n", str(args.stream_n)],
-                                 args.max_seconds, os.path.join(work, "stream.log"))
+        doc["stream"] = run_json([py, os.path.join(REPO, "bench", "bench_stream.py"), "--n", str(args.stream_n),
+                                  *shlex.split(args.stream_args)], args.max_seconds, os.path.join(work, "stream.log"))
     if "latency" in parts:
         print("run_all: event -> sealed latency", file=sys.stderr, flush=True)
         doc["latency"] = run_json([py, os.path.join(REPO, "bench", "bench_latency.py"), "sealed", "--seconds",
