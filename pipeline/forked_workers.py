@@ -189,9 +189,12 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
         if not self._stopping.is_set():
             code = process.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-            self._fail(f"SDK worker {self.worker_id} (pid {process.pid}) {how} before the pipeline finished, "
-                       "so the run failed; rerun it. A signal 9 is often the kernel's out-of-memory killer: "
-                       "then run with fewer workers (direct_num_workers) or with runner_configs/direct.yaml")
+            error = (f"SDK worker {self.worker_id} (pid {process.pid}) {how} before the pipeline finished, "
+                     "so the run failed; rerun it. A signal 9 is often the kernel's out-of-memory killer: "
+                     "then run with fewer workers (direct_num_workers) or with runner_configs/direct.yaml")
+            with _DEATHS_LOCK:
+                _DEATHS.append(error)
+            self._fail(error)
 
     def _fail(self, error: str) -> None:
         """Answer every instruction the runner sent this worker, and every one it sends from now on,
@@ -225,6 +228,11 @@ class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
         if process.is_alive():
             process.kill()
             process.join()
+
+
+_DEATHS: list = []
+"""Why workers of the pipeline running now died (a process runs its pipelines one at a time)."""
+_DEATHS_LOCK = threading.Lock()
 
 
 def _option_value(value):
@@ -262,5 +270,16 @@ class ForkedDirectRunner(fn_runner.FnApiRunner):
         given = {key: _option_value(value) for key, value in options.get_all_options(drop_default=True).items()
                  if value is not None}
         self._provision_info.provision_info.pipeline_options.CopyFrom(job_utils.dict_to_struct(given))
-        return super().run_pipeline(pipeline, options)
+        with _DEATHS_LOCK:
+            del _DEATHS[:]
+        try:
+            return super().run_pipeline(pipeline, options)
+        except Exception as exc:
+            # A dead worker's data stream can end before its control answers: the runner then
+            # raises "Channel closed prematurely", which names nothing. Say which worker died, and how.
+            with _DEATHS_LOCK:
+                death = _DEATHS[0] if _DEATHS else None
+            if death is None or death in str(exc):
+                raise
+            raise RuntimeError(death) from exc
 

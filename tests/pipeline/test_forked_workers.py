@@ -3,6 +3,7 @@ helper that imported TensorFlow once. Pipelines run there; a worker that dies (a
 killed mid-bundle) fails the run with its exit status instead of leaving it waiting."""
 import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,50 @@ def _killed(value):
     if value == 7:
         os.kill(os.getpid(), signal.SIGKILL)
     return value
+
+
+def _crashed(value):
+    if value == 7:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return value
+
+
+def test_a_worker_that_crashes_mid_bundle_fails_the_run_naming_its_signal():
+    import apache_beam as beam
+
+    with pytest.raises(RuntimeError) as raised:
+        with beam.Pipeline(options=_options(1)) as p:
+            _ = p | beam.Create(list(range(10))) | beam.Map(_crashed)
+    assert re.search(r"SDK worker worker_\d+ \(pid \d+\) was killed by signal 11", str(raised.value)), raised.value
+
+
+def test_a_data_channel_error_after_a_worker_died_is_replaced_by_the_death(monkeypatch):
+    """A dead worker's data stream can end before its control answers; the runner then raises
+    "Channel closed prematurely" (seen on a 1M-record stream cycle whose worker crashed). The run's
+    error names the death instead; an error with no death, or one that already names it, stays."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from pipeline import forked_workers
+
+    death = "SDK worker worker_3 (pid 42) was killed by signal 11 before the pipeline finished"
+
+    def dies(self, pipeline, options):
+        with forked_workers._DEATHS_LOCK:
+            forked_workers._DEATHS.append(death)
+        raise RuntimeError("Channel closed prematurely.")
+
+    runner, options = forked_workers.ForkedDirectRunner(), _options()
+    monkeypatch.setattr(fn_runner.FnApiRunner, "run_pipeline", dies)
+    with pytest.raises(RuntimeError, match="killed by signal 11") as raised:
+        runner.run_pipeline(None, options)
+    assert "Channel closed prematurely" in str(raised.value.__cause__)
+
+    def fails(self, pipeline, options):
+        raise ValueError("a DoFn's own error")
+
+    monkeypatch.setattr(fn_runner.FnApiRunner, "run_pipeline", fails)
+    with pytest.raises(ValueError, match="a DoFn's own error"):  # the death of the run before is forgotten
+        runner.run_pipeline(None, options)
 
 
 def test_a_worker_that_exits_before_connecting_fails_the_run_with_its_exit_code(monkeypatch):
