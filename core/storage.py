@@ -87,7 +87,8 @@ def read_json(path: str) -> dict:
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see either no file or the whole file."""
+    """Write ``data`` (bytes, or any buffer such as a memoryview) so that readers see either no
+    file or the whole file."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     if is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -95,6 +96,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             handle.write(data)
         os.replace(tmp, path)
         return
+    data = bytes(data)  # Beam's object store uploaders take bytes
     if not data and path.startswith("s3://"):
         from core.object_store import put_empty_s3
 

@@ -55,7 +55,7 @@ class PendingWindow:
 
 
 PREPARE_BATCH_ROWS = 8192
-"""Rows turned into examples, hashes and provenance at a time (``sealing.batch_rows``)."""
+"""Rows turned into examples, hashes and provenance at a time (``window.batch_rows``)."""
 _QUEUED_SLICES = 4
 """Pieces waiting for the compression thread at most (memory: a few slices' frames)."""
 

@@ -200,7 +200,7 @@ class _PrepareWindowDoFn(beam.DoFn):
         dupes = window.duplicates
         for d in dupes:
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, d)
-        if not window.features.num_rows:
+        if not window.keys.num_rows:
             return
         by_source = merge_dead_counts(previous, dead + dupes, run_sources)
         described = dict(previous.sources) if previous is not None else {}

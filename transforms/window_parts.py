@@ -90,13 +90,15 @@ def unspill(item) -> bytes:
     return storage.read_bytes(item) if isinstance(item, str) else item
 
 
-def batch_to_bytes(batch) -> bytes:
+def batch_to_bytes(batch) -> memoryview:
+    """``batch`` in Arrow's IPC stream format, as a view of Arrow's buffer (not copied into a
+    Python bytes object: a staged part is written from it as it is)."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    return memoryview(sink.getvalue())
 
 
 def batch_from_bytes(data: bytes):

@@ -190,16 +190,17 @@ class WindowRows:
         order = pc.sort_indices(keys["id"]).to_numpy().copy()  # stable: equal ids keep their order
         order, duplicates = _unique_ids(keys, order)
         take = pa.array(order, pa.int64())
-        return Sorted(_one_batch(features.take(take)), keys.take(take).combine_chunks(), duplicates)
+        batch = _taken(features, take)
+        del features
+        return Sorted(batch, pa.Table.from_batches([_taken(keys, take)]), duplicates)
 
 
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    batches = table.combine_chunks().to_batches()
-    if len(batches) == 1:
-        return batches[0]
-    if table.num_rows:
-        raise ValueError(f"{table.num_rows} rows did not combine into one record batch")
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in table.schema], schema=table.schema)
+def _taken(table: pa.Table, take: pa.Array) -> pa.RecordBatch:
+    """One RecordBatch of ``table``'s rows ``take``, a column at a time: besides the table and
+    the result, one column's chunks joined is the most held at once (``Table.take`` joins every
+    column's chunks before it takes any)."""
+    return pa.RecordBatch.from_arrays([table.column(i).combine_chunks().take(take) for i in range(table.num_columns)],
+                                      schema=table.schema)
 
 
 def _feature_schema(types: dict) -> pa.Schema:
