@@ -17,6 +17,11 @@ _ARROW_TYPES = {
 }
 
 
+def arrow_schema_for(types: dict[str, str]) -> pa.Schema:
+    """Arrow schema of a prepared batch: the typed features, sorted by name."""
+    return pa.schema([pa.field(name, _ARROW_TYPES[types[name]]) for name in sorted(types)])
+
+
 def _as_list(value, kind):
     values = value if isinstance(value, list) else [value]
     if kind == BYTES:

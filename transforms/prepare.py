@@ -11,17 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import window_parts
-from transforms.arrow import _ARROW_TYPES
+from transforms.arrow import arrow_schema_for  # noqa: F401 (imported from here by sealing)
 from transforms.example_encoding import deterministic_examples
 from transforms.gzip_files import GzipWriter, in_background, tfrecord_frames
 from transforms.versions import PROVENANCE_FORMAT
 from transforms.window_parts import WindowParts
 from transforms.write_window import digest_of_hashes, example_hashes
-
-
-def arrow_schema_for(types: dict[str, str]) -> pa.Schema:
-    """Arrow schema of a prepared batch: the typed features, sorted by name."""
-    return pa.schema([pa.field(name, _ARROW_TYPES[types[name]]) for name in sorted(types)])
 
 
 @dataclass

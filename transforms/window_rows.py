@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.records import DeadLetter, Event
-from transforms.arrow import columns_to_record_batch
+from transforms.arrow import arrow_schema_for, columns_to_record_batch
 from transforms.decode import preview
+from transforms.window_parts import batch_from_bytes, batch_to_bytes
 
 KEYS = ("id", "event_time_ms", "source", "position", "ingest_time_ms")
 _KEY_TYPES = (pa.large_binary(), pa.int64(), pa.large_binary(), pa.large_binary(), pa.int64())
@@ -72,18 +73,6 @@ ROWS_MAGIC = b"ctpipe.rows/1\n"
 _U64 = struct.Struct("<Q")
 
 
-def _ipc(batch: pa.RecordBatch) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data) -> pa.RecordBatch:
-    with pa.ipc.open_stream(data) as reader:
-        return reader.read_next_batch()
-
-
 def _features_batch(events: list, feature_types: dict) -> pa.RecordBatch:
     features = [e.features for e in events]
     columns = {name: [f.get(name) for f in features] for name in feature_types}
@@ -94,8 +83,8 @@ def pack_rows(events: list, feature_types: dict) -> bytes:
     """A chunk of one window's ``events`` as Arrow columns (their keys, then their features typed
     by ``feature_types``): what ingest hands to sealing instead of pickled records, so sealing
     reads columns without building a Python object per record (``WindowRows.add_packed``)."""
-    keys = _ipc(_keys_batch(events))
-    return ROWS_MAGIC + _U64.pack(len(keys)) + keys + _ipc(_features_batch(events, feature_types))
+    keys = batch_to_bytes(_keys_batch(events))
+    return b"".join((ROWS_MAGIC, _U64.pack(len(keys)), keys, batch_to_bytes(_features_batch(events, feature_types))))
 
 
 def is_packed_rows(data: bytes) -> bool:
@@ -135,10 +124,10 @@ class WindowRows:
         """Add a ``pack_rows`` chunk packed with the same feature types."""
         at = len(ROWS_MAGIC)
         (size,) = _U64.unpack_from(data, at)
-        buffer = pa.py_buffer(data)
-        keys = _from_ipc(buffer.slice(at + 8, size))
-        features = _from_ipc(buffer.slice(at + 8 + size))
-        if features.schema != _feature_schema(self._types):
+        view = memoryview(data)
+        keys = batch_from_bytes(view[at + 8:at + 8 + size])
+        features = batch_from_bytes(view[at + 8 + size:])
+        if features.schema != arrow_schema_for(self._types):
             raise ValueError(f"a packed chunk holds the features {features.schema.names}, typed otherwise than "
                              f"this window's schema ({sorted(self._types)}); it was packed under another schema")
         self._keys.append(keys)
@@ -157,7 +146,7 @@ class WindowRows:
 
     def _tables(self) -> tuple[pa.Table, pa.Table]:
         keys = pa.Table.from_batches(self._keys, schema=pa.schema(list(zip(KEYS, _KEY_TYPES))))
-        features = pa.Table.from_batches(self._features, schema=_feature_schema(self._types))
+        features = pa.Table.from_batches(self._features, schema=arrow_schema_for(self._types))
         return keys, features
 
     @property
@@ -201,12 +190,6 @@ def _taken(table: pa.Table, take: pa.Array) -> pa.RecordBatch:
     column's chunks before it takes any)."""
     return pa.RecordBatch.from_arrays([table.column(i).combine_chunks().take(take) for i in range(table.num_columns)],
                                       schema=table.schema)
-
-
-def _feature_schema(types: dict) -> pa.Schema:
-    from transforms.arrow import _ARROW_TYPES
-
-    return pa.schema([pa.field(name, _ARROW_TYPES[types[name]]) for name in sorted(types)])
 
 
 def _last_per_origin(keys: pa.Table, features: pa.Table) -> tuple[pa.Table, pa.Table]:
